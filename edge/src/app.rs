@@ -1,0 +1,169 @@
+//! Building and running an edge: connect to NATS, bootstrap from the workers
+//! (token public key, partition count), bind, serve until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::routing::{get, post};
+use axum::Router;
+use msgr_core::auth::token::TokenVerifier;
+use msgr_nats::{rpc, subject};
+use msgr_schemas::pb::v1 as pb;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EdgeConfig;
+use crate::error::ApiError;
+use crate::state::{EdgeState, Inner};
+
+/// An edge, bound and ready to serve.
+pub struct EdgeApp {
+    state: EdgeState,
+    listener: tokio::net::TcpListener,
+}
+
+/// The HTTP routes of the client contract.
+pub fn router(state: EdgeState) -> Router {
+    let mut app = Router::new()
+        .route("/user/register", post(crate::routes::user::register))
+        .route("/user/login", post(crate::routes::user::login))
+        .route("/chat/{user_id}", get(crate::routes::chat::list))
+        .route("/messages/send", get(crate::ws::upgrade))
+        .route("/messages/{user_id}/{receiver_id}", get(crate::routes::messages::history))
+        .route("/healthz", get(crate::routes::health::healthz))
+        .route("/metrics", get(crate::routes::health::metrics));
+    if let Some(dir) = state.config.web_dir.clone() {
+        app = app.route_service("/", get_service_dir(dir.join("index.html")));
+    }
+    app.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+        })
+        .with_state(state)
+}
+
+fn get_service_dir(index: std::path::PathBuf) -> axum::routing::MethodRouter {
+    get(move || {
+        let index = index.clone();
+        async move {
+            match tokio::fs::read(&index).await {
+                Ok(b) => ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], b).into_response_ok(),
+                Err(_) => ApiError::not_found("not_found", "web client not installed").into_response_err(),
+            }
+        }
+    })
+}
+
+trait IntoResp {
+    fn into_response_ok(self) -> axum::response::Response;
+}
+impl<T: axum::response::IntoResponse> IntoResp for T {
+    fn into_response_ok(self) -> axum::response::Response {
+        self.into_response()
+    }
+}
+trait IntoRespErr {
+    fn into_response_err(self) -> axum::response::Response;
+}
+impl IntoRespErr for ApiError {
+    fn into_response_err(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+async fn bootstrap(nats: &async_nats::Client, within: Duration) -> anyhow::Result<pb::BootstrapResponse> {
+    let deadline = Instant::now() + within;
+    let mut warned = Instant::now();
+    loop {
+        match rpc::call(nats, subject::rpc::BOOTSTRAP, &pb::BootstrapRequest {}, Duration::from_secs(2)).await {
+            Ok(b) => return Ok(b),
+            Err(e) => {
+                if Instant::now() > deadline {
+                    anyhow::bail!("no worker answered {} within {within:?}: {e}", subject::rpc::BOOTSTRAP);
+                }
+                if warned.elapsed() > Duration::from_secs(5) {
+                    tracing::info!("waiting for a worker to answer the bootstrap call");
+                    warned = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl EdgeApp {
+    /// Connects to NATS, fetches the bootstrap data and binds the listener.
+    ///
+    /// # Errors
+    /// NATS unreachable, no worker answering, or the address in use.
+    pub async fn build(config: EdgeConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("msgr-edge")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            // Per-connection inbox buffer: a connection further behind than this
+            // loses events and re-syncs, instead of growing memory.
+            .subscription_capacity(1024)
+            .connect(&config.nats.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
+        let boot = bootstrap(&nats, Duration::from_secs(config.bootstrap_timeout_secs)).await?;
+        let verifier = TokenVerifier::from_public_bytes(&boot.token_public_key)
+            .map_err(|e| anyhow::anyhow!("bad token public key from bootstrap: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let edge_id = config
+            .edge_id
+            .clone()
+            .unwrap_or_else(|| format!("edge-{}", &msgr_core::id::new_user_id()[1..9]));
+        let js = async_nats::jetstream::new(nats.clone());
+        let state = EdgeState {
+            inner: Arc::new(Inner {
+                connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
+                config,
+                edge_id,
+                nats,
+                js,
+                verifier,
+                partitions: boot.partitions.max(1),
+                next_conn_id: AtomicU64::new(1),
+                shutdown,
+                tracker: tokio_util::task::TaskTracker::new(),
+            }),
+        };
+        Ok(Self { state, listener })
+    }
+
+    /// The bound address (port 0 in tests resolves here).
+    ///
+    /// # Errors
+    /// If the socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the shutdown token is cancelled, then closes every
+    /// WebSocket with 1001 and waits (bounded) for the sessions to end.
+    ///
+    /// # Errors
+    /// If the server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        tracing::info!(addr = ?self.listener.local_addr().ok(), edge = %state.edge_id, "edge serving");
+        let token = state.shutdown.clone();
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("serving HTTP")?;
+        state.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), state.tracker.wait()).await.is_err() {
+            tracing::warn!("some sessions did not end within 5 s");
+        }
+        let _ = state.nats.flush().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! Edge configuration: defaults ← TOML file (`--config`) ← `MSGR_*` env.
+
+use std::path::PathBuf;
+
+use msgr_core::config::NatsConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything an edge process needs. It has no database settings: it has no database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EdgeConfig {
+    /// Public HTTP/WebSocket address.
+    pub listen: String,
+    pub nats: NatsConfig,
+    /// Name of this edge in logs (random by default).
+    pub edge_id: Option<String>,
+    /// Timeout of request/reply calls to workers.
+    pub rpc_timeout_ms: u64,
+    /// How long to wait at start for a worker to answer the bootstrap call.
+    pub bootstrap_timeout_secs: u64,
+    /// Concurrent WebSocket connections this edge accepts.
+    pub max_connections: usize,
+    /// Frames queued for one connection's writer before it counts as slow.
+    pub outbox_capacity: usize,
+    /// Sends of one connection awaiting their `ack` at once.
+    pub max_in_flight: usize,
+    /// Largest WebSocket message accepted (bigger ones close the socket with 1009).
+    pub max_frame_bytes: usize,
+    /// A connection whose socket accepts no data for this long is closed (1013).
+    pub slow_client_timeout_ms: u64,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Directory of the web client served at `/` (optional).
+    pub web_dir: Option<PathBuf>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            nats: NatsConfig::default(),
+            edge_id: None,
+            rpc_timeout_ms: 5_000,
+            bootstrap_timeout_secs: 60,
+            max_connections: 19_000,
+            outbox_capacity: 256,
+            max_in_flight: 1_024,
+            max_frame_bytes: 256 * 1024,
+            slow_client_timeout_ms: 5_000,
+            max_body_bytes: 64 * 1024,
+            web_dir: None,
+        }
+    }
+}

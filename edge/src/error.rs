@@ -1,0 +1,71 @@
+//! The REST error type: every non-2xx answer is
+//! `{"error": {"code": "<snake_case>", "message": "<human text>"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use msgr_nats::rpc::RpcError;
+use msgr_schemas::client::{ErrorBody, ErrorDetail};
+
+/// An error answered to a REST client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self { status, code: code.to_owned(), message: message.into() }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "you may not read this")
+    }
+
+    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+}
+
+/// Maps a worker's refusal (its code) to the HTTP status of API.md.
+impl From<RpcError> for ApiError {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::Remote { code, message } => {
+                let status = match code.as_str() {
+                    "username_taken" => StatusCode::CONFLICT,
+                    "invalid_credentials" => StatusCode::UNAUTHORIZED,
+                    "forbidden" | "not_member" => StatusCode::FORBIDDEN,
+                    "not_found" | "user_not_found" | "unknown_conversation" => StatusCode::NOT_FOUND,
+                    "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Self { status, code, message }
+            }
+            RpcError::Unavailable(detail) => {
+                tracing::warn!(%detail, "worker service unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service temporarily unavailable")
+            }
+            RpcError::BadReply(detail) => {
+                tracing::error!(%detail, "bad reply from a worker");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
+        (self.status, axum::Json(body)).into_response()
+    }
+}

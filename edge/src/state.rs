@@ -1,0 +1,48 @@
+//! Shared state of one edge process, passed to handlers through axum `State`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use msgr_core::auth::token::TokenVerifier;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EdgeConfig;
+
+/// Everything handlers need; cheap to clone.
+#[derive(Clone)]
+pub struct EdgeState {
+    pub inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub config: EdgeConfig,
+    pub edge_id: String,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub verifier: TokenVerifier,
+    /// Partition count of the command stream (from the bootstrap call).
+    pub partitions: u32,
+    /// One permit per open WebSocket.
+    pub connections: Arc<Semaphore>,
+    pub next_conn_id: AtomicU64,
+    /// Cancelled on shutdown: sessions close with 1001.
+    pub shutdown: CancellationToken,
+    /// Every WebSocket session, so shutdown can wait for them.
+    pub tracker: tokio_util::task::TaskTracker,
+}
+
+impl std::ops::Deref for EdgeState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Inner {
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.rpc_timeout_ms.max(1))
+    }
+}

@@ -1,0 +1,57 @@
+//! `WS /messages/send`: one socket per device carries both directions.
+//!
+//! # Layout
+//! - [`frame`]: parsing and validating client frames.
+//! - [`session`]: one connection: a reader task, a writer task, a bounded outbox.
+
+mod frame;
+mod session;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fastwebsockets::upgrade::IncomingUpgrade;
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::state::EdgeState;
+
+/// # `WS /messages/send`
+/// - 401 `unauthorized` / `token_expired` before the upgrade without a valid token
+///   (header, or `?token=` for browsers).
+/// - 503 `too_many_connections` when this edge is full.
+pub async fn upgrade(
+    State(state): State<EdgeState>,
+    auth: Result<AuthUser, ApiError>,
+    ws: Result<IncomingUpgrade, StatusCode>,
+) -> Response {
+    let AuthUser(user_id) = match auth {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(ws) = ws else {
+        return ApiError::bad_request("not_websocket", "this endpoint needs a WebSocket upgrade").into_response();
+    };
+    let Ok(permit) = std::sync::Arc::clone(&state.connections).try_acquire_owned() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "edge is full; retry later")
+            .into_response();
+    };
+    let (response, fut) = match ws.upgrade() {
+        Ok(x) => x,
+        Err(e) => return ApiError::bad_request("not_websocket", e.to_string()).into_response(),
+    };
+    let tracker = state.tracker.clone();
+    tracker.spawn(async move {
+        match fut.await {
+            Ok(mut ws) => {
+                ws.set_auto_close(true);
+                ws.set_auto_pong(true);
+                ws.set_max_message_size(state.config.max_frame_bytes);
+                session::run(state, user_id, ws).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+        drop(permit);
+    });
+    response.into_response()
+}

@@ -1,0 +1,15 @@
+//! The bus: the one place where NATS subjects, streams and consumers are
+//! defined, plus the small helpers every process uses on them.
+//!
+//! # Layout
+//! - [`subject`]: every subject string (only this module spells them).
+//! - [`stream`]: the `MSGR_IN` stream, per-partition sequencer consumers and
+//!   the lease bucket, created idempotently by workers.
+//! - [`rpc`]: protobuf request/reply with errors carried in headers.
+//! - [`lease`]: a compare-and-set lease in a JetStream KV bucket, so each
+//!   partition has exactly one active sequencer.
+
+pub mod lease;
+pub mod rpc;
+pub mod stream;
+pub mod subject;

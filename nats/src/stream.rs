@@ -1,0 +1,107 @@
+//! Stream, consumer and bucket definitions as code. Workers call
+//! [`ensure_all`] at start; it is idempotent and checks that the partition
+//! count matches the stream's (changing it would reorder conversations).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+
+use crate::subject;
+
+/// The command stream: every `send` and `receipt` from edges, kept until the
+/// sequencer (and any integrator consumer) has acked it.
+pub const IN_STREAM: &str = "MSGR_IN";
+/// The bucket of partition leases.
+pub const LEASE_BUCKET: &str = "MSGR_LEASES";
+/// Metadata key recording the partition count on the stream.
+const PARTITIONS_KEY: &str = "msgr.partitions";
+
+/// The durable consumer of one partition.
+#[must_use]
+pub fn sequencer_consumer(partition: u32) -> String {
+    format!("SEQ_{partition}")
+}
+
+/// Errors of [`ensure_all`].
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("stream {IN_STREAM} has {existing} partitions but this worker is configured for {configured}")]
+    PartitionMismatch { existing: u32, configured: u32 },
+}
+
+fn js_err(e: impl std::fmt::Display) -> EnsureError {
+    EnsureError::JetStream(e.to_string())
+}
+
+/// Creates (or checks) the command stream, one durable pull consumer per
+/// partition, and the lease bucket. Returns the lease bucket.
+///
+/// # Errors
+/// JetStream failures, or a partition count that differs from the stream's.
+pub async fn ensure_all(
+    js: &jetstream::Context,
+    partitions: u32,
+    lease_ttl: Duration,
+    max_ack_pending: usize,
+    replicas: usize,
+) -> Result<kv::Store, EnsureError> {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(PARTITIONS_KEY.to_owned(), partitions.to_string());
+    let mut s = js
+        .get_or_create_stream(stream::Config {
+            name: IN_STREAM.to_owned(),
+            subjects: vec![subject::IN_ALL.to_owned()],
+            // Interest: a command stays until every durable consumer acked it.
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(120),
+            metadata,
+            ..Default::default()
+        })
+        .await
+        .map_err(js_err)?;
+    let info = s.info().await.map_err(js_err)?;
+    if let Some(existing) = info.config.metadata.get(PARTITIONS_KEY).and_then(|v| v.parse().ok()) {
+        if existing != partitions {
+            return Err(EnsureError::PartitionMismatch { existing, configured: partitions });
+        }
+    }
+    for p in 0..partitions {
+        let name = sequencer_consumer(p);
+        s.get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subject::in_partition(p),
+                ack_policy: consumer::AckPolicy::Explicit,
+                // After a takeover, unacked commands of the dead holder come
+                // back after ack_wait; max_ack_pending = one batch keeps
+                // anything newer from overtaking them.
+                ack_wait: Duration::from_secs(10),
+                max_ack_pending: i64::try_from(max_ack_pending).unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(js_err)?;
+    }
+    let bucket = match js.get_key_value(LEASE_BUCKET).await {
+        Ok(b) => b,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: LEASE_BUCKET.to_owned(),
+                history: 1,
+                // An entry not renewed within the TTL ages out: the lease is free.
+                max_age: lease_ttl,
+                storage: stream::StorageType::Memory,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(js_err)?,
+    };
+    Ok(bucket)
+}

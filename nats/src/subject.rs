@@ -1,0 +1,70 @@
+//! Subjects. Lowercase, dot-separated, versioned (`msgr.v1.`). Ids minted by
+//! the product never contain `.`, `*`, `>` or whitespace, so they are safe tokens.
+
+/// Every command published by edges: `msgr.v1.in.<partition>.<kind>.<conversation_id>`.
+pub const IN_ALL: &str = "msgr.v1.in.>";
+
+/// A send command for `conversation_id` in `partition`.
+#[must_use]
+pub fn in_send(partition: u32, conversation_id: &str) -> String {
+    format!("msgr.v1.in.{partition}.send.{conversation_id}")
+}
+
+/// A receipt command for `conversation_id` in `partition`.
+#[must_use]
+pub fn in_receipt(partition: u32, conversation_id: &str) -> String {
+    format!("msgr.v1.in.{partition}.receipt.{conversation_id}")
+}
+
+/// All commands of one partition (a sequencer consumer's filter).
+#[must_use]
+pub fn in_partition(partition: u32) -> String {
+    format!("msgr.v1.in.{partition}.>")
+}
+
+/// Whether an `in` subject carries a receipt (else a send).
+#[must_use]
+pub fn is_receipt(subject: &str) -> bool {
+    subject.split('.').nth(4) == Some("receipt")
+}
+
+/// A user's inbox: every event for that user (core NATS, real-time push).
+/// Payload: `msgr.v1.Delivery`.
+#[must_use]
+pub fn deliver_user(user_id: &str) -> String {
+    format!("msgr.v1.deliver.user.{user_id}")
+}
+
+/// Every stored message of a conversation, for integrators (core NATS).
+/// Payload: `msgr.v1.StoredMessage`.
+#[must_use]
+pub fn evt_message(conversation_id: &str) -> String {
+    format!("msgr.v1.evt.message.{conversation_id}")
+}
+
+/// Request/reply services, answered by workers in the [`WORKER_QUEUE`] group.
+pub mod rpc {
+    pub const BOOTSTRAP: &str = "msgr.v1.rpc.bootstrap";
+    pub const REGISTER: &str = "msgr.v1.rpc.account.register";
+    pub const LOGIN: &str = "msgr.v1.rpc.account.login";
+    pub const USERS: &str = "msgr.v1.rpc.account.users";
+    pub const HISTORY: &str = "msgr.v1.rpc.query.history";
+    pub const CHATS: &str = "msgr.v1.rpc.query.chats";
+    pub const LOOKUP: &str = "msgr.v1.rpc.query.lookup";
+}
+
+/// Queue group of the request/reply services: one worker answers each request.
+pub const WORKER_QUEUE: &str = "msgr-workers";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_subjects_carry_partition_kind_and_conversation() {
+        assert_eq!(in_send(3, "d_a_b"), "msgr.v1.in.3.send.d_a_b");
+        assert!(!is_receipt(&in_send(3, "d_a_b")));
+        assert!(is_receipt(&in_receipt(0, "g1")));
+        assert_eq!(in_partition(7), "msgr.v1.in.7.>");
+    }
+}

@@ -1,0 +1,186 @@
+//! The JSON client contract (`shared/API.md`, v1): REST bodies and WebSocket frames.
+//!
+//! Frames from clients are parsed in two steps by the edge (JSON value, then the
+//! typed frame) so that malformed JSON, an unknown `type` and wrong field types
+//! each get their own error code.
+
+use serde::{Deserialize, Serialize};
+
+/// `{"error": {"code", "message"}}`: the body of every non-2xx REST response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// `POST /user/register` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterBody {
+    pub username: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// `POST /user/login` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginBody {
+    pub username: String,
+    pub password: String,
+}
+
+/// A user's public profile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserJson {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: String,
+}
+
+/// `POST /user/login` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginJson {
+    pub user_id: String,
+    pub token: String,
+    pub expires_at: String,
+}
+
+/// `media` object of a message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MediaJson {
+    pub media_id: String,
+    pub content_type: String,
+    pub size: u64,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
+}
+
+/// A message, in the one shape used everywhere (push, ack source, history).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageJson {
+    pub message_id: String,
+    pub client_msg_id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub sender_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaJson>,
+    pub sent_at: String,
+    /// Present on messages the caller sent: `sent`, `delivered` or `read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// `GET /messages/{user_id}/{receiver_id}` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryJson {
+    pub conversation_id: String,
+    pub messages: Vec<MessageJson>,
+    pub has_more: bool,
+}
+
+/// One entry of the chat list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatJson {
+    pub conversation_id: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<MessageJson>,
+    pub last_seq: u64,
+    pub unread_count: u64,
+    pub updated_at: String,
+}
+
+/// `GET /chat/{user_id}` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatsJson {
+    pub chats: Vec<ChatJson>,
+    pub next_cursor: Option<String>,
+}
+
+/// Receipt status as spelled on the wire.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatusJson {
+    Delivered,
+    Read,
+}
+
+/// `{"type":"send",…}` from a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendFrame {
+    pub client_msg_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<String>,
+}
+
+/// `{"type":"receipt",…}` from a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiptFrame {
+    pub conversation_id: String,
+    pub status: ReceiptStatusJson,
+    pub up_to_seq: u64,
+}
+
+/// `{"type":"typing",…}` from a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TypingFrame {
+    pub conversation_id: String,
+}
+
+/// Frames a server pushes to a client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Ack {
+        client_msg_id: String,
+        message_id: String,
+        conversation_id: String,
+        seq: u64,
+        sent_at: String,
+    },
+    Message {
+        message: MessageJson,
+    },
+    Receipt {
+        conversation_id: String,
+        user_id: String,
+        status: ReceiptStatusJson,
+        up_to_seq: u64,
+        at: String,
+    },
+    Typing {
+        conversation_id: String,
+        user_id: String,
+    },
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<String>,
+    },
+    Pong,
+}

@@ -1,0 +1,257 @@
+//! The store port: what the workers need from a database, shaped by the
+//! queries (as in Cassandra data modelling), not by tables.
+//!
+//! Adapters: `msgr-store-sqlite` (embedded default). Every adapter must pass
+//! [`conformance`] (feature `testing`), so a Cassandra/ScyllaDB adapter can be
+//! checked against the same rules.
+//!
+//! Rules every adapter keeps:
+//! - `seq` is dense per conversation (1, 2, 3, …) and assigned in the same
+//!   atomic step that stores the message.
+//! - `(sender_id, client_msg_id)` identifies a message: appending it again
+//!   returns the stored one, never a second copy.
+//! - Watermarks only move forward; a read watermark implies delivered.
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+use async_trait::async_trait;
+
+/// Errors of a store operation. Adapters map their driver errors here, so no
+/// driver type leaks out.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user as stored, with the password hash (never leaves the workers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: String,
+    /// Canonical lowercase form.
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub created_at_ms: i64,
+}
+
+/// Direct (two members) or group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+impl ConversationKind {
+    /// As spelled in the API (`direct` / `group`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Group => "group",
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    User(String),
+    Group(String),
+}
+
+/// A message to append; `message_id` and `sent_at_ms` are chosen by the caller
+/// and kept only if the message is new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub conversation_id: String,
+    pub message_id: String,
+    pub sender_id: String,
+    pub client_msg_id: String,
+    pub target: Target,
+    pub text: Option<String>,
+    pub media_id: Option<String>,
+    pub sent_at_ms: i64,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub message_id: String,
+    pub client_msg_id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub sender_id: String,
+    pub target: Target,
+    pub text: Option<String>,
+    pub media_id: Option<String>,
+    pub sent_at_ms: i64,
+}
+
+/// Delivered or read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
+}
+
+/// A member's claim: everything up to `up_to_seq` was delivered to / read by them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkUpdate {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub kind: ReceiptKind,
+    pub up_to_seq: u64,
+    pub at_ms: i64,
+}
+
+/// One operation of a sequencer batch, applied in order in one atomic step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Append(NewMessage),
+    Receipt(WatermarkUpdate),
+}
+
+/// Why an operation was refused (nothing was stored for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownRecipient,
+    NotMember,
+    UnknownConversation,
+}
+
+impl Rejection {
+    /// The API error code.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::UnknownRecipient => "unknown_recipient",
+            Self::NotMember => "not_member",
+            Self::UnknownConversation => "unknown_conversation",
+        }
+    }
+}
+
+/// The outcome of one [`Op`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// Newly stored with its `seq`.
+    Stored(StoredMessage),
+    /// Seen before: the original message.
+    Duplicate(StoredMessage),
+    /// A watermark moved; the new values (the read one implies delivered).
+    Advanced { delivered: Option<u64>, read: Option<u64>, at_ms: i64 },
+    /// Nothing moved (a lower or equal watermark).
+    Unchanged,
+    Rejected(Rejection),
+}
+
+/// `before` / `after` paging of history (exclusive bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+}
+
+/// A message with its status as seen by the caller (for their own messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    pub message: StoredMessage,
+    /// `Some` on messages the caller sent.
+    pub status: Option<MessageStatus>,
+}
+
+/// Sent, delivered to every recipient, or read by every recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MessageStatus {
+    Sent,
+    Delivered,
+    Read,
+}
+
+/// A page of history, ascending by `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<MessageView>,
+    pub has_more: bool,
+}
+
+/// One row of a user's chat list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatEntry {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    pub peer_id: Option<String>,
+    pub group_id: Option<String>,
+    pub title: String,
+    pub last_message: Option<MessageView>,
+    pub last_seq: u64,
+    pub unread_count: u64,
+    pub updated_at_ms: i64,
+}
+
+/// A page of the chat list, latest activity first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatPage {
+    pub chats: Vec<ChatEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// A member's watermarks in one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    pub user_id: String,
+    pub delivered_seq: u64,
+    pub read_seq: u64,
+}
+
+/// The port. One trait for now: the SQLite adapter implements all of it in
+/// one file, and splitting it buys nothing until a second adapter exists.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user; [`StoreError::Conflict`] if the username is taken.
+    async fn create_user(&self, user: UserRecord) -> StoreResult<()>;
+    /// A user by canonical username.
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    /// Users by id; unknown ids are left out.
+    async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<UserRecord>>;
+
+    /// Applies a sequencer batch atomically and in order: either every outcome
+    /// is durable when this returns, or none is.
+    async fn apply(&self, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>>;
+
+    /// A message by its sender's `client_msg_id`.
+    async fn message_by_client_id(
+        &self,
+        sender_id: &str,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredMessage>>;
+
+    /// Whether `user_id` is a member of the conversation (false if unknown).
+    async fn is_member(&self, conversation_id: &str, user_id: &str) -> StoreResult<bool>;
+    /// Members of a conversation with their watermarks (empty if unknown).
+    async fn members(&self, conversation_id: &str) -> StoreResult<Vec<MemberState>>;
+
+    /// A page of history seen by `caller_id` (statuses on their own messages).
+    async fn history(
+        &self,
+        conversation_id: &str,
+        caller_id: &str,
+        page: Page,
+    ) -> StoreResult<HistoryPage>;
+
+    /// A page of `user_id`'s chat list; `cursor` comes from a previous page.
+    async fn chats(&self, user_id: &str, limit: u32, cursor: Option<&str>)
+        -> StoreResult<ChatPage>;
+}

@@ -1,0 +1,124 @@
+//! Input rules of the client contract. Each failure names the API error code.
+
+/// Maximum UTF-8 bytes of a message's text.
+pub const MAX_TEXT_BYTES: usize = 65_536;
+/// Maximum length of a client-chosen `client_msg_id`.
+pub const MAX_CLIENT_MSG_ID: usize = 128;
+
+/// A rule that input broke, with the API error code it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("username must be 3-32 characters of a-z, 0-9, '_', '.', '-'")]
+    BadUsername,
+    #[error("password must be 8-1024 bytes")]
+    BadPassword,
+    #[error("display_name must be at most 64 characters with no control characters")]
+    BadDisplayName,
+    #[error("text is larger than {MAX_TEXT_BYTES} bytes")]
+    TextTooLong,
+    #[error("a message needs text or media")]
+    EmptyMessage,
+    #[error("client_msg_id must be 1-{MAX_CLIENT_MSG_ID} printable ASCII characters")]
+    BadClientMsgId,
+}
+
+impl ValidationError {
+    /// The snake_case error code of the API.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUsername => "invalid_username",
+            Self::BadPassword => "invalid_password",
+            Self::BadDisplayName => "invalid_display_name",
+            Self::TextTooLong => "too_large",
+            Self::EmptyMessage => "empty_message",
+            Self::BadClientMsgId => "invalid_client_msg_id",
+        }
+    }
+}
+
+/// Checks a username and returns its canonical (lowercase) form: usernames are
+/// case-insensitively unique.
+pub fn username(raw: &str) -> Result<String, ValidationError> {
+    let ok = (3..=32).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err(ValidationError::BadUsername)
+    }
+}
+
+/// Checks a password's length in bytes.
+pub fn password(raw: &str) -> Result<(), ValidationError> {
+    if (8..=1024).contains(&raw.len()) {
+        Ok(())
+    } else {
+        Err(ValidationError::BadPassword)
+    }
+}
+
+/// Checks a display name (trimmed; empty means "use the username").
+pub fn display_name(raw: &str) -> Result<String, ValidationError> {
+    let t = raw.trim();
+    if t.chars().count() > 64 || t.chars().any(char::is_control) {
+        return Err(ValidationError::BadDisplayName);
+    }
+    Ok(t.to_owned())
+}
+
+/// Checks a message body: text size and that there is something to send.
+pub fn message_body(text: Option<&str>, has_media: bool) -> Result<(), ValidationError> {
+    match text {
+        Some(t) if t.len() > MAX_TEXT_BYTES => Err(ValidationError::TextTooLong),
+        Some(t) if t.is_empty() && !has_media => Err(ValidationError::EmptyMessage),
+        None if !has_media => Err(ValidationError::EmptyMessage),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a client-chosen message id (it ends up in a NATS header).
+pub fn client_msg_id(raw: &str) -> Result<(), ValidationError> {
+    let ok = (1..=MAX_CLIENT_MSG_ID).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadClientMsgId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_contract() {
+        assert_eq!(username("Alice_1.x-y").as_deref(), Ok("alice_1.x-y"));
+        assert!(username("ab").is_err());
+        assert!(username(&"a".repeat(33)).is_err());
+        assert!(username("bad name").is_err());
+        assert!(username("émile").is_err());
+    }
+
+    #[test]
+    fn passwords_are_8_to_1024_bytes() {
+        assert!(password("1234567").is_err());
+        assert!(password("12345678").is_ok());
+        assert!(password(&"x".repeat(1024)).is_ok());
+        assert!(password(&"x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn message_bodies_need_content_within_the_limit() {
+        assert!(message_body(Some("hi"), false).is_ok());
+        assert_eq!(message_body(None, false), Err(ValidationError::EmptyMessage));
+        assert_eq!(
+            message_body(Some(&"x".repeat(MAX_TEXT_BYTES + 1)), false),
+            Err(ValidationError::TextTooLong)
+        );
+        assert!(message_body(Some(&"x".repeat(MAX_TEXT_BYTES)), false).is_ok());
+    }
+}

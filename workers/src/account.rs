@@ -1,0 +1,138 @@
+//! Account service (request/reply): register, login, user lookup and the
+//! edge bootstrap. argon2 runs on the blocking pool, a few hashes at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use msgr_core::auth::password;
+use msgr_core::store::{StoreError, UserRecord};
+use msgr_core::{id, validate};
+use msgr_nats::subject::rpc;
+use msgr_schemas::pb::v1 as pb;
+use prost::Message;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::WorkerContext;
+use crate::convert;
+use crate::rpc::{serve, Refusal};
+
+fn decode<M: Message + Default>(b: &Bytes) -> Result<M, Refusal> {
+    M::decode(b.clone()).map_err(|e| Refusal::new("invalid_request", e.to_string()))
+}
+
+/// Runs the account role until `shutdown`.
+pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // argon2id with the default cost takes ~19 MiB and tens of ms per hash:
+    // bound how many run at once so a login storm cannot exhaust memory.
+    let hashing = Arc::new(Semaphore::new(4));
+    let c = Arc::clone(&ctx);
+    let h = Arc::clone(&hashing);
+    let register = serve(ctx.nats.clone(), rpc::REGISTER, 64, shutdown.clone(), move |b| {
+        let (ctx, hashing) = (Arc::clone(&c), Arc::clone(&h));
+        async move { register(&ctx, &hashing, decode(&b)?).await.map(|m| m.encode_to_vec().into()) }
+    });
+    let c = Arc::clone(&ctx);
+    let h = Arc::clone(&hashing);
+    let login = serve(ctx.nats.clone(), rpc::LOGIN, 64, shutdown.clone(), move |b| {
+        let (ctx, hashing) = (Arc::clone(&c), Arc::clone(&h));
+        async move { login(&ctx, &hashing, decode(&b)?).await.map(|m| m.encode_to_vec().into()) }
+    });
+    let c = Arc::clone(&ctx);
+    let users = serve(ctx.nats.clone(), rpc::USERS, 256, shutdown.clone(), move |b| {
+        let ctx = Arc::clone(&c);
+        async move {
+            let req: pb::UsersRequest = decode(&b)?;
+            let ids: Vec<String> = req.user_ids.into_iter().filter(|u| id::is_user_id(u)).take(1000).collect();
+            let found = ctx.store.users_by_ids(&ids).await.map_err(Refusal::internal)?;
+            Ok(pb::Users { users: found.iter().map(convert::user).collect() }.encode_to_vec().into())
+        }
+    });
+    let c = Arc::clone(&ctx);
+    let bootstrap = serve(ctx.nats.clone(), rpc::BOOTSTRAP, 16, shutdown.clone(), move |_| {
+        let ctx = Arc::clone(&c);
+        async move {
+            Ok(pb::BootstrapResponse {
+                token_public_key: ctx.signer.public_bytes(),
+                partitions: ctx.config.partitions,
+            }
+            .encode_to_vec()
+            .into())
+        }
+    });
+    tokio::try_join!(register, login, users, bootstrap)?;
+    Ok(())
+}
+
+async fn hash_blocking(hashing: &Semaphore, pw: String) -> Result<String, Refusal> {
+    let _permit = hashing.acquire().await.map_err(Refusal::internal)?;
+    tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(Refusal::internal)?
+        .map_err(Refusal::internal)
+}
+
+async fn verify_blocking(hashing: &Semaphore, pw: String, phc: String) -> Result<bool, Refusal> {
+    let _permit = hashing.acquire().await.map_err(Refusal::internal)?;
+    tokio::task::spawn_blocking(move || password::verify(&pw, &phc))
+        .await
+        .map_err(Refusal::internal)
+}
+
+/// # `msgr.v1.rpc.account.register`
+/// - `invalid_username` / `invalid_password` / `invalid_display_name`: rules of API.md.
+/// - `username_taken`: another user has it, in any letter case.
+async fn register(
+    ctx: &WorkerContext,
+    hashing: &Semaphore,
+    req: pb::RegisterRequest,
+) -> Result<pb::User, Refusal> {
+    let bad = |e: validate::ValidationError| Refusal::new(e.code(), e.to_string());
+    let username = validate::username(&req.username).map_err(bad)?;
+    validate::password(&req.password).map_err(bad)?;
+    let display_name = match req.display_name.as_deref().map(validate::display_name) {
+        Some(Ok(d)) if !d.is_empty() => d,
+        Some(Err(e)) => return Err(bad(e)),
+        _ => req.username.clone(),
+    };
+    // Cheap check first so a taken name does not cost a hash.
+    if ctx.store.user_by_username(&username).await.map_err(Refusal::internal)?.is_some() {
+        return Err(Refusal::new("username_taken", "that username is taken"));
+    }
+    let password_hash = hash_blocking(hashing, req.password).await?;
+    let user = UserRecord {
+        user_id: id::new_user_id(),
+        username,
+        display_name,
+        password_hash,
+        created_at_ms: msgr_core::time::now_ms(),
+    };
+    match ctx.store.create_user(user.clone()).await {
+        Ok(()) => Ok(convert::user(&user)),
+        Err(StoreError::Conflict(_)) => Err(Refusal::new("username_taken", "that username is taken")),
+        Err(e) => Err(Refusal::internal(e)),
+    }
+}
+
+/// # `msgr.v1.rpc.account.login`
+/// - `invalid_credentials`: unknown user or wrong password, the same answer and
+///   about the same time for both (an unknown user is verified against a dummy hash).
+async fn login(
+    ctx: &WorkerContext,
+    hashing: &Semaphore,
+    req: pb::LoginRequest,
+) -> Result<pb::Session, Refusal> {
+    let denied = || Refusal::new("invalid_credentials", "wrong username or password");
+    let user = match validate::username(&req.username) {
+        Ok(name) => ctx.store.user_by_username(&name).await.map_err(Refusal::internal)?,
+        Err(_) => None,
+    };
+    let phc = user.as_ref().map_or_else(|| ctx.dummy_hash.clone(), |u| u.password_hash.clone());
+    let pw = if req.password.len() > 1024 { String::new() } else { req.password };
+    let ok = verify_blocking(hashing, pw, phc).await?;
+    let Some(user) = user.filter(|_| ok) else { return Err(denied()) };
+    let ttl = Duration::from_secs(ctx.config.token_ttl_secs.max(1));
+    let (token, expires_at_ms) = ctx.signer.sign(&user.user_id, ttl).map_err(Refusal::internal)?;
+    Ok(pb::Session { user_id: user.user_id, token, expires_at_ms })
+}

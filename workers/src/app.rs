@@ -1,0 +1,218 @@
+//! Building and running a worker process: connect, ensure the bus, open the
+//! store, then supervise the roles. The first role to fail stops the others
+//! and the process exits non-zero, so an orchestrator restarts it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use msgr_core::auth::token::TokenSigner;
+use msgr_core::store::Store;
+use msgr_store_sqlite::{Durability, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{StoreConfig, WorkerConfig};
+use crate::context::WorkerContext;
+
+/// Roles a worker process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Every role below.
+    All,
+    /// Sequencer/persister with receipts and inbox fan-out.
+    Sequencer,
+    /// Register, login, user lookup, edge bootstrap.
+    Account,
+    /// History, chat list, message lookup.
+    Query,
+}
+
+/// A worker process, built and ready to run.
+pub struct WorkerApp {
+    ctx: Arc<WorkerContext>,
+    roles: Vec<Role>,
+    metrics: Option<tokio::net::TcpListener>,
+}
+
+fn load_or_create_key(path: &Path) -> anyhow::Result<TokenSigner> {
+    if path.is_file() {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return TokenSigner::from_secret_bytes(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is not a PASETO v4 secret key: {e}", path.display()));
+    }
+    let signer = TokenSigner::generate().map_err(|e| anyhow::anyhow!("generating key: {e}"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Write to a temp file and rename, so two workers starting at once cannot
+    // leave a torn key; the loser then reads the winner's key.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(signer.secret_bytes())?;
+        f.sync_all()?;
+    }
+    if std::fs::hard_link(&tmp, path).is_err() && !path.is_file() {
+        anyhow::bail!("could not install key at {}", path.display());
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let bytes = std::fs::read(path)?;
+    TokenSigner::from_secret_bytes(&bytes).map_err(|e| anyhow::anyhow!("reading back key: {e}"))
+}
+
+/// Connects to NATS, retrying until it answers (it may still be starting).
+pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .subscription_capacity(8192)
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))
+}
+
+impl WorkerApp {
+    /// Connects, creates streams and consumers, opens the store, loads keys,
+    /// binds the metrics listener. Fails fast on anything wrong.
+    ///
+    /// # Errors
+    /// Any of the above failing, with context.
+    pub async fn build(config: WorkerConfig, roles: Vec<Role>) -> anyhow::Result<Self> {
+        if config.partitions == 0 || config.partitions > 1024 {
+            anyhow::bail!("partitions must be 1..=1024, got {}", config.partitions);
+        }
+        let roles = if roles.is_empty() || roles.contains(&Role::All) {
+            vec![Role::Sequencer, Role::Account, Role::Query]
+        } else {
+            roles
+        };
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Sqlite { path, durability } => {
+                let path: PathBuf = path.clone().unwrap_or_else(|| config.data_dir.join("msgr.sqlite3"));
+                let durability = match durability.as_str() {
+                    "full" => Durability::Full,
+                    "normal" => Durability::Normal,
+                    other => anyhow::bail!("store.durability must be full or normal, got {other:?}"),
+                };
+                Arc::new(
+                    SqliteStore::open(&path, durability)
+                        .with_context(|| format!("opening SQLite at {}", path.display()))?,
+                )
+            }
+        };
+        let key_path = config
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("paseto-v4.secret"));
+        let signer = Arc::new(load_or_create_key(&key_path)?);
+        let dummy_hash = tokio::task::spawn_blocking(|| {
+            msgr_core::auth::password::hash(&msgr_core::id::new_user_id())
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+
+        let nats = connect_nats(&config.nats.url, "msgr-worker").await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let leases = msgr_nats::stream::ensure_all(
+            &js,
+            config.partitions,
+            Duration::from_millis(config.lease_ttl_ms.max(200)),
+            config.batch_max.max(1),
+            config.replicas.max(1),
+        )
+        .await
+        .context("creating streams and consumers")?;
+
+        let metrics = if config.metrics_listen.is_empty() {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(&config.metrics_listen)
+                    .await
+                    .with_context(|| format!("binding metrics on {}", config.metrics_listen))?,
+            )
+        };
+        let instance_id = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), &msgr_core::id::new_user_id()[1..9]));
+        Ok(Self {
+            ctx: Arc::new(WorkerContext {
+                config,
+                nats,
+                js,
+                store,
+                signer,
+                leases,
+                instance_id,
+                dummy_hash,
+            }),
+            roles,
+            metrics,
+        })
+    }
+
+    /// Where `/metrics` is served, if enabled.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The token signer (tests forge expired tokens with it).
+    #[must_use]
+    pub fn signer(&self) -> Arc<TokenSigner> {
+        Arc::clone(&self.ctx.signer)
+    }
+
+    /// Runs the roles until `shutdown` is cancelled or one fails.
+    ///
+    /// # Errors
+    /// The first role error.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = self.metrics {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                let handle = msgr_core::telemetry::prometheus();
+                let app = axum::Router::new()
+                    .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+                    .route("/healthz", axum::routing::get(|| std::future::ready("ok")));
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                    .context("metrics server")
+            });
+        }
+        for role in &self.roles {
+            let (ctx, token) = (Arc::clone(&self.ctx), shutdown.clone());
+            match role {
+                Role::Sequencer => tasks.spawn(crate::sequencer::run(ctx, token)),
+                Role::Account => tasks.spawn(crate::account::run(ctx, token)),
+                Role::Query => tasks.spawn(crate::query::run(ctx, token)),
+                Role::All => continue,
+            };
+        }
+        tracing::info!(instance = %self.ctx.instance_id, roles = ?self.roles, "worker running");
+        let mut result = Ok(());
+        while let Some(res) = tasks.join_next().await {
+            let res = res.map_err(|e| anyhow::anyhow!("role panicked: {e}")).and_then(|r| r);
+            if let Err(e) = res {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+                shutdown.cancel();
+            }
+        }
+        // Deliver what is buffered (fan-out, acks) before the connection drops.
+        let _ = self.ctx.nats.flush().await;
+        result
+    }
+}

@@ -1,0 +1,75 @@
+//! Worker configuration: defaults ← TOML file (`--config`) ← `MSGR_*` env.
+
+use std::path::PathBuf;
+
+use msgr_core::config::NatsConfig;
+use serde::{Deserialize, Serialize};
+
+/// Which database the workers use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// Embedded SQLite (default). `path` defaults to `<data_dir>/msgr.sqlite3`.
+    Sqlite {
+        #[serde(default)]
+        path: Option<PathBuf>,
+        /// `full` (fsync every commit, default) or `normal`.
+        #[serde(default = "default_durability")]
+        durability: String,
+    },
+}
+
+fn default_durability() -> String {
+    "full".to_owned()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Sqlite { path: None, durability: default_durability() }
+    }
+}
+
+/// Everything a worker process needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerConfig {
+    /// Where SQLite and the token key live unless set explicitly.
+    pub data_dir: PathBuf,
+    pub nats: NatsConfig,
+    pub store: StoreConfig,
+    /// Conversation partitions of the command stream. Fixed once the stream exists.
+    pub partitions: u32,
+    /// JetStream replicas for the stream and lease bucket (3 in a cluster).
+    pub replicas: usize,
+    /// A partition lease not renewed within this many ms passes to a standby.
+    pub lease_ttl_ms: u64,
+    /// Most commands one sequencer transaction takes (also the consumer's max ack pending).
+    pub batch_max: usize,
+    /// Session token lifetime.
+    pub token_ttl_secs: u64,
+    /// The PASETO secret key file; created (0600) if missing.
+    /// Defaults to `<data_dir>/paseto-v4.secret`.
+    pub secret_key_file: Option<PathBuf>,
+    /// Where `/metrics` and `/healthz` are served; empty to disable.
+    pub metrics_listen: String,
+    /// This process's name in leases and logs (random by default).
+    pub instance_id: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            nats: NatsConfig::default(),
+            store: StoreConfig::default(),
+            partitions: 16,
+            replicas: 1,
+            lease_ttl_ms: 5_000,
+            batch_max: 256,
+            token_ttl_secs: 24 * 3600,
+            secret_key_file: None,
+            metrics_listen: "127.0.0.1:9464".to_owned(),
+            instance_id: None,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Stateless workers: everything behind the bus that touches the store.
+//!
+//! # Layout
+//! - [`app`]: build a worker process and supervise its roles.
+//! - [`sequencer`]: per-partition sequencer/persister with receipts and inbox fan-out.
+//! - [`account`]: register/login/users/bootstrap over request/reply.
+//! - [`query`]: history, chat list, lookup over request/reply.
+//! - [`config`]: configuration. `context`, `convert`, `rpc`: shared plumbing.
+
+pub mod account;
+pub mod app;
+pub mod config;
+pub mod context;
+mod convert;
+pub mod query;
+mod rpc;
+pub mod sequencer;
+
+pub use app::{Role, WorkerApp};
+pub use config::WorkerConfig;
+
+/// The `msgr-worker` command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "msgr-worker", version, about = "msgr workers: sequencer, account and query services")]
+pub struct Cli {
+    /// TOML config file (keys as in WorkerConfig; `MSGR_*` env overrides it).
+    #[arg(long, short, env = "MSGR_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Roles to run.
+    #[arg(value_enum, default_values_t = [Role::All])]
+    pub roles: Vec<Role>,
+}
+
+/// Entry point shared by `msgr-worker` and the test binary: parse the CLI,
+/// load config, run until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// Bad config or a failed role.
+pub async fn main_entry() -> anyhow::Result<()> {
+    use clap::Parser as _;
+    let cli = Cli::parse();
+    msgr_core::telemetry::init_tracing("info,async_nats=warn");
+    let config: WorkerConfig = msgr_core::config::load(cli.config.as_deref())
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let app = WorkerApp::build(config, cli.roles).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    app.run_until_stopped(shutdown).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

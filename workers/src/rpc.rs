@@ -1,0 +1,78 @@
+//! Serving request/reply subjects: a queue subscription whose requests run
+//! concurrently up to a bound, each answered with a protobuf body or error headers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use msgr_nats::rpc::error_headers;
+use msgr_nats::subject::WORKER_QUEUE;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// An API error: code and human text.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "request failed");
+        Self::new("internal", "internal error")
+    }
+}
+
+/// Answers requests on `subject` until `shutdown`, at most `concurrency` at once.
+pub(crate) async fn serve<F, Fut>(
+    client: async_nats::Client,
+    subject: &'static str,
+    concurrency: usize,
+    shutdown: CancellationToken,
+    handler: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, Refusal>> + Send + 'static,
+{
+    let mut sub = client
+        .queue_subscribe(subject, WORKER_QUEUE.to_owned())
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to {subject}: {e}"))?;
+    let handler = Arc::new(handler);
+    let limit = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let msg = tokio::select! {
+            () = shutdown.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        let Some(reply) = msg.reply else { continue };
+        // Waiting here (not spawning unboundedly) pushes back onto NATS, whose
+        // per-subscription buffer is bounded too.
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
+        let (client, handler) = (client.clone(), Arc::clone(&handler));
+        tokio::spawn(async move {
+            let res = handler(msg.payload).await;
+            let sent = match res {
+                Ok(body) => client.publish(reply, body).await,
+                Err(r) => {
+                    client
+                        .publish_with_headers(reply, error_headers(r.code, &r.message), Bytes::new())
+                        .await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "could not send a reply");
+            }
+            drop(permit);
+        });
+    }
+    let _ = sub.unsubscribe().await;
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! The sequencer/persister, with receipts and fan-out.
+//!
+//! Each conversation partition has one durable pull consumer (`SEQ_<p>`) and
+//! one lease (`seq.<p>` in `MSGR_LEASES`). Only the lease holder consumes the
+//! partition, so commands of a conversation are applied in stream order by one
+//! process at a time; any number of workers may run, the others stand by.
+//!
+//! Per batch (what is already buffered, up to `batch_max`):
+//! 1. decode each command; undecodable ones are terminated (poison);
+//! 2. apply all of them to the store in one transaction (dense seq,
+//!    idempotency by `(sender, client_msg_id)`, watermarks that only rise);
+//! 3. publish each stored message to every member's inbox (the sender's too:
+//!    that becomes the `ack`), advanced watermarks as receipt events, and
+//!    refusals to the sender;
+//! 4. only then ack the JetStream messages. A crash before 4 redelivers the
+//!    batch; step 2 then finds duplicates and step 3 re-publishes them.
+//!
+//! The consumer's `max_ack_pending` equals `batch_max`, so after a takeover
+//! the unacked commands of a dead holder come back before anything newer:
+//! order survives crashes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use msgr_core::id;
+use msgr_core::store::{NewMessage, Op, OpOutcome, ReceiptKind, Target, WatermarkUpdate};
+use msgr_nats::lease::{Lease, LeaseError};
+use msgr_nats::{stream as streams, subject};
+use msgr_schemas::pb::v1 as pb;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::WorkerContext;
+use crate::convert;
+
+/// Runs the sequencer role: one ownership loop per partition.
+pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..ctx.config.partitions {
+        tasks.spawn(partition_loop(Arc::clone(&ctx), p, shutdown.clone()));
+    }
+    while let Some(res) = tasks.join_next().await {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                return Err(anyhow::anyhow!("partition task panicked: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Acquires partition `p` whenever it is free and processes it while held.
+async fn partition_loop(ctx: Arc<WorkerContext>, p: u32, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let key = format!("seq.{p}");
+    let ttl = ctx.lease_ttl();
+    while !shutdown.is_cancelled() {
+        match Lease::acquire(&ctx.leases, &key, &ctx.instance_id, ttl).await {
+            Ok(lease) => {
+                tracing::info!(partition = p, "sequencer lease acquired");
+                metrics::gauge!("msgr_worker_partitions_owned").increment(1.0);
+                let res = own_partition(&ctx, p, lease, &shutdown).await;
+                metrics::gauge!("msgr_worker_partitions_owned").decrement(1.0);
+                if let Err(e) = res {
+                    tracing::warn!(partition = p, error = %e, "partition processing stopped");
+                }
+            }
+            Err(LeaseError::Taken) => {}
+            Err(LeaseError::Store(e)) => tracing::warn!(partition = p, error = %e, "lease store error"),
+        }
+        // Standby: check again a few times per TTL, with jitter so standbys
+        // do not all ask at once.
+        let jitter = Duration::from_millis(u64::from(p) * 7 % 100);
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(ttl / 4 + jitter) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Processes partition `p` while `lease` stays valid.
+async fn own_partition(
+    ctx: &WorkerContext,
+    p: u32,
+    mut lease: Lease,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: jetstream::consumer::PullConsumer = ctx
+        .js
+        .get_consumer_from_stream(streams::sequencer_consumer(p), streams::IN_STREAM)
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer SEQ_{p}: {e}"))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(ctx.config.batch_max)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("pulling SEQ_{p}: {e}"))?;
+    let mut renew = tokio::time::interval(ctx.lease_ttl() / 4);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renew.tick().await;
+    let mut lag = tokio::time::interval(Duration::from_secs(5));
+    let mut consumer = consumer;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                lease.release(&ctx.leases).await;
+                return Ok(());
+            }
+            _ = renew.tick() => {
+                if let Err(e) = lease.renew(&ctx.leases).await {
+                    if !lease.is_valid() || matches!(e, LeaseError::Taken) {
+                        return Err(anyhow::anyhow!("lease lost: {e}"));
+                    }
+                    tracing::warn!(partition = p, error = %e, "lease renewal failed; retrying");
+                }
+            }
+            _ = lag.tick() => {
+                if let Ok(info) = consumer.info().await {
+                    metrics::gauge!("msgr_worker_consumer_lag", "partition" => p.to_string())
+                        .set(info.num_pending as f64);
+                }
+            }
+            first = messages.next() => {
+                let first = match first {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::warn!(partition = p, error = %e, "pull error");
+                        continue;
+                    }
+                    None => return Err(anyhow::anyhow!("SEQ_{p} message stream ended")),
+                };
+                let mut batch = vec![first];
+                while batch.len() < ctx.config.batch_max {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => batch.push(m),
+                        _ => break,
+                    }
+                }
+                // Never commit on a lease that may have passed to a standby;
+                // the batch stays unacked and is redelivered to the new holder.
+                if !lease.is_valid() {
+                    return Err(anyhow::anyhow!("lease expired before commit"));
+                }
+                process_batch(ctx, batch).await;
+            }
+        }
+    }
+}
+
+/// What a decoded command was, to route its outcome.
+enum Decoded {
+    Send(pb::SendCommand),
+    Receipt(pb::ReceiptCommand),
+}
+
+/// Applies one batch and acks it (or naks it if the store failed).
+async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>) {
+    let started = Instant::now();
+    let now = msgr_core::time::now_ms();
+    let mut ops = Vec::with_capacity(batch.len());
+    let mut decoded = Vec::with_capacity(batch.len());
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut rejected_early = Vec::new();
+    for msg in batch {
+        match decode(&msg, now) {
+            Ok((op, d)) => {
+                ops.push(op);
+                decoded.push(d);
+                accepted.push(msg);
+            }
+            Err(Poison { reason, send }) => {
+                metrics::counter!("msgr_worker_commands_total", "outcome" => "poison").increment(1);
+                tracing::warn!(subject = %msg.subject, reason, "terminating undecodable command");
+                if let Some(cmd) = send {
+                    rejected_early.push(cmd);
+                }
+                if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "term failed");
+                }
+            }
+        }
+    }
+    for cmd in rejected_early {
+        reject(ctx, &cmd, "invalid_frame", "the command could not be processed").await;
+    }
+    if ops.is_empty() {
+        return;
+    }
+    metrics::histogram!("msgr_worker_batch_size").record(ops.len() as f64);
+    let outcomes = match ctx.store.apply(ops).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "store batch failed; will be redelivered");
+            for msg in &accepted {
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
+            }
+            return;
+        }
+    };
+    metrics::histogram!("msgr_worker_persist_seconds").record(started.elapsed().as_secs_f64());
+    for (outcome, d) in outcomes.iter().zip(&decoded) {
+        emit(ctx, outcome, d, now).await;
+    }
+    for msg in &accepted {
+        if let Err(e) = msg.ack().await {
+            tracing::warn!(error = %e, "ack failed; the command will be redelivered and deduplicated");
+        }
+    }
+}
+
+struct Poison {
+    reason: &'static str,
+    send: Option<pb::SendCommand>,
+}
+
+fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
+    let conv_from_subject = msg.subject.rsplit('.').next().unwrap_or_default();
+    if subject::is_receipt(&msg.subject) {
+        let r = pb::ReceiptCommand::decode(msg.payload.clone())
+            .map_err(|_| Poison { reason: "bad receipt protobuf", send: None })?;
+        let kind = match r.status() {
+            pb::ReceiptStatus::Delivered => ReceiptKind::Delivered,
+            pb::ReceiptStatus::Read => ReceiptKind::Read,
+            pb::ReceiptStatus::Unspecified => return Err(Poison { reason: "receipt status", send: None }),
+        };
+        if r.conversation_id != conv_from_subject || !id::is_user_id(&r.user_id) {
+            return Err(Poison { reason: "receipt fields", send: None });
+        }
+        let op = Op::Receipt(WatermarkUpdate {
+            conversation_id: r.conversation_id.clone(),
+            user_id: r.user_id.clone(),
+            kind,
+            up_to_seq: r.up_to_seq,
+            at_ms: if r.at_ms > 0 { r.at_ms } else { now },
+        });
+        return Ok((op, Decoded::Receipt(r)));
+    }
+    let s = pb::SendCommand::decode(msg.payload.clone())
+        .map_err(|_| Poison { reason: "bad send protobuf", send: None })?;
+    let bad = |reason| Poison { reason, send: Some(s.clone()) };
+    if s.conversation_id != conv_from_subject || !id::is_user_id(&s.sender_id) {
+        return Err(bad("send fields"));
+    }
+    if msgr_core::validate::client_msg_id(&s.client_msg_id).is_err()
+        || msgr_core::validate::message_body(s.text.as_deref(), s.media_id.is_some()).is_err()
+    {
+        return Err(bad("send body"));
+    }
+    let target = match &s.target {
+        Some(pb::send_command::Target::ToUser(u)) => Target::User(u.clone()),
+        Some(pb::send_command::Target::ToGroup(g)) => Target::Group(g.clone()),
+        None => return Err(bad("send target")),
+    };
+    if s.received_at_ms > 0 {
+        let age = (now - s.received_at_ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("msgr_worker_command_age_seconds").record(age);
+    }
+    let op = Op::Append(NewMessage {
+        conversation_id: s.conversation_id.clone(),
+        message_id: id::new_message_id(),
+        sender_id: s.sender_id.clone(),
+        client_msg_id: s.client_msg_id.clone(),
+        target,
+        text: s.text.clone(),
+        media_id: s.media_id.clone(),
+        sent_at_ms: now,
+    });
+    Ok((op, Decoded::Send(s)))
+}
+
+/// Members to fan an event of `conversation_id` out to.
+async fn members(ctx: &WorkerContext, conversation_id: &str) -> Vec<String> {
+    if let Some((a, b)) = id::direct_members(conversation_id) {
+        return vec![a.to_owned(), b.to_owned()];
+    }
+    match ctx.store.members(conversation_id).await {
+        Ok(m) => m.into_iter().map(|m| m.user_id).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "members lookup failed; fan-out skipped (clients resync)");
+            Vec::new()
+        }
+    }
+}
+
+/// Publishes one delivery to every user in `to` without waiting for each:
+/// core NATS publishes are buffered and flushed together.
+async fn fan_out(ctx: &WorkerContext, to: &[String], delivery: &pb::Delivery) {
+    let payload = Bytes::from(delivery.encode_to_vec());
+    for user in to {
+        if let Err(e) = ctx.nats.publish(subject::deliver_user(user), payload.clone()).await {
+            tracing::warn!(error = %e, "inbox publish failed");
+        }
+    }
+}
+
+async fn reject(ctx: &WorkerContext, s: &pb::SendCommand, code: &str, message: &str) {
+    metrics::counter!("msgr_worker_commands_total", "outcome" => "rejected").increment(1);
+    let d = pb::Delivery {
+        event: Some(pb::delivery::Event::Rejected(pb::CommandRejected {
+            sender_id: s.sender_id.clone(),
+            client_msg_id: s.client_msg_id.clone(),
+            conversation_id: s.conversation_id.clone(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+        })),
+    };
+    fan_out(ctx, std::slice::from_ref(&s.sender_id), &d).await;
+}
+
+async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
+    match (outcome, d) {
+        (OpOutcome::Stored(m) | OpOutcome::Duplicate(m), _) => {
+            let fresh = matches!(outcome, OpOutcome::Stored(_));
+            metrics::counter!("msgr_worker_commands_total",
+                "outcome" => if fresh { "stored" } else { "duplicate" })
+            .increment(1);
+            let pbm = convert::message(m, None);
+            if fresh {
+                if let Err(e) = ctx
+                    .nats
+                    .publish(subject::evt_message(&m.conversation_id), pbm.encode_to_vec().into())
+                    .await
+                {
+                    tracing::warn!(error = %e, "event publish failed");
+                }
+            }
+            let d = pb::Delivery { event: Some(pb::delivery::Event::Message(pbm)) };
+            fan_out(ctx, &members(ctx, &m.conversation_id).await, &d).await;
+        }
+        (OpOutcome::Rejected(r), Decoded::Send(s)) => {
+            let message = match r {
+                msgr_core::store::Rejection::UnknownRecipient => "no such recipient",
+                msgr_core::store::Rejection::NotMember => "you are not a member of this conversation",
+                msgr_core::store::Rejection::UnknownConversation => "no such conversation",
+            };
+            reject(ctx, s, r.code(), message).await;
+        }
+        (OpOutcome::Advanced { delivered, read, at_ms }, Decoded::Receipt(r)) => {
+            metrics::counter!("msgr_worker_commands_total", "outcome" => "receipt").increment(1);
+            let to = members(ctx, &r.conversation_id).await;
+            let mut events = Vec::with_capacity(2);
+            // A read watermark implies delivered up to it; announce delivered
+            // separately only where it went further than read.
+            let (delivered, read) = (*delivered, *read);
+            if let Some(d) = delivered.filter(|d| read.is_none_or(|r| *d > r)) {
+                events.push((ReceiptKind::Delivered, d));
+            }
+            if let Some(rd) = read {
+                events.push((ReceiptKind::Read, rd));
+            }
+            for (kind, up_to) in events {
+                let e = pb::ReceiptEvent {
+                    conversation_id: r.conversation_id.clone(),
+                    user_id: r.user_id.clone(),
+                    status: convert::receipt_status(kind) as i32,
+                    up_to_seq: up_to,
+                    at_ms: if *at_ms > 0 { *at_ms } else { now },
+                };
+                fan_out(ctx, &to, &pb::Delivery { event: Some(pb::delivery::Event::Receipt(e)) }).await;
+            }
+        }
+        (OpOutcome::Unchanged | OpOutcome::Rejected(_), _) => {
+            metrics::counter!("msgr_worker_commands_total", "outcome" => "no_change").increment(1);
+        }
+        (OpOutcome::Advanced { .. }, Decoded::Send(_)) => {}
+    }
+}

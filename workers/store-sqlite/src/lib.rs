@@ -1,0 +1,583 @@
+//! SQLite adapter of the msgr store port: the embedded default, zero setup.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) and a
+//! small pool of reader connections, all in WAL mode so reads never wait for
+//! the writer. rusqlite is synchronous: every call runs in `spawn_blocking`.
+//! Several worker processes may share one file; SQLite's write lock then
+//! serialises their batches, and seqs stay dense because they are assigned
+//! inside the writing transaction.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use msgr_core::id;
+use msgr_core::store::{
+    ChatEntry, ChatPage, ConversationKind, HistoryPage, MemberState, MessageStatus, MessageView,
+    NewMessage, Op, OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, StoreResult,
+    StoredMessage, Target, UserRecord, WatermarkUpdate,
+};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const READERS: usize = 4;
+
+/// How hard SQLite syncs to disk on commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: an acked message survives power loss.
+    Full,
+    /// fsync at checkpoints: survives a process crash, may lose the last
+    /// commits on power loss.
+    Normal,
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -16_000)?; // 16 MiB page cache
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or migrated.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(unavailable)?;
+        }
+        let mut writer = open_conn(path, durability).map_err(unavailable)?;
+        migrate(&mut writer).map_err(unavailable)?;
+        let readers = (0..READERS)
+            .map(|_| open_conn(path, durability).map(Mutex::new))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(unavailable)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock means a panic mid-call; the transaction rolled
+            // back when its guard dropped, so the connection is still sound.
+            let mut conn = inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let conn = inner.readers[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "message_id, client_msg_id, conversation_id, seq, sender_id, to_user, to_group, text, media_id, sent_at";
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let to_user: Option<String> = r.get(5)?;
+    let to_group: Option<String> = r.get(6)?;
+    let target = match (to_user, to_group) {
+        (Some(u), _) => Target::User(u),
+        (None, Some(g)) => Target::Group(g),
+        (None, None) => Target::User(String::new()),
+    };
+    Ok(StoredMessage {
+        message_id: r.get(0)?,
+        client_msg_id: r.get(1)?,
+        conversation_id: r.get(2)?,
+        seq: r.get(3)?,
+        sender_id: r.get(4)?,
+        target,
+        text: r.get(7)?,
+        media_id: r.get(8)?,
+        sent_at_ms: r.get(9)?,
+    })
+}
+
+fn message_at(conn: &Connection, conv: &str, seq: u64) -> rusqlite::Result<Option<StoredMessage>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2"
+    ))?
+    .query_row(params![conv, seq], row_to_message)
+    .optional()
+}
+
+fn user_exists(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")?
+        .query_row([user_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn is_member(conn: &Connection, conv: &str, user_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+        .query_row([conv, user_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn append(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> rusqlite::Result<OpOutcome> {
+    let seen: Option<(String, u64)> = tx
+        .prepare_cached(
+            "SELECT conversation_id, seq FROM client_msgs WHERE sender_id = ?1 AND client_msg_id = ?2",
+        )?
+        .query_row([&m.sender_id, &m.client_msg_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((conv, seq)) = seen {
+        return match message_at(tx, &conv, seq)? {
+            Some(orig) => Ok(OpOutcome::Duplicate(orig)),
+            None => Err(rusqlite::Error::QueryReturnedNoRows),
+        };
+    }
+    let (to_user, to_group) = match &m.target {
+        Target::User(to) => {
+            if id::direct_conversation_id(&m.sender_id, to) != m.conversation_id || to == &m.sender_id {
+                return Ok(OpOutcome::Rejected(Rejection::UnknownConversation));
+            }
+            if !user_exists(tx, to)? || !user_exists(tx, &m.sender_id)? {
+                return Ok(OpOutcome::Rejected(Rejection::UnknownRecipient));
+            }
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO conversations (conversation_id, kind, last_seq, updated_at)
+                 VALUES (?1, 'direct', 0, ?2)",
+            )?
+            .execute(params![m.conversation_id, m.sent_at_ms])?;
+            let mut add = tx.prepare_cached(
+                "INSERT OR IGNORE INTO members (conversation_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
+            )?;
+            add.execute(params![m.conversation_id, m.sender_id, m.sent_at_ms])?;
+            add.execute(params![m.conversation_id, to, m.sent_at_ms])?;
+            (Some(to.as_str()), None)
+        }
+        Target::Group(g) => {
+            if g != &m.conversation_id {
+                return Ok(OpOutcome::Rejected(Rejection::UnknownConversation));
+            }
+            if !is_member(tx, g, &m.sender_id)? {
+                return Ok(OpOutcome::Rejected(Rejection::NotMember));
+            }
+            (None, Some(g.as_str()))
+        }
+    };
+    let seq: u64 = tx
+        .prepare_cached(
+            "UPDATE conversations SET last_seq = last_seq + 1, updated_at = max(updated_at, ?2)
+             WHERE conversation_id = ?1 RETURNING last_seq",
+        )?
+        .query_row(params![m.conversation_id, m.sent_at_ms], |r| r.get(0))?;
+    tx.prepare_cached(&format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        m.message_id,
+        m.client_msg_id,
+        m.conversation_id,
+        seq,
+        m.sender_id,
+        to_user,
+        to_group,
+        m.text,
+        m.media_id,
+        m.sent_at_ms
+    ])?;
+    tx.prepare_cached(
+        "INSERT INTO client_msgs (sender_id, client_msg_id, conversation_id, seq) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![m.sender_id, m.client_msg_id, m.conversation_id, seq])?;
+    // Sending reads everything before it, on every device of the sender.
+    tx.prepare_cached(
+        "UPDATE members SET read_seq = max(read_seq, ?3), delivered_seq = max(delivered_seq, ?3)
+         WHERE conversation_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![m.conversation_id, m.sender_id, seq])?;
+    Ok(OpOutcome::Stored(StoredMessage {
+        message_id: m.message_id.clone(),
+        client_msg_id: m.client_msg_id.clone(),
+        conversation_id: m.conversation_id.clone(),
+        seq,
+        sender_id: m.sender_id.clone(),
+        target: m.target.clone(),
+        text: m.text.clone(),
+        media_id: m.media_id.clone(),
+        sent_at_ms: m.sent_at_ms,
+    }))
+}
+
+fn receipt(tx: &rusqlite::Transaction<'_>, w: &WatermarkUpdate) -> rusqlite::Result<OpOutcome> {
+    let last_seq: Option<u64> = tx
+        .prepare_cached("SELECT last_seq FROM conversations WHERE conversation_id = ?1")?
+        .query_row([&w.conversation_id], |r| r.get(0))
+        .optional()?;
+    let Some(last_seq) = last_seq else {
+        return Ok(OpOutcome::Rejected(Rejection::UnknownConversation));
+    };
+    let current: Option<(u64, u64)> = tx
+        .prepare_cached(
+            "SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+        )?
+        .query_row([&w.conversation_id, &w.user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((delivered, read)) = current else {
+        return Ok(OpOutcome::Rejected(Rejection::NotMember));
+    };
+    let up = w.up_to_seq.min(last_seq);
+    let (new_delivered, new_read) = match w.kind {
+        ReceiptKind::Delivered => (delivered.max(up), read),
+        ReceiptKind::Read => (delivered.max(up), read.max(up)),
+    };
+    if new_delivered == delivered && new_read == read {
+        return Ok(OpOutcome::Unchanged);
+    }
+    tx.prepare_cached(
+        "UPDATE members SET delivered_seq = ?3, read_seq = ?4 WHERE conversation_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![w.conversation_id, w.user_id, new_delivered, new_read])?;
+    Ok(OpOutcome::Advanced {
+        delivered: (new_delivered != delivered).then_some(new_delivered),
+        read: (new_read != read).then_some(new_read),
+        at_ms: w.at_ms,
+    })
+}
+
+/// Lowest watermarks of everyone but `caller` (what the caller's messages reached).
+fn others_watermarks(conn: &Connection, conv: &str, caller: &str) -> rusqlite::Result<(u64, u64)> {
+    conn.prepare_cached(
+        "SELECT coalesce(min(delivered_seq), 0), coalesce(min(read_seq), 0)
+         FROM members WHERE conversation_id = ?1 AND user_id != ?2",
+    )?
+    .query_row([conv, caller], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+fn view(m: StoredMessage, caller: &str, (delivered, read): (u64, u64)) -> MessageView {
+    let status = (m.sender_id == caller).then(|| {
+        if read >= m.seq {
+            MessageStatus::Read
+        } else if delivered >= m.seq {
+            MessageStatus::Delivered
+        } else {
+            MessageStatus::Sent
+        }
+    });
+    MessageView { message: m, status }
+}
+
+fn history(conn: &Connection, conv: &str, caller: &str, page: Page) -> rusqlite::Result<HistoryPage> {
+    let limit = u64::from(page.limit.clamp(1, 1000));
+    let fetch = limit + 1;
+    let (sql, lo, hi, descending) = match (page.after, page.before) {
+        (Some(a), b) => (
+            "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
+             ORDER BY seq ASC LIMIT ?4",
+            a,
+            b.unwrap_or(u64::MAX >> 1),
+            false,
+        ),
+        (None, b) => (
+            "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
+             ORDER BY seq DESC LIMIT ?4",
+            0,
+            b.unwrap_or(u64::MAX >> 1),
+            true,
+        ),
+    };
+    let sql = sql.replace("{}", MESSAGE_COLUMNS);
+    let mut rows: Vec<StoredMessage> = conn
+        .prepare_cached(&sql)?
+        .query_map(params![conv, lo, hi, fetch], row_to_message)?
+        .collect::<rusqlite::Result<_>>()?;
+    let has_more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    if descending {
+        rows.reverse();
+    }
+    let marks = others_watermarks(conn, conv, caller)?;
+    Ok(HistoryPage { messages: rows.into_iter().map(|m| view(m, caller, marks)).collect(), has_more })
+}
+
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (ms, conv) = cursor.split_once(':')?;
+    Some((ms.parse().ok()?, conv.to_owned()))
+}
+
+fn chats(conn: &Connection, user_id: &str, limit: u32, cursor: Option<&str>) -> StoreResult<ChatPage> {
+    let limit = limit.clamp(1, 200);
+    let (c_ms, c_conv) = match cursor {
+        None => (None, None),
+        Some(c) => {
+            let (ms, conv) = parse_cursor(c).ok_or(StoreError::NotFound)?;
+            (Some(ms), Some(conv))
+        }
+    };
+    let rows: Vec<(String, String, Option<String>, u64, i64, u64)> = conn
+        .prepare_cached(
+            "SELECT c.conversation_id, c.kind, c.title, c.last_seq, c.updated_at, m.read_seq
+             FROM members m JOIN conversations c ON c.conversation_id = m.conversation_id
+             WHERE m.user_id = ?1
+               AND (?2 IS NULL OR c.updated_at < ?2 OR (c.updated_at = ?2 AND c.conversation_id < ?3))
+             ORDER BY c.updated_at DESC, c.conversation_id DESC
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![user_id, c_ms, c_conv, limit + 1], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect()
+        })
+        .map_err(unavailable)?;
+    let has_more = rows.len() > limit as usize;
+    let mut chats = Vec::with_capacity(rows.len().min(limit as usize));
+    for (conv, kind, title, last_seq, updated_at, read_seq) in rows.into_iter().take(limit as usize) {
+        let (kind, peer_id, group_id, title) = if kind == "group" {
+            (ConversationKind::Group, None, Some(conv.clone()), title.unwrap_or_default())
+        } else {
+            let peer = id::direct_members(&conv)
+                .map(|(a, b)| if a == user_id { b } else { a }.to_owned())
+                .ok_or_else(|| StoreError::Corrupt(format!("bad direct id {conv}")))?;
+            let name: String = conn
+                .prepare_cached("SELECT display_name FROM users WHERE user_id = ?1")
+                .and_then(|mut s| s.query_row([&peer], |r| r.get(0)).optional())
+                .map_err(unavailable)?
+                .unwrap_or_default();
+            (ConversationKind::Direct, Some(peer), None, name)
+        };
+        let last_message = if last_seq > 0 {
+            let marks = others_watermarks(conn, &conv, user_id).map_err(unavailable)?;
+            message_at(conn, &conv, last_seq).map_err(unavailable)?.map(|m| view(m, user_id, marks))
+        } else {
+            None
+        };
+        chats.push(ChatEntry {
+            conversation_id: conv,
+            kind,
+            peer_id,
+            group_id,
+            title,
+            last_message,
+            last_seq,
+            unread_count: last_seq.saturating_sub(read_seq),
+            updated_at_ms: updated_at,
+        });
+    }
+    let next_cursor = if has_more {
+        chats.last().map(|c| format!("{}:{}", c.updated_at_ms, c.conversation_id))
+    } else {
+        None
+    };
+    Ok(ChatPage { chats, next_cursor })
+}
+
+fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        user_id: r.get(0)?,
+        username: r.get(1)?,
+        display_name: r.get(2)?,
+        password_hash: r.get(3)?,
+        created_at_ms: r.get(4)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: UserRecord) -> StoreResult<()> {
+        self.write(move |conn| {
+            let res = conn.execute(
+                "INSERT INTO users (user_id, username, display_name, password_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user.user_id, user.username, user.display_name, user.password_hash, user.created_at_ms],
+            );
+            match res {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Conflict("username taken".to_owned()))
+                }
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let username = username.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT user_id, username, display_name, password_hash, created_at FROM users WHERE username = ?1",
+            )
+            .and_then(|mut s| s.query_row([&username], row_to_user).optional())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<UserRecord>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT user_id, username, display_name, password_hash, created_at FROM users WHERE user_id = ?1",
+                )
+                .map_err(unavailable)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(u) = stmt.query_row([id], row_to_user).optional().map_err(unavailable)? {
+                    out.push(u);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>> {
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let mut out = Vec::with_capacity(ops.len());
+            for op in &ops {
+                let o = match op {
+                    Op::Append(m) => append(&tx, m),
+                    Op::Receipt(w) => receipt(&tx, w),
+                }
+                .map_err(unavailable)?;
+                out.push(o);
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn message_by_client_id(
+        &self,
+        sender_id: &str,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<StoredMessage>> {
+        let (sender_id, client_msg_id) = (sender_id.to_owned(), client_msg_id.to_owned());
+        self.read(move |conn| {
+            let seen: Option<(String, u64)> = conn
+                .prepare_cached(
+                    "SELECT conversation_id, seq FROM client_msgs WHERE sender_id = ?1 AND client_msg_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row([&sender_id, &client_msg_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(unavailable)?;
+            match seen {
+                Some((conv, seq)) => message_at(conn, &conv, seq).map_err(unavailable),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn is_member(&self, conversation_id: &str, user_id: &str) -> StoreResult<bool> {
+        let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
+        self.read(move |conn| is_member(conn, &conv, &user).map_err(unavailable)).await
+    }
+
+    async fn members(&self, conversation_id: &str) -> StoreResult<Vec<MemberState>> {
+        let conv = conversation_id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT user_id, delivered_seq, read_seq FROM members WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([&conv], |r| {
+                    Ok(MemberState { user_id: r.get(0)?, delivered_seq: r.get(1)?, read_seq: r.get(2)? })
+                })?
+                .collect()
+            })
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        conversation_id: &str,
+        caller_id: &str,
+        page: Page,
+    ) -> StoreResult<HistoryPage> {
+        let (conv, caller) = (conversation_id.to_owned(), caller_id.to_owned());
+        self.read(move |conn| history(conn, &conv, &caller, page).map_err(unavailable)).await
+    }
+
+    async fn chats(&self, user_id: &str, limit: u32, cursor: Option<&str>) -> StoreResult<ChatPage> {
+        let (user, cursor) = (user_id.to_owned(), cursor.map(str::to_owned));
+        self.read(move |conn| chats(conn, &user, limit, cursor.as_deref())).await
+    }
+}
