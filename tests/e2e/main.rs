@@ -1,1 +1,15 @@
+//! End-to-end tests: real nats-server (JetStream), real worker and edge,
+//! SQLite on disk, real HTTP and WebSocket clients. One binary, one module
+//! per area.
 
+mod auth;
+mod bad_input;
+mod direct;
+mod history;
+mod receipts;
+mod resilience;
+
+use std::time::Duration;
+
+/// Generous bound for anything that should happen "at once".
+pub(crate) const T: Duration = Duration::from_secs(10);

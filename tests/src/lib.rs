@@ -1,1 +1,377 @@
+//! System test harness: a real `nats-server`, a real worker (in-process, or
+//! the real binary as a child process when a test must `kill -9` it), a real
+//! edge on an ephemeral port, and real HTTP and WebSocket clients.
+//!
+//! Everything a `TestApp` starts stops when it is dropped.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use msgr_edge::{EdgeApp, EdgeConfig};
+use msgr_nats_test_server::TestNats;
+use msgr_workers::{Role, WorkerApp, WorkerConfig};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+pub use msgr_nats_test_server::free_port;
+
+/// Lease TTL used in tests: short, so takeovers are quick.
+pub const TEST_LEASE_TTL_MS: u64 = 1_000;
+
+/// How the worker runs.
+enum WorkerRun {
+    InProcess { token: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>> },
+    Process(Child),
+    Stopped,
+}
+
+/// A running stack.
+pub struct TestApp {
+    pub nats: TestNats,
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    signer: Option<Arc<msgr_core_reexport::TokenSigner>>,
+    worker: WorkerRun,
+    worker_bin: Option<PathBuf>,
+    edge_token: CancellationToken,
+    edge_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Re-exports the tests need without depending on msgr-core directly.
+pub mod msgr_core_reexport {
+    pub use msgr_core::auth::token::TokenSigner;
+}
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub user_id: String,
+    pub username: String,
+    pub token: String,
+}
+
+fn worker_config(nats_url: &str, data: &Path) -> WorkerConfig {
+    let mut c = WorkerConfig::default();
+    c.nats.url = nats_url.to_owned();
+    c.data_dir = data.to_path_buf();
+    c.metrics_listen = String::new();
+    c.lease_ttl_ms = TEST_LEASE_TTL_MS;
+    c
+}
+
+impl TestApp {
+    /// NATS + in-process worker (all roles) + in-process edge.
+    pub async fn spawn() -> Self {
+        Self::spawn_inner(None, EdgeConfig::default()).await
+    }
+
+    /// Like [`Self::spawn`] with edge settings changed by `f`.
+    pub async fn spawn_with_edge(f: impl FnOnce(&mut EdgeConfig)) -> Self {
+        let mut c = EdgeConfig::default();
+        f(&mut c);
+        Self::spawn_inner(None, c).await
+    }
+
+    /// NATS + the worker *binary* as a child process + in-process edge.
+    pub async fn spawn_with_worker_process(worker_bin: &str) -> Self {
+        Self::spawn_inner(Some(PathBuf::from(worker_bin)), EdgeConfig::default()).await
+    }
+
+    async fn spawn_inner(worker_bin: Option<PathBuf>, mut edge: EdgeConfig) -> Self {
+        let nats = TestNats::start();
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut app = Self {
+            nats,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            data,
+            signer: None,
+            worker: WorkerRun::Stopped,
+            worker_bin,
+            edge_token: CancellationToken::new(),
+            edge_task: None,
+        };
+        app.start_worker().await;
+        edge.listen = "127.0.0.1:0".to_owned();
+        edge.nats.url = app.nats.url();
+        edge.bootstrap_timeout_secs = 30;
+        let edge_app = EdgeApp::build(edge, app.edge_token.clone()).await.expect("edge builds");
+        app.addr = edge_app.local_addr().expect("edge addr");
+        app.edge_task = Some(tokio::spawn(edge_app.run_until_stopped()));
+        app
+    }
+
+    /// Starts (or restarts) the worker.
+    pub async fn start_worker(&mut self) {
+        let config = worker_config(&self.nats.url(), self.data.path());
+        if let Some(bin) = &self.worker_bin {
+            let child = Command::new(bin)
+                .arg("all")
+                .env("MSGR_NATS__URL", &config.nats.url)
+                .env("MSGR_DATA_DIR", self.data.path())
+                .env("MSGR_METRICS_LISTEN", "")
+                .env("MSGR_LEASE_TTL_MS", TEST_LEASE_TTL_MS.to_string())
+                .env("RUST_LOG", std::env::var("TEST_LOG").map_or("error".to_owned(), |_| "info".to_owned()))
+                .stdout(Stdio::null())
+                .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+                .spawn()
+                .expect("spawn worker binary");
+            self.worker = WorkerRun::Process(child);
+            // The signer's key file appears once the worker has started.
+            let key = self.data.path().join("paseto-v4.secret");
+            for _ in 0..500 {
+                if let Ok(b) = std::fs::read(&key) {
+                    if let Ok(s) = msgr_core::auth::token::TokenSigner::from_secret_bytes(&b) {
+                        self.signer = Some(Arc::new(s));
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            let app = WorkerApp::build(config, vec![Role::All]).await.expect("worker builds");
+            self.signer = Some(app.signer());
+            let token = CancellationToken::new();
+            let task = tokio::spawn(app.run_until_stopped(token.clone()));
+            self.worker = WorkerRun::InProcess { token, task };
+        }
+    }
+
+    /// Starts another in-process worker (all roles) against the same NATS and
+    /// data directory; it stops when the returned guard drops.
+    pub async fn start_extra_worker(&self) -> tokio_util::sync::DropGuard {
+        let config = worker_config(&self.nats.url(), self.data.path());
+        let app = WorkerApp::build(config, vec![Role::All]).await.expect("extra worker builds");
+        let token = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(token.clone()));
+        token.drop_guard()
+    }
+
+    /// Kills the worker: SIGKILL for a process, abrupt abort in-process.
+    pub async fn kill_worker(&mut self) {
+        match std::mem::replace(&mut self.worker, WorkerRun::Stopped) {
+            WorkerRun::Process(mut c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            WorkerRun::InProcess { token, task } => {
+                token.cancel();
+                let _ = task.await;
+            }
+            WorkerRun::Stopped => {}
+        }
+    }
+
+    /// The worker's token signer (to forge expired tokens).
+    pub fn signer(&self) -> Arc<msgr_core::auth::token::TokenSigner> {
+        Arc::clone(self.signer.as_ref().expect("worker started"))
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends an HTTP request; returns status and parsed JSON body (Null if empty/not JSON).
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+        http(self.addr, method, path, token, body).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.request("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        self.request("POST", path, token, Some(serde_json::to_vec(body).expect("json"))).await
+    }
+
+    /// Registers and logs in a fresh user whose name starts with `prefix`.
+    pub async fn user(&self, prefix: &str) -> TestUser {
+        let username = format!("{prefix}_{}", &uuid_like()[..10]);
+        let (s, body) = self
+            .post("/user/register", &json!({"username": username, "password": "correct horse battery"}), None)
+            .await;
+        assert_eq!(s, 201, "register: {body}");
+        let (s, login) = self
+            .post("/user/login", &json!({"username": username, "password": "correct horse battery"}), None)
+            .await;
+        assert_eq!(s, 200, "login: {login}");
+        TestUser {
+            user_id: login["user_id"].as_str().expect("user_id").to_owned(),
+            username,
+            token: login["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// A WebSocket to `/messages/send` authenticated by `token`.
+    pub async fn ws(&self, token: &str) -> WsClient {
+        WsClient::connect(self.addr, &format!("/messages/send?token={token}"), None)
+            .await
+            .expect("websocket connects")
+    }
+
+    /// Stops the edge (graceful: sessions get 1001) and starts a new one on
+    /// the same port.
+    pub async fn restart_edge(&mut self) {
+        self.edge_token.cancel();
+        if let Some(t) = self.edge_task.take() {
+            let _ = t.await;
+        }
+        self.edge_token = CancellationToken::new();
+        let mut edge = EdgeConfig::default();
+        edge.listen = self.addr.to_string();
+        edge.nats.url = self.nats.url();
+        let edge_app = EdgeApp::build(edge, self.edge_token.clone()).await.expect("edge rebuilds");
+        self.edge_task = Some(tokio::spawn(edge_app.run_until_stopped()));
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.edge_token.cancel();
+        match std::mem::replace(&mut self.worker, WorkerRun::Stopped) {
+            WorkerRun::Process(mut c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            WorkerRun::InProcess { token, .. } => token.cancel(),
+            WorkerRun::Stopped => {}
+        }
+    }
+}
+
+/// 32 random hex characters.
+pub fn uuid_like() -> String {
+    msgr_core::id::new_user_id()[1..].to_owned()
+}
+
+/// A minimal HTTP/1.1 client over a fresh connection.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// What a WebSocket read produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsEvent {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+/// A real WebSocket client.
+pub struct WsClient {
+    ws: FragmentCollector<TokioIo<Upgraded>>,
+}
+
+struct SpawnExecutor;
+impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
+where
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn execute(&self, fut: Fut) {
+        tokio::spawn(fut);
+    }
+}
+
+impl WsClient {
+    /// Connects to `path`; `Err(status)` if the server refused the upgrade.
+    pub async fn connect(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Result<Self, u16> {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut req = hyper::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", addr.to_string())
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
+            .header("sec-websocket-version", "13");
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Empty::<Bytes>::new()).expect("request");
+        match fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await {
+            Ok((ws, _)) => Ok(Self { ws: FragmentCollector::new(ws) }),
+            Err(fastwebsockets::WebSocketError::InvalidStatusCode(code)) => Err(code),
+            Err(e) => panic!("websocket handshake failed: {e}"),
+        }
+    }
+
+    pub async fn send_json(&mut self, v: &Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.write_frame(Frame::text(Payload::Borrowed(s.as_bytes()))).await.expect("ws write");
+    }
+
+    pub async fn send_binary(&mut self, b: &[u8]) {
+        self.ws.write_frame(Frame::binary(Payload::Borrowed(b))).await.expect("ws write");
+    }
+
+    /// Sends a text message to `to_user` with `client_msg_id`.
+    pub async fn send_text_to(&mut self, to_user: &str, cmid: &str, text: &str) {
+        self.send_json(&json!({"type":"send","client_msg_id":cmid,"to_user":to_user,"text":text})).await;
+    }
+
+    /// The next frame, or `None` after `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<WsEvent> {
+        let f = tokio::time::timeout(within, self.ws.read_frame()).await.ok()?;
+        match f {
+            Ok(frame) => match frame.opcode {
+                OpCode::Text => Some(WsEvent::Json(serde_json::from_slice(&frame.payload).expect("server sends JSON"))),
+                OpCode::Close => {
+                    let code = (frame.payload.len() >= 2).then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    Some(WsEvent::Closed(code))
+                }
+                _ => Some(WsEvent::Json(Value::Null)),
+            },
+            Err(_) => Some(WsEvent::Closed(None)),
+        }
+    }
+
+    /// The next JSON frame whose `type` is `kind`, skipping others; panics after `within`.
+    pub async fn expect(&mut self, kind: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(WsEvent::Json(v)) if v["type"] == kind => return v,
+                Some(WsEvent::Json(_)) => {}
+                Some(WsEvent::Closed(c)) => panic!("socket closed ({c:?}) while waiting for {kind}"),
+                None => panic!("no {kind} frame within {within:?}"),
+            }
+        }
+    }
+
+    /// Collects JSON frames until `within` passes with nothing new.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(WsEvent::Json(v)) = self.next(quiet).await {
+            out.push(v);
+        }
+        out
+    }
+}

@@ -134,7 +134,10 @@ async fn read_loop(
     let mut consecutive_errors = 0u32;
     loop {
         let frame = tokio::select! {
-            () = state.shutdown.cancelled() => { shared.close(GOING_AWAY); return; }
+            () = state.shutdown.cancelled() => {
+                shared.close(GOING_AWAY);
+                return drain(&mut rx, &mut obligated).await;
+            }
             () = shared.kill.cancelled() => return,
             f = rx.read_frame(&mut obligated) => f,
         };
@@ -158,11 +161,31 @@ async fn read_loop(
                     return;
                 }
                 if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
-                    return shared.close(POLICY);
+                    shared.close(POLICY);
+                    return drain(&mut rx, &mut obligated).await;
                 }
             }
         }
     }
+}
+
+/// After we sent a close frame: read and discard until the client's close (or
+/// a short deadline), so the socket is not reset while our close is in
+/// flight and the client gets to see the close code.
+async fn drain<F, R>(rx: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>, obligated: &mut F)
+where
+    F: FnMut(Frame<'_>) -> R,
+    R: std::future::Future<Output = Result<(), &'static str>>,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match rx.read_frame(obligated).await {
+                Ok(f) if f.opcode != OpCode::Close => {}
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Queues a frame for the writer, waiting while the outbox is full (that
