@@ -32,57 +32,61 @@ pub fn router(state: EdgeState) -> Router {
         .route("/user/login", post(crate::routes::user::login))
         .route("/chat/{user_id}", get(crate::routes::chat::list))
         .route("/messages/send", get(crate::ws::upgrade))
-        .route("/messages/{user_id}/{receiver_id}", get(crate::routes::messages::history))
+        .route(
+            "/messages/{user_id}/{receiver_id}",
+            get(crate::routes::messages::history),
+        )
         .route("/healthz", get(crate::routes::health::healthz))
         .route("/metrics", get(crate::routes::health::metrics));
     if let Some(dir) = state.config.web_dir.clone() {
-        app = app.route_service("/", get_service_dir(dir.join("index.html")));
+        app = app.route("/", get(move || index(dir.join("index.html"))));
     }
     app.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
         })
         .with_state(state)
 }
 
-fn get_service_dir(index: std::path::PathBuf) -> axum::routing::MethodRouter {
-    get(move || {
-        let index = index.clone();
-        async move {
-            match tokio::fs::read(&index).await {
-                Ok(b) => ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], b).into_response_ok(),
-                Err(_) => ApiError::not_found("not_found", "web client not installed").into_response_err(),
-            }
-        }
-    })
-}
-
-trait IntoResp {
-    fn into_response_ok(self) -> axum::response::Response;
-}
-impl<T: axum::response::IntoResponse> IntoResp for T {
-    fn into_response_ok(self) -> axum::response::Response {
-        self.into_response()
-    }
-}
-trait IntoRespErr {
-    fn into_response_err(self) -> axum::response::Response;
-}
-impl IntoRespErr for ApiError {
-    fn into_response_err(self) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(self)
+/// # `GET /`: the web client's page, when `web_dir` is configured.
+async fn index(path: std::path::PathBuf) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::fs::read(&path).await {
+        Ok(b) => (
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            b,
+        )
+            .into_response(),
+        Err(_) => ApiError::not_found("not_found", "web client not installed").into_response(),
     }
 }
 
-async fn bootstrap(nats: &async_nats::Client, within: Duration) -> anyhow::Result<pb::BootstrapResponse> {
+async fn bootstrap(
+    nats: &async_nats::Client,
+    within: Duration,
+) -> anyhow::Result<pb::BootstrapResponse> {
     let deadline = Instant::now() + within;
     let mut warned = Instant::now();
     loop {
-        match rpc::call(nats, subject::rpc::BOOTSTRAP, &pb::BootstrapRequest {}, Duration::from_secs(2)).await {
+        match rpc::call(
+            nats,
+            subject::rpc::BOOTSTRAP,
+            &pb::BootstrapRequest {},
+            Duration::from_secs(2),
+        )
+        .await
+        {
             Ok(b) => return Ok(b),
             Err(e) => {
                 if Instant::now() > deadline {
-                    anyhow::bail!("no worker answered {} within {within:?}: {e}", subject::rpc::BOOTSTRAP);
+                    anyhow::bail!(
+                        "no worker answered {} within {within:?}: {e}",
+                        subject::rpc::BOOTSTRAP
+                    );
                 }
                 if warned.elapsed() > Duration::from_secs(5) {
                     tracing::info!("waiting for a worker to answer the bootstrap call");
@@ -100,6 +104,8 @@ impl EdgeApp {
     /// # Errors
     /// NATS unreachable, no worker answering, or the address in use.
     pub async fn build(config: EdgeConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        // Install the recorder before anything records a metric.
+        let _ = msgr_core::telemetry::prometheus();
         let nats = async_nats::ConnectOptions::new()
             .name("msgr-edge")
             .retry_on_initial_connect()
@@ -160,7 +166,10 @@ impl EdgeApp {
             .await
             .context("serving HTTP")?;
         state.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), state.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), state.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some sessions did not end within 5 s");
         }
         let _ = state.nats.flush().await;

@@ -17,7 +17,9 @@ fn token_from(parts: &Parts) -> Option<String> {
     if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let v = h.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
     }
     parts.uri.query().and_then(|q| {
         q.split('&').find_map(|kv| {
@@ -33,11 +35,17 @@ impl FromRequestParts<EdgeState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &EdgeState) -> Result<Self, ApiError> {
         let Some(token) = token_from(parts) else {
-            return Err(ApiError::unauthorized("unauthorized", "a bearer token is required"));
+            return Err(ApiError::unauthorized(
+                "unauthorized",
+                "a bearer token is required",
+            ));
         };
         match state.verifier.verify(&token) {
             Ok(user) => Ok(Self(user)),
-            Err(TokenError::Expired) => Err(ApiError::unauthorized("token_expired", "the token has expired")),
+            Err(TokenError::Expired) => Err(ApiError::unauthorized(
+                "token_expired",
+                "the token has expired",
+            )),
             Err(_) => Err(ApiError::unauthorized("unauthorized", "invalid token")),
         }
     }

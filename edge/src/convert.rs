@@ -38,7 +38,11 @@ pub(crate) fn message(m: pb::StoredMessage) -> MessageJson {
 }
 
 pub(crate) fn user(u: pb::User) -> UserJson {
-    UserJson { user_id: u.user_id, username: u.username, display_name: u.display_name }
+    UserJson {
+        user_id: u.user_id,
+        username: u.username,
+        display_name: u.display_name,
+    }
 }
 
 pub(crate) fn chat(c: pb::Chat) -> ChatJson {

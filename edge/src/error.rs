@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.to_owned(), message: message.into() }
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
@@ -45,19 +49,33 @@ impl From<RpcError> for ApiError {
                     "username_taken" => StatusCode::CONFLICT,
                     "invalid_credentials" => StatusCode::UNAUTHORIZED,
                     "forbidden" | "not_member" => StatusCode::FORBIDDEN,
-                    "not_found" | "user_not_found" | "unknown_conversation" => StatusCode::NOT_FOUND,
+                    "not_found" | "user_not_found" | "unknown_conversation" => {
+                        StatusCode::NOT_FOUND
+                    }
                     "internal" => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => StatusCode::BAD_REQUEST,
                 };
-                Self { status, code, message }
+                Self {
+                    status,
+                    code,
+                    message,
+                }
             }
             RpcError::Unavailable(detail) => {
                 tracing::warn!(%detail, "worker service unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service temporarily unavailable")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "service temporarily unavailable",
+                )
             }
             RpcError::BadReply(detail) => {
                 tracing::error!(%detail, "bad reply from a worker");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
         }
     }
@@ -65,7 +83,12 @@ impl From<RpcError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }

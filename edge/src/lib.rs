@@ -24,7 +24,11 @@ pub use config::EdgeConfig;
 
 /// The `msgr-edge` command line.
 #[derive(Debug, clap::Parser)]
-#[command(name = "msgr-edge", version, about = "msgr edge: WebSocket and HTTP front of the messenger")]
+#[command(
+    name = "msgr-edge",
+    version,
+    about = "msgr edge: WebSocket and HTTP front of the messenger"
+)]
 pub struct Cli {
     /// TOML config file (keys as in EdgeConfig; `MSGR_*` env overrides it).
     #[arg(long, short, env = "MSGR_CONFIG")]

@@ -64,7 +64,10 @@ impl Lease {
     /// [`LeaseError::Taken`] if the entry changed hands; a store failure.
     pub async fn renew(&mut self, bucket: &kv::Store) -> Result<(), LeaseError> {
         let started = Instant::now();
-        match bucket.update(&self.key, self.owner.clone(), self.revision).await {
+        match bucket
+            .update(&self.key, self.owner.clone(), self.revision)
+            .await
+        {
             Ok(revision) => {
                 self.revision = revision;
                 self.valid_until = started + self.ttl.mul_f32(0.8);
@@ -77,7 +80,10 @@ impl Lease {
 
     /// Gives the lease up at once so a standby need not wait for the TTL.
     pub async fn release(self, bucket: &kv::Store) {
-        if let Err(e) = bucket.purge_expect_revision(&self.key, Some(self.revision)).await {
+        if let Err(e) = bucket
+            .purge_expect_revision(&self.key, Some(self.revision))
+            .await
+        {
             tracing::debug!(key = %self.key, error = %e, "lease release failed; it will age out");
         }
     }

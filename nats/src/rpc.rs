@@ -65,7 +65,10 @@ where
             .and_then(|h| h.get(ERROR_MESSAGE))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
-        return Err(RpcError::Remote { code: code.as_str().to_owned(), message });
+        return Err(RpcError::Remote {
+            code: code.as_str().to_owned(),
+            message,
+        });
     }
     Resp::decode(reply.payload).map_err(|e| RpcError::BadReply(e.to_string()))
 }

@@ -64,9 +64,17 @@ pub async fn ensure_all(
         .await
         .map_err(js_err)?;
     let info = s.info().await.map_err(js_err)?;
-    if let Some(existing) = info.config.metadata.get(PARTITIONS_KEY).and_then(|v| v.parse().ok()) {
+    if let Some(existing) = info
+        .config
+        .metadata
+        .get(PARTITIONS_KEY)
+        .and_then(|v| v.parse().ok())
+    {
         if existing != partitions {
-            return Err(EnsureError::PartitionMismatch { existing, configured: partitions });
+            return Err(EnsureError::PartitionMismatch {
+                existing,
+                configured: partitions,
+            });
         }
     }
     for p in 0..partitions {

@@ -163,7 +163,7 @@ pub enum ServerFrame {
         sent_at: String,
     },
     Message {
-        message: MessageJson,
+        message: Box<MessageJson>,
     },
     Receipt {
         conversation_id: String,

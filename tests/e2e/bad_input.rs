@@ -16,15 +16,47 @@ async fn bad_frames_get_error_frames_and_the_connection_keeps_working() {
         ("{this is not json".to_owned(), "invalid_json"),
         (json!({"type":"dance"}).to_string(), "unknown_type"),
         (json!({"no_type": true}).to_string(), "invalid_frame"),
-        (json!({"type":"send","client_msg_id":42,"to_user":bob.user_id,"text":"x"}).to_string(), "invalid_frame"),
-        (json!({"type":"send","client_msg_id":"b1","to_user":bob.user_id,"text":7}).to_string(), "invalid_frame"),
-        (json!({"type":"send","client_msg_id":"b2","text":"x"}).to_string(), "missing_recipient"),
-        (json!({"type":"send","client_msg_id":"b3","to_user":bob.user_id}).to_string(), "empty_message"),
-        (json!({"type":"send","client_msg_id":"b4","to_user":bob.user_id,"text":huge}).to_string(), "too_large"),
-        (json!({"type":"send","client_msg_id":"b5","to_user":"../../etc","text":"x"}).to_string(), "unknown_recipient"),
-        (json!({"type":"send","client_msg_id":"b6","to_user":alice.user_id,"text":"x"}).to_string(), "invalid_recipient"),
-        (json!({"type":"receipt","conversation_id":"nope","status":"read","up_to_seq":1}).to_string(), "unknown_conversation"),
-        (json!({"type":"receipt","conversation_id":"x","status":"read","up_to_seq":"one"}).to_string(), "invalid_frame"),
+        (
+            json!({"type":"send","client_msg_id":42,"to_user":bob.user_id,"text":"x"}).to_string(),
+            "invalid_frame",
+        ),
+        (
+            json!({"type":"send","client_msg_id":"b1","to_user":bob.user_id,"text":7}).to_string(),
+            "invalid_frame",
+        ),
+        (
+            json!({"type":"send","client_msg_id":"b2","text":"x"}).to_string(),
+            "missing_recipient",
+        ),
+        (
+            json!({"type":"send","client_msg_id":"b3","to_user":bob.user_id}).to_string(),
+            "empty_message",
+        ),
+        (
+            json!({"type":"send","client_msg_id":"b4","to_user":bob.user_id,"text":huge})
+                .to_string(),
+            "too_large",
+        ),
+        (
+            json!({"type":"send","client_msg_id":"b5","to_user":"../../etc","text":"x"})
+                .to_string(),
+            "unknown_recipient",
+        ),
+        (
+            json!({"type":"send","client_msg_id":"b6","to_user":alice.user_id,"text":"x"})
+                .to_string(),
+            "invalid_recipient",
+        ),
+        (
+            json!({"type":"receipt","conversation_id":"nope","status":"read","up_to_seq":1})
+                .to_string(),
+            "unknown_conversation",
+        ),
+        (
+            json!({"type":"receipt","conversation_id":"x","status":"read","up_to_seq":"one"})
+                .to_string(),
+            "invalid_frame",
+        ),
     ];
     for (frame, code) in &cases {
         a.send_text(frame).await;
@@ -41,21 +73,36 @@ async fn bad_frames_get_error_frames_and_the_connection_keeps_working() {
     // A well-formed id of a user that does not exist: refused by the sequencer.
     a.send_text_to(&ghost, "to-ghost", "anyone there?").await;
     let err = a.expect("error", T).await;
-    assert_eq!((err["code"].as_str(), err["client_msg_id"].as_str()), (Some("unknown_recipient"), Some("to-ghost")));
+    assert_eq!(
+        (err["code"].as_str(), err["client_msg_id"].as_str()),
+        (Some("unknown_recipient"), Some("to-ghost"))
+    );
 
     // Exactly 65,536 bytes of text is allowed, and the socket still works.
-    a.send_text_to(&bob.user_id, "ok", &"y".repeat(65_536)).await;
+    a.send_text_to(&bob.user_id, "ok", &"y".repeat(65_536))
+        .await;
     assert_eq!(a.expect("ack", T).await["seq"], 1);
     a.send_json(&json!({"type":"ping"})).await;
     a.expect("pong", T).await;
 
     // Nothing from the bad frames was stored.
-    let (_, h) = app.get(&format!("/messages/{}/{}", alice.user_id, bob.user_id), &alice.token).await;
+    let (_, h) = app
+        .get(
+            &format!("/messages/{}/{}", alice.user_id, bob.user_id),
+            &alice.token,
+        )
+        .await;
     let msgs = h["messages"].as_array().expect("messages");
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["client_msg_id"], "ok");
-    let (_, chats) = app.get(&format!("/chat/{}", alice.user_id), &alice.token).await;
-    assert_eq!(chats["chats"].as_array().map(Vec::len), Some(1), "no conversation with the ghost");
+    let (_, chats) = app
+        .get(&format!("/chat/{}", alice.user_id), &alice.token)
+        .await;
+    assert_eq!(
+        chats["chats"].as_array().map(Vec::len),
+        Some(1),
+        "no conversation with the ghost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +121,10 @@ async fn oversized_frames_and_repeated_garbage_close_the_socket_but_not_the_serv
     };
     // 1009 when the close frame wins the race; a reset when the server drops
     // the connection with the unread rest of the frame still in its buffer.
-    assert!(closed.is_none() || closed == Some(1009), "close code {closed:?}");
+    assert!(
+        closed.is_none() || closed == Some(1009),
+        "close code {closed:?}"
+    );
 
     let mut b = app.ws(&alice.token).await;
     for _ in 0..40 {
@@ -87,13 +137,19 @@ async fn oversized_frames_and_repeated_garbage_close_the_socket_but_not_the_serv
             break;
         }
     }
-    assert_eq!(code, Some(1008), "a client that keeps misbehaving is closed with 1008");
+    assert_eq!(
+        code,
+        Some(1008),
+        "a client that keeps misbehaving is closed with 1008"
+    );
 
     // The edge still serves.
     let mut c = app.ws(&alice.token).await;
     c.send_json(&json!({"type":"ping"})).await;
     c.expect("pong", T).await;
-    let (s, _) = app.get(&format!("/chat/{}", alice.user_id), &alice.token).await;
+    let (s, _) = app
+        .get(&format!("/chat/{}", alice.user_id), &alice.token)
+        .await;
     assert_eq!(s, 200);
 }
 
@@ -104,14 +160,19 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_are_unaffected(
         c.max_in_flight = 10_000;
     })
     .await;
-    let (alice, bob, carol) = (app.user("alice").await, app.user("bob").await, app.user("carol").await);
+    let (alice, bob, carol) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("carol").await,
+    );
     let mut slow = app.ws(&bob.token).await; // never reads until the end
     let mut a = app.ws(&alice.token).await;
     let mut c = app.ws(&carol.token).await;
     let text = "s".repeat(60_000);
     // ~24 MB towards bob: more than loopback socket buffers hold.
     for i in 0..400 {
-        a.send_text_to(&bob.user_id, &format!("flood-{i}"), &text).await;
+        a.send_text_to(&bob.user_id, &format!("flood-{i}"), &text)
+            .await;
         if i % 50 == 49 {
             // Keep acks flowing so alice is not the slow one.
             for _ in 0..50 {
@@ -140,6 +201,11 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_are_unaffected(
     let code = end.expect("the slow client's socket was closed by the server");
     assert!(code.is_none() || code == Some(1013), "close code {code:?}");
     // Everything is in history for bob to sync.
-    let (_, h) = app.get(&format!("/messages/{}/{}?after=390", bob.user_id, alice.user_id), &bob.token).await;
+    let (_, h) = app
+        .get(
+            &format!("/messages/{}/{}?after=390", bob.user_id, alice.user_id),
+            &bob.token,
+        )
+        .await;
     assert_eq!(h["messages"].as_array().map(Vec::len), Some(10));
 }

@@ -15,7 +15,9 @@ async fn a_direct_message_is_acked_delivered_and_mirrored_to_the_senders_other_d
     let mut bob_ws = app.ws(&bob.token).await;
 
     // Act
-    alice_phone.send_text_to(&bob.user_id, "c-1", "hello bob").await;
+    alice_phone
+        .send_text_to(&bob.user_id, "c-1", "hello bob")
+        .await;
 
     // Assert: the ack carries the stored identity and seq 1.
     let ack = alice_phone.expect("ack", T).await;
@@ -27,9 +29,18 @@ async fn a_direct_message_is_acked_delivered_and_mirrored_to_the_senders_other_d
 
     let got = bob_ws.expect("message", T).await;
     let m = &got["message"];
-    assert_eq!((m["message_id"].as_str(), m["conversation_id"].as_str()), (Some(message_id), Some(conversation_id)));
-    assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(1), Some("hello bob")));
-    assert_eq!((m["sender_id"].as_str(), m["to_user"].as_str()), (Some(alice.user_id.as_str()), Some(bob.user_id.as_str())));
+    assert_eq!(
+        (m["message_id"].as_str(), m["conversation_id"].as_str()),
+        (Some(message_id), Some(conversation_id))
+    );
+    assert_eq!(
+        (m["seq"].as_u64(), m["text"].as_str()),
+        (Some(1), Some("hello bob"))
+    );
+    assert_eq!(
+        (m["sender_id"].as_str(), m["to_user"].as_str()),
+        (Some(alice.user_id.as_str()), Some(bob.user_id.as_str()))
+    );
 
     let mirror = alice_laptop.expect("message", T).await;
     assert_eq!(mirror["message"]["message_id"], message_id);
@@ -43,12 +54,16 @@ async fn a_hundred_rapid_sends_are_sequenced_in_send_order_and_arrive_in_order()
     let mut b = app.ws(&bob.token).await;
 
     for i in 1..=100 {
-        a.send_text_to(&bob.user_id, &format!("r-{i}"), &format!("msg {i}")).await;
+        a.send_text_to(&bob.user_id, &format!("r-{i}"), &format!("msg {i}"))
+            .await;
     }
     let mut acks = HashMap::new();
     while acks.len() < 100 {
         let ack = a.expect("ack", T).await;
-        acks.insert(ack["client_msg_id"].as_str().expect("cmid").to_owned(), ack["seq"].as_u64().expect("seq"));
+        acks.insert(
+            ack["client_msg_id"].as_str().expect("cmid").to_owned(),
+            ack["seq"].as_u64().expect("seq"),
+        );
     }
     for i in 1..=100u64 {
         assert_eq!(acks[&format!("r-{i}")], i, "seq follows send order");
@@ -80,13 +95,30 @@ async fn resending_a_client_msg_id_returns_the_original_and_stores_one_copy() {
     a2.send_text_to(&bob.user_id, "same-id", "once").await;
     let third = a2.expect("ack", T).await;
     for ack in [&again, &third] {
-        assert_eq!((&ack["seq"], &ack["message_id"]), (&first["seq"], &first["message_id"]));
+        assert_eq!(
+            (&ack["seq"], &ack["message_id"]),
+            (&first["seq"], &first["message_id"])
+        );
     }
     a2.send_text_to(&bob.user_id, "next-id", "twice").await;
-    assert_eq!(a2.expect("ack", T).await["seq"], 2, "no seq was spent on the duplicates");
+    assert_eq!(
+        a2.expect("ack", T).await["seq"],
+        2,
+        "no seq was spent on the duplicates"
+    );
 
-    let (s, h) = app.get(&format!("/messages/{}/{}", alice.user_id, bob.user_id), &alice.token).await;
+    let (s, h) = app
+        .get(
+            &format!("/messages/{}/{}", alice.user_id, bob.user_id),
+            &alice.token,
+        )
+        .await;
     assert_eq!(s, 200);
-    let texts: Vec<_> = h["messages"].as_array().expect("messages").iter().map(|m| m["text"].clone()).collect();
+    let texts: Vec<_> = h["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
     assert_eq!(texts, vec![json!("once"), json!("twice")]);
 }

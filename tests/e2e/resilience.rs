@@ -20,12 +20,16 @@ async fn killing_the_worker_mid_stream_loses_and_duplicates_nothing() {
     let mut received: BTreeMap<u64, String> = BTreeMap::new();
     let mut killed = false;
     for i in 0..total {
-        a.send_text_to(&bob.user_id, &format!("k-{i}"), &format!("n{i}")).await;
+        a.send_text_to(&bob.user_id, &format!("k-{i}"), &format!("n{i}"))
+            .await;
         if i % 100 == 99 {
             // Collect what has been acked so far without waiting long.
             for f in a.drain(Duration::from_millis(50)).await {
                 if f["type"] == "ack" {
-                    acked.insert(f["client_msg_id"].as_str().expect("cmid").to_owned(), f["seq"].as_u64().expect("seq"));
+                    acked.insert(
+                        f["client_msg_id"].as_str().expect("cmid").to_owned(),
+                        f["seq"].as_u64().expect("seq"),
+                    );
                 }
             }
         }
@@ -44,7 +48,10 @@ async fn killing_the_worker_mid_stream_loses_and_duplicates_nothing() {
     while acked.len() < total && tokio::time::Instant::now() < deadline {
         for f in a.drain(Duration::from_millis(200)).await {
             if f["type"] == "ack" {
-                acked.insert(f["client_msg_id"].as_str().expect("cmid").to_owned(), f["seq"].as_u64().expect("seq"));
+                acked.insert(
+                    f["client_msg_id"].as_str().expect("cmid").to_owned(),
+                    f["seq"].as_u64().expect("seq"),
+                );
             }
         }
         if last_resend.elapsed() > Duration::from_secs(15) {
@@ -64,7 +71,13 @@ async fn killing_the_worker_mid_stream_loses_and_duplicates_nothing() {
     let mut after = 0;
     loop {
         let (s, page) = app
-            .get(&format!("/messages/{}/{}?after={after}&limit=200", alice.user_id, bob.user_id), &alice.token)
+            .get(
+                &format!(
+                    "/messages/{}/{}?after={after}&limit=200",
+                    alice.user_id, bob.user_id
+                ),
+                &alice.token,
+            )
             .await;
         assert_eq!(s, 200);
         let msgs = page["messages"].as_array().expect("messages").clone();
@@ -74,12 +87,25 @@ async fn killing_the_worker_mid_stream_loses_and_duplicates_nothing() {
         after = msgs.last().expect("last")["seq"].as_u64().expect("seq");
         history.extend(msgs);
     }
-    let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>(), "dense seqs 1..=1000");
-    let cmids: HashSet<_> = history.iter().map(|m| m["client_msg_id"].as_str().expect("cmid").to_owned()).collect();
+    let seqs: Vec<u64> = history
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "dense seqs 1..=1000"
+    );
+    let cmids: HashSet<_> = history
+        .iter()
+        .map(|m| m["client_msg_id"].as_str().expect("cmid").to_owned())
+        .collect();
     assert_eq!(cmids.len(), total, "each message exactly once");
     for m in &history {
-        assert_eq!(acked[m["client_msg_id"].as_str().expect("cmid")], m["seq"].as_u64().expect("seq"));
+        assert_eq!(
+            acked[m["client_msg_id"].as_str().expect("cmid")],
+            m["seq"].as_u64().expect("seq")
+        );
     }
 
     // Bob received every message (pushes may repeat after a redelivery; a
@@ -89,7 +115,10 @@ async fn killing_the_worker_mid_stream_loses_and_duplicates_nothing() {
         for f in b.drain(Duration::from_millis(200)).await {
             if f["type"] == "message" {
                 let m = &f["message"];
-                received.insert(m["seq"].as_u64().expect("seq"), m["client_msg_id"].as_str().expect("cmid").to_owned());
+                received.insert(
+                    m["seq"].as_u64().expect("seq"),
+                    m["client_msg_id"].as_str().expect("cmid").to_owned(),
+                );
             }
         }
     }
@@ -111,7 +140,10 @@ async fn a_second_worker_takes_over_without_breaking_order() {
     let mut acks = HashMap::new();
     while acks.len() < 100 {
         let ack = a.expect("ack", T).await;
-        acks.insert(ack["client_msg_id"].as_str().expect("cmid").to_owned(), ack["seq"].as_u64().expect("seq"));
+        acks.insert(
+            ack["client_msg_id"].as_str().expect("cmid").to_owned(),
+            ack["seq"].as_u64().expect("seq"),
+        );
     }
     // The first worker stops (releasing its leases); the standby takes over.
     app.kill_worker().await;
@@ -120,10 +152,17 @@ async fn a_second_worker_takes_over_without_breaking_order() {
     }
     while acks.len() < 200 {
         let ack = a.expect("ack", Duration::from_secs(30)).await;
-        acks.insert(ack["client_msg_id"].as_str().expect("cmid").to_owned(), ack["seq"].as_u64().expect("seq"));
+        acks.insert(
+            ack["client_msg_id"].as_str().expect("cmid").to_owned(),
+            ack["seq"].as_u64().expect("seq"),
+        );
     }
     for i in 1..=200u64 {
-        assert_eq!(acks[&format!("w-{i}")], i, "seq follows send order across the takeover");
+        assert_eq!(
+            acks[&format!("w-{i}")],
+            i,
+            "seq follows send order across the takeover"
+        );
     }
     drop(standby);
 }

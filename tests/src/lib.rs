@@ -29,7 +29,10 @@ pub const TEST_LEASE_TTL_MS: u64 = 1_000;
 
 /// How the worker runs.
 enum WorkerRun {
-    InProcess { token: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>> },
+    InProcess {
+        token: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
     Process(Child),
     Stopped,
 }
@@ -60,12 +63,15 @@ pub struct TestUser {
 }
 
 fn worker_config(nats_url: &str, data: &Path) -> WorkerConfig {
-    let mut c = WorkerConfig::default();
-    c.nats.url = nats_url.to_owned();
-    c.data_dir = data.to_path_buf();
-    c.metrics_listen = String::new();
-    c.lease_ttl_ms = TEST_LEASE_TTL_MS;
-    c
+    WorkerConfig {
+        nats: msgr_core::config::NatsConfig {
+            url: nats_url.to_owned(),
+        },
+        data_dir: data.to_path_buf(),
+        metrics_listen: String::new(),
+        lease_ttl_ms: TEST_LEASE_TTL_MS,
+        ..WorkerConfig::default()
+    }
 }
 
 impl TestApp {
@@ -103,7 +109,9 @@ impl TestApp {
         edge.listen = "127.0.0.1:0".to_owned();
         edge.nats.url = app.nats.url();
         edge.bootstrap_timeout_secs = 30;
-        let edge_app = EdgeApp::build(edge, app.edge_token.clone()).await.expect("edge builds");
+        let edge_app = EdgeApp::build(edge, app.edge_token.clone())
+            .await
+            .expect("edge builds");
         app.addr = edge_app.local_addr().expect("edge addr");
         app.edge_task = Some(tokio::spawn(edge_app.run_until_stopped()));
         app
@@ -119,9 +127,16 @@ impl TestApp {
                 .env("MSGR_DATA_DIR", self.data.path())
                 .env("MSGR_METRICS_LISTEN", "")
                 .env("MSGR_LEASE_TTL_MS", TEST_LEASE_TTL_MS.to_string())
-                .env("RUST_LOG", std::env::var("TEST_LOG").map_or("error".to_owned(), |_| "info".to_owned()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("TEST_LOG").map_or("error".to_owned(), |_| "info".to_owned()),
+                )
                 .stdout(Stdio::null())
-                .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+                .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .spawn()
                 .expect("spawn worker binary");
             self.worker = WorkerRun::Process(child);
@@ -137,7 +152,9 @@ impl TestApp {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         } else {
-            let app = WorkerApp::build(config, vec![Role::All]).await.expect("worker builds");
+            let app = WorkerApp::build(config, vec![Role::All])
+                .await
+                .expect("worker builds");
             self.signer = Some(app.signer());
             let token = CancellationToken::new();
             let task = tokio::spawn(app.run_until_stopped(token.clone()));
@@ -149,7 +166,9 @@ impl TestApp {
     /// data directory; it stops when the returned guard drops.
     pub async fn start_extra_worker(&self) -> tokio_util::sync::DropGuard {
         let config = worker_config(&self.nats.url(), self.data.path());
-        let app = WorkerApp::build(config, vec![Role::All]).await.expect("extra worker builds");
+        let app = WorkerApp::build(config, vec![Role::All])
+            .await
+            .expect("extra worker builds");
         let token = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(token.clone()));
         token.drop_guard()
@@ -181,7 +200,13 @@ impl TestApp {
     }
 
     /// Sends an HTTP request; returns status and parsed JSON body (Null if empty/not JSON).
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
         http(self.addr, method, path, token, body).await
     }
 
@@ -190,18 +215,32 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
-        self.request("POST", path, token, Some(serde_json::to_vec(body).expect("json"))).await
+        self.request(
+            "POST",
+            path,
+            token,
+            Some(serde_json::to_vec(body).expect("json")),
+        )
+        .await
     }
 
     /// Registers and logs in a fresh user whose name starts with `prefix`.
     pub async fn user(&self, prefix: &str) -> TestUser {
         let username = format!("{prefix}_{}", &uuid_like()[..10]);
         let (s, body) = self
-            .post("/user/register", &json!({"username": username, "password": "correct horse battery"}), None)
+            .post(
+                "/user/register",
+                &json!({"username": username, "password": "correct horse battery"}),
+                None,
+            )
             .await;
         assert_eq!(s, 201, "register: {body}");
         let (s, login) = self
-            .post("/user/login", &json!({"username": username, "password": "correct horse battery"}), None)
+            .post(
+                "/user/login",
+                &json!({"username": username, "password": "correct horse battery"}),
+                None,
+            )
             .await;
         assert_eq!(s, 200, "login: {login}");
         TestUser {
@@ -226,10 +265,16 @@ impl TestApp {
             let _ = t.await;
         }
         self.edge_token = CancellationToken::new();
-        let mut edge = EdgeConfig::default();
-        edge.listen = self.addr.to_string();
-        edge.nats.url = self.nats.url();
-        let edge_app = EdgeApp::build(edge, self.edge_token.clone()).await.expect("edge rebuilds");
+        let edge = EdgeConfig {
+            listen: self.addr.to_string(),
+            nats: msgr_core::config::NatsConfig {
+                url: self.nats.url(),
+            },
+            ..EdgeConfig::default()
+        };
+        let edge_app = EdgeApp::build(edge, self.edge_token.clone())
+            .await
+            .expect("edge rebuilds");
         self.edge_task = Some(tokio::spawn(edge_app.run_until_stopped()));
     }
 }
@@ -254,9 +299,17 @@ pub fn uuid_like() -> String {
 }
 
 /// A minimal HTTP/1.1 client over a fresh connection.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)
@@ -266,11 +319,16 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("request");
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// What a WebSocket read produced.
@@ -306,14 +364,19 @@ impl WsClient {
             .header("host", addr.to_string())
             .header("upgrade", "websocket")
             .header("connection", "upgrade")
-            .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
+            .header(
+                "sec-websocket-key",
+                fastwebsockets::handshake::generate_key(),
+            )
             .header("sec-websocket-version", "13");
         if let Some(t) = bearer {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req.body(Empty::<Bytes>::new()).expect("request");
         match fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await {
-            Ok((ws, _)) => Ok(Self { ws: FragmentCollector::new(ws) }),
+            Ok((ws, _)) => Ok(Self {
+                ws: FragmentCollector::new(ws),
+            }),
             Err(fastwebsockets::WebSocketError::InvalidStatusCode(code)) => Err(code),
             Err(e) => panic!("websocket handshake failed: {e}"),
         }
@@ -324,26 +387,38 @@ impl WsClient {
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.ws.write_frame(Frame::text(Payload::Borrowed(s.as_bytes()))).await.expect("ws write");
+        self.ws
+            .write_frame(Frame::text(Payload::Borrowed(s.as_bytes())))
+            .await
+            .expect("ws write");
     }
 
     pub async fn send_binary(&mut self, b: &[u8]) {
-        self.ws.write_frame(Frame::binary(Payload::Borrowed(b))).await.expect("ws write");
+        self.ws
+            .write_frame(Frame::binary(Payload::Borrowed(b)))
+            .await
+            .expect("ws write");
     }
 
     /// Sends a text message to `to_user` with `client_msg_id`.
     pub async fn send_text_to(&mut self, to_user: &str, cmid: &str, text: &str) {
-        self.send_json(&json!({"type":"send","client_msg_id":cmid,"to_user":to_user,"text":text})).await;
+        self.send_json(&json!({"type":"send","client_msg_id":cmid,"to_user":to_user,"text":text}))
+            .await;
     }
 
     /// The next frame, or `None` after `within`.
     pub async fn next(&mut self, within: Duration) -> Option<WsEvent> {
-        let f = tokio::time::timeout(within, self.ws.read_frame()).await.ok()?;
+        let f = tokio::time::timeout(within, self.ws.read_frame())
+            .await
+            .ok()?;
         match f {
             Ok(frame) => match frame.opcode {
-                OpCode::Text => Some(WsEvent::Json(serde_json::from_slice(&frame.payload).expect("server sends JSON"))),
+                OpCode::Text => Some(WsEvent::Json(
+                    serde_json::from_slice(&frame.payload).expect("server sends JSON"),
+                )),
                 OpCode::Close => {
-                    let code = (frame.payload.len() >= 2).then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                    let code = (frame.payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
                     Some(WsEvent::Closed(code))
                 }
                 _ => Some(WsEvent::Json(Value::Null)),
@@ -360,7 +435,9 @@ impl WsClient {
             match self.next(left).await {
                 Some(WsEvent::Json(v)) if v["type"] == kind => return v,
                 Some(WsEvent::Json(_)) => {}
-                Some(WsEvent::Closed(c)) => panic!("socket closed ({c:?}) while waiting for {kind}"),
+                Some(WsEvent::Closed(c)) => {
+                    panic!("socket closed ({c:?}) while waiting for {kind}")
+                }
                 None => panic!("no {kind} frame within {within:?}"),
             }
         }

@@ -29,38 +29,83 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
     let hashing = Arc::new(Semaphore::new(4));
     let c = Arc::clone(&ctx);
     let h = Arc::clone(&hashing);
-    let register = serve(ctx.nats.clone(), rpc::REGISTER, 64, shutdown.clone(), move |b| {
-        let (ctx, hashing) = (Arc::clone(&c), Arc::clone(&h));
-        async move { register(&ctx, &hashing, decode(&b)?).await.map(|m| m.encode_to_vec().into()) }
-    });
+    let register = serve(
+        ctx.nats.clone(),
+        rpc::REGISTER,
+        64,
+        shutdown.clone(),
+        move |b| {
+            let (ctx, hashing) = (Arc::clone(&c), Arc::clone(&h));
+            async move {
+                register(&ctx, &hashing, decode(&b)?)
+                    .await
+                    .map(|m| m.encode_to_vec().into())
+            }
+        },
+    );
     let c = Arc::clone(&ctx);
     let h = Arc::clone(&hashing);
-    let login = serve(ctx.nats.clone(), rpc::LOGIN, 64, shutdown.clone(), move |b| {
-        let (ctx, hashing) = (Arc::clone(&c), Arc::clone(&h));
-        async move { login(&ctx, &hashing, decode(&b)?).await.map(|m| m.encode_to_vec().into()) }
-    });
-    let c = Arc::clone(&ctx);
-    let users = serve(ctx.nats.clone(), rpc::USERS, 256, shutdown.clone(), move |b| {
-        let ctx = Arc::clone(&c);
-        async move {
-            let req: pb::UsersRequest = decode(&b)?;
-            let ids: Vec<String> = req.user_ids.into_iter().filter(|u| id::is_user_id(u)).take(1000).collect();
-            let found = ctx.store.users_by_ids(&ids).await.map_err(Refusal::internal)?;
-            Ok(pb::Users { users: found.iter().map(convert::user).collect() }.encode_to_vec().into())
-        }
-    });
-    let c = Arc::clone(&ctx);
-    let bootstrap = serve(ctx.nats.clone(), rpc::BOOTSTRAP, 16, shutdown.clone(), move |_| {
-        let ctx = Arc::clone(&c);
-        async move {
-            Ok(pb::BootstrapResponse {
-                token_public_key: ctx.signer.public_bytes(),
-                partitions: ctx.config.partitions,
+    let login = serve(
+        ctx.nats.clone(),
+        rpc::LOGIN,
+        64,
+        shutdown.clone(),
+        move |b| {
+            let (ctx, hashing) = (Arc::clone(&c), Arc::clone(&h));
+            async move {
+                login(&ctx, &hashing, decode(&b)?)
+                    .await
+                    .map(|m| m.encode_to_vec().into())
             }
-            .encode_to_vec()
-            .into())
-        }
-    });
+        },
+    );
+    let c = Arc::clone(&ctx);
+    let users = serve(
+        ctx.nats.clone(),
+        rpc::USERS,
+        256,
+        shutdown.clone(),
+        move |b| {
+            let ctx = Arc::clone(&c);
+            async move {
+                let req: pb::UsersRequest = decode(&b)?;
+                let ids: Vec<String> = req
+                    .user_ids
+                    .into_iter()
+                    .filter(|u| id::is_user_id(u))
+                    .take(1000)
+                    .collect();
+                let found = ctx
+                    .store
+                    .users_by_ids(&ids)
+                    .await
+                    .map_err(Refusal::internal)?;
+                Ok(pb::Users {
+                    users: found.iter().map(convert::user).collect(),
+                }
+                .encode_to_vec()
+                .into())
+            }
+        },
+    );
+    let c = Arc::clone(&ctx);
+    let bootstrap = serve(
+        ctx.nats.clone(),
+        rpc::BOOTSTRAP,
+        16,
+        shutdown.clone(),
+        move |_| {
+            let ctx = Arc::clone(&c);
+            async move {
+                Ok(pb::BootstrapResponse {
+                    token_public_key: ctx.signer.public_bytes(),
+                    partitions: ctx.config.partitions,
+                }
+                .encode_to_vec()
+                .into())
+            }
+        },
+    );
     tokio::try_join!(register, login, users, bootstrap)?;
     Ok(())
 }
@@ -97,7 +142,13 @@ async fn register(
         _ => req.username.clone(),
     };
     // Cheap check first so a taken name does not cost a hash.
-    if ctx.store.user_by_username(&username).await.map_err(Refusal::internal)?.is_some() {
+    if ctx
+        .store
+        .user_by_username(&username)
+        .await
+        .map_err(Refusal::internal)?
+        .is_some()
+    {
         return Err(Refusal::new("username_taken", "that username is taken"));
     }
     let password_hash = hash_blocking(hashing, req.password).await?;
@@ -110,7 +161,9 @@ async fn register(
     };
     match ctx.store.create_user(user.clone()).await {
         Ok(()) => Ok(convert::user(&user)),
-        Err(StoreError::Conflict(_)) => Err(Refusal::new("username_taken", "that username is taken")),
+        Err(StoreError::Conflict(_)) => {
+            Err(Refusal::new("username_taken", "that username is taken"))
+        }
         Err(e) => Err(Refusal::internal(e)),
     }
 }
@@ -125,14 +178,33 @@ async fn login(
 ) -> Result<pb::Session, Refusal> {
     let denied = || Refusal::new("invalid_credentials", "wrong username or password");
     let user = match validate::username(&req.username) {
-        Ok(name) => ctx.store.user_by_username(&name).await.map_err(Refusal::internal)?,
+        Ok(name) => ctx
+            .store
+            .user_by_username(&name)
+            .await
+            .map_err(Refusal::internal)?,
         Err(_) => None,
     };
-    let phc = user.as_ref().map_or_else(|| ctx.dummy_hash.clone(), |u| u.password_hash.clone());
-    let pw = if req.password.len() > 1024 { String::new() } else { req.password };
+    let phc = user
+        .as_ref()
+        .map_or_else(|| ctx.dummy_hash.clone(), |u| u.password_hash.clone());
+    let pw = if req.password.len() > 1024 {
+        String::new()
+    } else {
+        req.password
+    };
     let ok = verify_blocking(hashing, pw, phc).await?;
-    let Some(user) = user.filter(|_| ok) else { return Err(denied()) };
+    let Some(user) = user.filter(|_| ok) else {
+        return Err(denied());
+    };
     let ttl = Duration::from_secs(ctx.config.token_ttl_secs.max(1));
-    let (token, expires_at_ms) = ctx.signer.sign(&user.user_id, ttl).map_err(Refusal::internal)?;
-    Ok(pb::Session { user_id: user.user_id, token, expires_at_ms })
+    let (token, expires_at_ms) = ctx
+        .signer
+        .sign(&user.user_id, ttl)
+        .map_err(Refusal::internal)?;
+    Ok(pb::Session {
+        user_id: user.user_id,
+        token,
+        expires_at_ms,
+    })
 }

@@ -55,7 +55,9 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<TokenSigner> {
         opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(signer.secret_bytes())?;
         f.sync_all()?;
     }
@@ -86,6 +88,7 @@ impl WorkerApp {
     /// # Errors
     /// Any of the above failing, with context.
     pub async fn build(config: WorkerConfig, roles: Vec<Role>) -> anyhow::Result<Self> {
+        let _ = msgr_core::telemetry::prometheus();
         if config.partitions == 0 || config.partitions > 1024 {
             anyhow::bail!("partitions must be 1..=1024, got {}", config.partitions);
         }
@@ -96,11 +99,15 @@ impl WorkerApp {
         };
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path, durability } => {
-                let path: PathBuf = path.clone().unwrap_or_else(|| config.data_dir.join("msgr.sqlite3"));
+                let path: PathBuf = path
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("msgr.sqlite3"));
                 let durability = match durability.as_str() {
                     "full" => Durability::Full,
                     "normal" => Durability::Normal,
-                    other => anyhow::bail!("store.durability must be full or normal, got {other:?}"),
+                    other => {
+                        anyhow::bail!("store.durability must be full or normal, got {other:?}")
+                    }
                 };
                 Arc::new(
                     SqliteStore::open(&path, durability)
@@ -140,10 +147,13 @@ impl WorkerApp {
                     .with_context(|| format!("binding metrics on {}", config.metrics_listen))?,
             )
         };
-        let instance_id = config
-            .instance_id
-            .clone()
-            .unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), &msgr_core::id::new_user_id()[1..9]));
+        let instance_id = config.instance_id.clone().unwrap_or_else(|| {
+            format!(
+                "worker-{}-{}",
+                std::process::id(),
+                &msgr_core::id::new_user_id()[1..9]
+            )
+        });
         Ok(Self {
             ctx: Arc::new(WorkerContext {
                 config,
@@ -183,7 +193,10 @@ impl WorkerApp {
             tasks.spawn(async move {
                 let handle = msgr_core::telemetry::prometheus();
                 let app = axum::Router::new()
-                    .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+                    .route(
+                        "/metrics",
+                        axum::routing::get(move || std::future::ready(handle.render())),
+                    )
                     .route("/healthz", axum::routing::get(|| std::future::ready("ok")));
                 axum::serve(listener, app)
                     .with_graceful_shutdown(token.cancelled_owned())
@@ -203,7 +216,9 @@ impl WorkerApp {
         tracing::info!(instance = %self.ctx.instance_id, roles = ?self.roles, "worker running");
         let mut result = Ok(());
         while let Some(res) = tasks.join_next().await {
-            let res = res.map_err(|e| anyhow::anyhow!("role panicked: {e}")).and_then(|r| r);
+            let res = res
+                .map_err(|e| anyhow::anyhow!("role panicked: {e}"))
+                .and_then(|r| r);
             if let Err(e) = res {
                 if result.is_ok() {
                     result = Err(e);

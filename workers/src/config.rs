@@ -25,7 +25,10 @@ fn default_durability() -> String {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self::Sqlite { path: None, durability: default_durability() }
+        Self::Sqlite {
+            path: None,
+            durability: default_durability(),
+        }
     }
 }
 

@@ -21,7 +21,11 @@ pub use config::WorkerConfig;
 
 /// The `msgr-worker` command line.
 #[derive(Debug, clap::Parser)]
-#[command(name = "msgr-worker", version, about = "msgr workers: sequencer, account and query services")]
+#[command(
+    name = "msgr-worker",
+    version,
+    about = "msgr workers: sequencer, account and query services"
+)]
 pub struct Cli {
     /// TOML config file (keys as in WorkerConfig; `MSGR_*` env overrides it).
     #[arg(long, short, env = "MSGR_CONFIG")]

@@ -20,7 +20,10 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
@@ -55,7 +58,9 @@ where
         let Some(reply) = msg.reply else { continue };
         // Waiting here (not spawning unboundedly) pushes back onto NATS, whose
         // per-subscription buffer is bounded too.
-        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+            break;
+        };
         let (client, handler) = (client.clone(), Arc::clone(&handler));
         tokio::spawn(async move {
             let res = handler(msg.payload).await;
@@ -63,7 +68,11 @@ where
                 Ok(body) => client.publish(reply, body).await,
                 Err(r) => {
                     client
-                        .publish_with_headers(reply, error_headers(r.code, &r.message), Bytes::new())
+                        .publish_with_headers(
+                            reply,
+                            error_headers(r.code, &r.message),
+                            Bytes::new(),
+                        )
                         .await
                 }
             };

@@ -59,13 +59,17 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
 }
 
 /// Acquires partition `p` whenever it is free and processes it while held.
-async fn partition_loop(ctx: Arc<WorkerContext>, p: u32, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn partition_loop(
+    ctx: Arc<WorkerContext>,
+    p: u32,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let key = format!("seq.{p}");
     let ttl = ctx.lease_ttl();
     while !shutdown.is_cancelled() {
         match Lease::acquire(&ctx.leases, &key, &ctx.instance_id, ttl).await {
             Ok(lease) => {
-                tracing::info!(partition = p, "sequencer lease acquired");
+                tracing::debug!(partition = p, "sequencer lease acquired");
                 metrics::gauge!("msgr_worker_partitions_owned").increment(1.0);
                 let res = own_partition(&ctx, p, lease, &shutdown).await;
                 metrics::gauge!("msgr_worker_partitions_owned").decrement(1.0);
@@ -74,7 +78,9 @@ async fn partition_loop(ctx: Arc<WorkerContext>, p: u32, shutdown: CancellationT
                 }
             }
             Err(LeaseError::Taken) => {}
-            Err(LeaseError::Store(e)) => tracing::warn!(partition = p, error = %e, "lease store error"),
+            Err(LeaseError::Store(e)) => {
+                tracing::warn!(partition = p, error = %e, "lease store error")
+            }
         }
         // Standby: check again a few times per TTL, with jitter so standbys
         // do not all ask at once.
@@ -193,7 +199,13 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>) {
         }
     }
     for cmd in rejected_early {
-        reject(ctx, &cmd, "invalid_frame", "the command could not be processed").await;
+        reject(
+            ctx,
+            &cmd,
+            "invalid_frame",
+            "the command could not be processed",
+        )
+        .await;
     }
     if ops.is_empty() {
         return;
@@ -204,7 +216,9 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>) {
         Err(e) => {
             tracing::error!(error = %e, "store batch failed; will be redelivered");
             for msg in &accepted {
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                    .await;
             }
             return;
         }
@@ -222,21 +236,31 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>) {
 
 struct Poison {
     reason: &'static str,
-    send: Option<pb::SendCommand>,
+    send: Option<Box<pb::SendCommand>>,
 }
 
 fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
     let conv_from_subject = msg.subject.rsplit('.').next().unwrap_or_default();
     if subject::is_receipt(&msg.subject) {
-        let r = pb::ReceiptCommand::decode(msg.payload.clone())
-            .map_err(|_| Poison { reason: "bad receipt protobuf", send: None })?;
+        let r = pb::ReceiptCommand::decode(msg.payload.clone()).map_err(|_| Poison {
+            reason: "bad receipt protobuf",
+            send: None,
+        })?;
         let kind = match r.status() {
             pb::ReceiptStatus::Delivered => ReceiptKind::Delivered,
             pb::ReceiptStatus::Read => ReceiptKind::Read,
-            pb::ReceiptStatus::Unspecified => return Err(Poison { reason: "receipt status", send: None }),
+            pb::ReceiptStatus::Unspecified => {
+                return Err(Poison {
+                    reason: "receipt status",
+                    send: None,
+                })
+            }
         };
         if r.conversation_id != conv_from_subject || !id::is_user_id(&r.user_id) {
-            return Err(Poison { reason: "receipt fields", send: None });
+            return Err(Poison {
+                reason: "receipt fields",
+                send: None,
+            });
         }
         let op = Op::Receipt(WatermarkUpdate {
             conversation_id: r.conversation_id.clone(),
@@ -247,9 +271,14 @@ fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
         });
         return Ok((op, Decoded::Receipt(r)));
     }
-    let s = pb::SendCommand::decode(msg.payload.clone())
-        .map_err(|_| Poison { reason: "bad send protobuf", send: None })?;
-    let bad = |reason| Poison { reason, send: Some(s.clone()) };
+    let s = pb::SendCommand::decode(msg.payload.clone()).map_err(|_| Poison {
+        reason: "bad send protobuf",
+        send: None,
+    })?;
+    let bad = |reason| Poison {
+        reason,
+        send: Some(Box::new(s.clone())),
+    };
     if s.conversation_id != conv_from_subject || !id::is_user_id(&s.sender_id) {
         return Err(bad("send fields"));
     }
@@ -299,7 +328,11 @@ async fn members(ctx: &WorkerContext, conversation_id: &str) -> Vec<String> {
 async fn fan_out(ctx: &WorkerContext, to: &[String], delivery: &pb::Delivery) {
     let payload = Bytes::from(delivery.encode_to_vec());
     for user in to {
-        if let Err(e) = ctx.nats.publish(subject::deliver_user(user), payload.clone()).await {
+        if let Err(e) = ctx
+            .nats
+            .publish(subject::deliver_user(user), payload.clone())
+            .await
+        {
             tracing::warn!(error = %e, "inbox publish failed");
         }
     }
@@ -327,27 +360,42 @@ async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
                 "outcome" => if fresh { "stored" } else { "duplicate" })
             .increment(1);
             let pbm = convert::message(m, None);
-            if fresh {
+            // At least once: a redelivered command re-announces what it stored.
+            {
                 if let Err(e) = ctx
                     .nats
-                    .publish(subject::evt_message(&m.conversation_id), pbm.encode_to_vec().into())
+                    .publish(
+                        subject::evt_message(&m.conversation_id),
+                        pbm.encode_to_vec().into(),
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "event publish failed");
                 }
             }
-            let d = pb::Delivery { event: Some(pb::delivery::Event::Message(pbm)) };
+            let d = pb::Delivery {
+                event: Some(pb::delivery::Event::Message(pbm)),
+            };
             fan_out(ctx, &members(ctx, &m.conversation_id).await, &d).await;
         }
         (OpOutcome::Rejected(r), Decoded::Send(s)) => {
             let message = match r {
                 msgr_core::store::Rejection::UnknownRecipient => "no such recipient",
-                msgr_core::store::Rejection::NotMember => "you are not a member of this conversation",
+                msgr_core::store::Rejection::NotMember => {
+                    "you are not a member of this conversation"
+                }
                 msgr_core::store::Rejection::UnknownConversation => "no such conversation",
             };
             reject(ctx, s, r.code(), message).await;
         }
-        (OpOutcome::Advanced { delivered, read, at_ms }, Decoded::Receipt(r)) => {
+        (
+            OpOutcome::Advanced {
+                delivered,
+                read,
+                at_ms,
+            },
+            Decoded::Receipt(r),
+        ) => {
             metrics::counter!("msgr_worker_commands_total", "outcome" => "receipt").increment(1);
             let to = members(ctx, &r.conversation_id).await;
             let mut events = Vec::with_capacity(2);
@@ -368,7 +416,14 @@ async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
                     up_to_seq: up_to,
                     at_ms: if *at_ms > 0 { *at_ms } else { now },
                 };
-                fan_out(ctx, &to, &pb::Delivery { event: Some(pb::delivery::Event::Receipt(e)) }).await;
+                fan_out(
+                    ctx,
+                    &to,
+                    &pb::Delivery {
+                        event: Some(pb::delivery::Event::Receipt(e)),
+                    },
+                )
+                .await;
             }
         }
         (OpOutcome::Unchanged | OpOutcome::Rejected(_), _) => {

@@ -36,7 +36,11 @@ pub async fn list(
     let page: pb::ChatPage = rpc::call(
         &state.nats,
         subject::rpc::CHATS,
-        &pb::ChatsRequest { caller_id: caller, limit, cursor },
+        &pb::ChatsRequest {
+            caller_id: caller,
+            limit,
+            cursor,
+        },
         state.rpc_timeout(),
     )
     .await?;

@@ -12,7 +12,10 @@ pub async fn healthz() -> impl IntoResponse {
 /// Prometheus text format.
 pub async fn metrics() -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         msgr_core::telemetry::prometheus().render(),
     )
 }

@@ -41,13 +41,23 @@ pub async fn history(
     let page: pb::HistoryPage = rpc::call(
         &state.nats,
         subject::rpc::HISTORY,
-        &pb::HistoryRequest { caller_id: caller, conversation_id, limit, before, after },
+        &pb::HistoryRequest {
+            caller_id: caller,
+            conversation_id,
+            limit,
+            before,
+            after,
+        },
         state.rpc_timeout(),
     )
     .await?;
     Ok(Json(HistoryJson {
         conversation_id: page.conversation_id,
-        messages: page.messages.into_iter().map(crate::convert::message).collect(),
+        messages: page
+            .messages
+            .into_iter()
+            .map(crate::convert::message)
+            .collect(),
         has_more: page.has_more,
     }))
 }

@@ -18,12 +18,19 @@ use crate::state::EdgeState;
 /// - 201 `{user_id, username, display_name}`.
 /// - 400 `invalid_username` / `invalid_password` / `invalid_display_name` / `invalid_json`.
 /// - 409 `username_taken` (usernames are unique ignoring case).
-pub async fn register(State(state): State<EdgeState>, body: Body) -> Result<impl IntoResponse, ApiError> {
+pub async fn register(
+    State(state): State<EdgeState>,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
     let req: RegisterBody = json_body(body, state.config.max_body_bytes).await?;
     let user: pb::User = rpc::call(
         &state.nats,
         subject::rpc::REGISTER,
-        &pb::RegisterRequest { username: req.username, password: req.password, display_name: req.display_name },
+        &pb::RegisterRequest {
+            username: req.username,
+            password: req.password,
+            display_name: req.display_name,
+        },
         state.rpc_timeout(),
     )
     .await?;
@@ -33,12 +40,18 @@ pub async fn register(State(state): State<EdgeState>, body: Body) -> Result<impl
 /// # `POST /user/login`
 /// - 200 `{user_id, token, expires_at}`: a PASETO v4.public token.
 /// - 401 `invalid_credentials`: the same for an unknown user and a wrong password.
-pub async fn login(State(state): State<EdgeState>, body: Body) -> Result<Json<LoginJson>, ApiError> {
+pub async fn login(
+    State(state): State<EdgeState>,
+    body: Body,
+) -> Result<Json<LoginJson>, ApiError> {
     let req: LoginBody = json_body(body, state.config.max_body_bytes).await?;
     let session: pb::Session = rpc::call(
         &state.nats,
         subject::rpc::LOGIN,
-        &pb::LoginRequest { username: req.username, password: req.password },
+        &pb::LoginRequest {
+            username: req.username,
+            password: req.password,
+        },
         state.rpc_timeout(),
     )
     .await?;

@@ -23,7 +23,11 @@ pub(crate) struct FrameError {
 
 impl FrameError {
     pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), client_msg_id: None }
+        Self {
+            code,
+            message: message.into(),
+            client_msg_id: None,
+        }
     }
 }
 
@@ -32,17 +36,26 @@ pub(crate) fn parse(text: &[u8]) -> Result<Request, FrameError> {
     let value: serde_json::Value = serde_json::from_slice(text)
         .map_err(|e| FrameError::new("invalid_json", format!("malformed JSON: {e}")))?;
     let Some(kind) = value.get("type").and_then(serde_json::Value::as_str) else {
-        return Err(FrameError::new("invalid_frame", "a frame is a JSON object with a string \"type\""));
+        return Err(FrameError::new(
+            "invalid_frame",
+            "a frame is a JSON object with a string \"type\"",
+        ));
     };
     let typed = |v: serde_json::Value| FrameError::new("invalid_frame", v.to_string());
     match kind {
         "send" => {
-            let cmid = value.get("client_msg_id").and_then(|v| v.as_str()).map(str::to_owned);
+            let cmid = value
+                .get("client_msg_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
             let f: SendFrame = serde_json::from_value(value.clone()).map_err(|e| FrameError {
                 client_msg_id: cmid.clone(),
                 ..typed(serde_json::Value::String(e.to_string()))
             })?;
-            check_send(&f).map_err(|e| FrameError { client_msg_id: Some(f.client_msg_id.clone()), ..e })?;
+            check_send(&f).map_err(|e| FrameError {
+                client_msg_id: Some(f.client_msg_id.clone()),
+                ..e
+            })?;
             Ok(Request::Send(f))
         }
         "receipt" => serde_json::from_value(value)
@@ -52,16 +65,28 @@ pub(crate) fn parse(text: &[u8]) -> Result<Request, FrameError> {
             .map(Request::Typing)
             .map_err(|e| typed(serde_json::Value::String(e.to_string()))),
         "ping" => Ok(Request::Ping),
-        other => Err(FrameError::new("unknown_type", format!("unknown frame type {other:?}"))),
+        other => Err(FrameError::new(
+            "unknown_type",
+            format!("unknown frame type {other:?}"),
+        )),
     }
 }
 
 fn check_send(f: &SendFrame) -> Result<(), FrameError> {
-    validate::client_msg_id(&f.client_msg_id).map_err(|e| FrameError::new(e.code(), e.to_string()))?;
+    validate::client_msg_id(&f.client_msg_id)
+        .map_err(|e| FrameError::new(e.code(), e.to_string()))?;
     match (&f.to_user, &f.to_group) {
-        (None, None) => return Err(FrameError::new("missing_recipient", "to_user or to_group is required")),
+        (None, None) => {
+            return Err(FrameError::new(
+                "missing_recipient",
+                "to_user or to_group is required",
+            ))
+        }
         (Some(_), Some(_)) => {
-            return Err(FrameError::new("invalid_frame", "give either to_user or to_group, not both"))
+            return Err(FrameError::new(
+                "invalid_frame",
+                "give either to_user or to_group, not both",
+            ))
         }
         _ => {}
     }
@@ -82,11 +107,26 @@ mod tests {
         assert_eq!(code("{nope"), "invalid_json");
         assert_eq!(code("[1,2]"), "invalid_frame");
         assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
-        assert_eq!(code(r#"{"type":"send","client_msg_id":5,"to_user":"u"}"#), "invalid_frame");
-        assert_eq!(code(r#"{"type":"send","client_msg_id":"a","text":"x"}"#), "missing_recipient");
-        assert_eq!(code(r#"{"type":"send","client_msg_id":"a","to_user":"u"}"#), "empty_message");
-        assert_eq!(code(r#"{"type":"receipt","conversation_id":"c","status":"seen","up_to_seq":1}"#), "invalid_frame");
-        let big = format!(r#"{{"type":"send","client_msg_id":"a","to_user":"u","text":"{}"}}"#, "x".repeat(65_537));
+        assert_eq!(
+            code(r#"{"type":"send","client_msg_id":5,"to_user":"u"}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"send","client_msg_id":"a","text":"x"}"#),
+            "missing_recipient"
+        );
+        assert_eq!(
+            code(r#"{"type":"send","client_msg_id":"a","to_user":"u"}"#),
+            "empty_message"
+        );
+        assert_eq!(
+            code(r#"{"type":"receipt","conversation_id":"c","status":"seen","up_to_seq":1}"#),
+            "invalid_frame"
+        );
+        let big = format!(
+            r#"{{"type":"send","client_msg_id":"a","to_user":"u","text":"{}"}}"#,
+            "x".repeat(65_537)
+        );
         assert_eq!(code(&big), "too_large");
         assert!(matches!(parse(br#"{"type":"ping"}"#), Ok(Request::Ping)));
     }

@@ -30,11 +30,16 @@ pub async fn upgrade(
         Err(e) => return e.into_response(),
     };
     let Ok(ws) = ws else {
-        return ApiError::bad_request("not_websocket", "this endpoint needs a WebSocket upgrade").into_response();
+        return ApiError::bad_request("not_websocket", "this endpoint needs a WebSocket upgrade")
+            .into_response();
     };
     let Ok(permit) = std::sync::Arc::clone(&state.connections).try_acquire_owned() else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "edge is full; retry later")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "edge is full; retry later",
+        )
+        .into_response();
     };
     let (response, fut) = match ws.upgrade() {
         Ok(x) => x,

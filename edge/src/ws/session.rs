@@ -68,12 +68,17 @@ struct Shared {
 
 impl Shared {
     fn close(&self, code: u16) {
-        let _ = self.close_code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
         self.kill.cancel();
     }
 
     fn take_pending(&self, cmid: &str) -> Option<Instant> {
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(cmid)
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(cmid)
     }
 }
 
@@ -84,7 +89,11 @@ fn encode(frame: &ServerFrame) -> Vec<u8> {
 
 fn error_frame(e: FrameError) -> Vec<u8> {
     metrics::counter!("msgr_edge_frames_rejected_total", "code" => e.code).increment(1);
-    encode(&ServerFrame::Error { code: e.code.to_owned(), message: e.message, client_msg_id: e.client_msg_id })
+    encode(&ServerFrame::Error {
+        code: e.code.to_owned(),
+        message: e.message,
+        client_msg_id: e.client_msg_id,
+    })
 }
 
 /// Runs one connection to completion.
@@ -94,7 +103,9 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
         Err(e) => {
             tracing::warn!(error = %e, "inbox subscribe failed; closing");
             let mut ws = ws;
-            let _ = ws.write_frame(Frame::close(TRY_AGAIN_LATER, b"try again")).await;
+            let _ = ws
+                .write_frame(Frame::close(TRY_AGAIN_LATER, b"try again"))
+                .await;
             return;
         }
     };
@@ -109,7 +120,13 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
     });
     let (read, write) = ws.split(tokio::io::split);
     let (out_tx, out_rx) = mpsc::channel(state.config.outbox_capacity.max(1));
-    let writer = tokio::spawn(write_loop(state.clone(), Arc::clone(&shared), write, out_rx, sub));
+    let writer = tokio::spawn(write_loop(
+        state.clone(),
+        Arc::clone(&shared),
+        write,
+        out_rx,
+        sub,
+    ));
     read_loop(&state, &shared, FragmentCollectorRead::new(read), &out_tx).await;
     shared.close(NORMAL);
     drop(out_tx);
@@ -149,7 +166,10 @@ async fn read_loop(
         };
         let reply = match frame.opcode {
             OpCode::Text => handle_text(state, shared, out, &frame.payload).await,
-            OpCode::Binary => Err(FrameError::new("binary_not_supported", "frames are JSON text")),
+            OpCode::Binary => Err(FrameError::new(
+                "binary_not_supported",
+                "frames are JSON text",
+            )),
             OpCode::Close => return,
             _ => Ok(()),
         };
@@ -230,7 +250,11 @@ async fn handle_text(
 }
 
 fn sending_error(code: &'static str, message: &str, cmid: &str) -> FrameError {
-    FrameError { code, message: message.to_owned(), client_msg_id: Some(cmid.to_owned()) }
+    FrameError {
+        code,
+        message: message.to_owned(),
+        client_msg_id: Some(cmid.to_owned()),
+    }
 }
 
 /// # `{"type":"send"}`
@@ -245,28 +269,60 @@ async fn send(
 ) -> Result<(), FrameError> {
     let me = shared.user_id.clone();
     let cmid = f.client_msg_id.clone();
+    if f.media_id.is_some() {
+        // Uploads (POST /media) are not served yet, so no media id can be valid.
+        return Err(sending_error("unknown_media", "no such media", &cmid));
+    }
     let (conversation_id, target) = match (&f.to_user, &f.to_group) {
         (Some(u), _) => {
             if !id::is_user_id(u) {
-                return Err(sending_error("unknown_recipient", "no such recipient", &cmid));
+                return Err(sending_error(
+                    "unknown_recipient",
+                    "no such recipient",
+                    &cmid,
+                ));
             }
             if *u == me {
-                return Err(sending_error("invalid_recipient", "cannot send to yourself", &cmid));
+                return Err(sending_error(
+                    "invalid_recipient",
+                    "cannot send to yourself",
+                    &cmid,
+                ));
             }
-            (id::direct_conversation_id(&me, u), pb::send_command::Target::ToUser(u.clone()))
+            (
+                id::direct_conversation_id(&me, u),
+                pb::send_command::Target::ToUser(u.clone()),
+            )
         }
         (None, Some(g)) => {
             if !id::is_group_id(g) {
-                return Err(sending_error("unknown_conversation", "no such group", &cmid));
+                return Err(sending_error(
+                    "unknown_conversation",
+                    "no such group",
+                    &cmid,
+                ));
             }
             (g.clone(), pb::send_command::Target::ToGroup(g.clone()))
         }
-        (None, None) => return Err(sending_error("missing_recipient", "to_user or to_group is required", &cmid)),
+        (None, None) => {
+            return Err(sending_error(
+                "missing_recipient",
+                "to_user or to_group is required",
+                &cmid,
+            ))
+        }
     };
     {
-        let mut pending = shared.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = shared
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if pending.len() >= state.config.max_in_flight && !pending.contains_key(&cmid) {
-            return Err(sending_error("rate_limited", "too many messages awaiting acks", &cmid));
+            return Err(sending_error(
+                "rate_limited",
+                "too many messages awaiting acks",
+                &cmid,
+            ));
         }
         pending.insert(cmid.clone(), Instant::now());
     }
@@ -279,18 +335,28 @@ async fn send(
         media_id: f.media_id,
         received_at_ms: msgr_core::time::now_ms(),
     };
-    let subject = subject::in_send(id::partition_of(&conversation_id, state.partitions), &conversation_id);
+    let subject = subject::in_send(
+        id::partition_of(&conversation_id, state.partitions),
+        &conversation_id,
+    );
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", format!("{me}:{cmid}").as_str());
     let started = Instant::now();
-    let publish = state.js.publish_with_headers(subject, headers, cmd.encode_to_vec().into()).await;
+    let publish = state
+        .js
+        .publish_with_headers(subject, headers, cmd.encode_to_vec().into())
+        .await;
     metrics::counter!("msgr_edge_messages_in_total").increment(1);
     let ack_future = match publish {
         Ok(f) => f,
         Err(e) => {
             shared.take_pending(&cmid);
             tracing::warn!(error = %e, "publish failed");
-            return Err(sending_error("unavailable", "could not accept the message; retry", &cmid));
+            return Err(sending_error(
+                "unavailable",
+                "could not accept the message; retry",
+                &cmid,
+            ));
         }
     };
     // Await the PubAck off the read path so a client can pipeline sends.
@@ -298,7 +364,8 @@ async fn send(
     tokio::spawn(async move {
         match ack_future.await {
             Ok(ack) => {
-                metrics::histogram!("msgr_edge_publish_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("msgr_edge_publish_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 if ack.duplicate {
                     // JetStream dropped a resend inside its window: the original
                     // may be stored already, so answer from the store.
@@ -308,7 +375,8 @@ async fn send(
             Err(e) => {
                 tracing::warn!(error = %e, "publish not acknowledged");
                 if shared.take_pending(&cmid).is_some() {
-                    let e = sending_error("unavailable", "could not accept the message; retry", &cmid);
+                    let e =
+                        sending_error("unavailable", "could not accept the message; retry", &cmid);
                     push(&shared, &out, error_frame(e)).await;
                 }
             }
@@ -317,10 +385,25 @@ async fn send(
     Ok(())
 }
 
-async fn resolve_duplicate(state: &EdgeState, shared: &Shared, out: &mpsc::Sender<Out>, cmid: &str) {
-    let req = pb::LookupRequest { sender_id: shared.user_id.clone(), client_msg_id: cmid.to_owned() };
+async fn resolve_duplicate(
+    state: &EdgeState,
+    shared: &Shared,
+    out: &mpsc::Sender<Out>,
+    cmid: &str,
+) {
+    let req = pb::LookupRequest {
+        sender_id: shared.user_id.clone(),
+        client_msg_id: cmid.to_owned(),
+    };
     for attempt in 0..5u32 {
-        match rpc::call::<_, pb::LookupResult>(&state.nats, subject::rpc::LOOKUP, &req, state.rpc_timeout()).await {
+        match rpc::call::<_, pb::LookupResult>(
+            &state.nats,
+            subject::rpc::LOOKUP,
+            &req,
+            state.rpc_timeout(),
+        )
+        .await
+        {
             Ok(pb::LookupResult { message: Some(m) }) => {
                 if shared.take_pending(cmid).is_some() {
                     push(shared, out, encode(&ack_frame(&m))).await;
@@ -357,11 +440,17 @@ async fn receipt(
 ) -> Result<(), FrameError> {
     let conv = r.conversation_id;
     if !id::is_conversation_id(&conv) {
-        return Err(FrameError::new("unknown_conversation", "no such conversation"));
+        return Err(FrameError::new(
+            "unknown_conversation",
+            "no such conversation",
+        ));
     }
     if let Some((a, b)) = id::direct_members(&conv) {
         if a != shared.user_id && b != shared.user_id {
-            return Err(FrameError::new("not_member", "not a member of this conversation"));
+            return Err(FrameError::new(
+                "not_member",
+                "not a member of this conversation",
+            ));
         }
     }
     let cmd = pb::ReceiptCommand {
@@ -383,7 +472,15 @@ async fn receipt(
     let (shared, out) = (Arc::clone(shared), out.clone());
     tokio::spawn(async move {
         if fut.await.is_err() {
-            push(&shared, &out, error_frame(FrameError::new("unavailable", "could not record the receipt; retry"))).await;
+            push(
+                &shared,
+                &out,
+                error_frame(FrameError::new(
+                    "unavailable",
+                    "could not record the receipt; retry",
+                )),
+            )
+            .await;
         }
     });
     Ok(())
@@ -446,7 +543,10 @@ async fn write_loop(
                 shared.close(TRY_AGAIN_LATER);
                 let _ = tokio::time::timeout(
                     Duration::from_millis(200),
-                    ws.write_frame(Frame::close(TRY_AGAIN_LATER, b"too slow; reconnect and sync")),
+                    ws.write_frame(Frame::close(
+                        TRY_AGAIN_LATER,
+                        b"too slow; reconnect and sync",
+                    )),
                 )
                 .await;
                 break;
@@ -468,7 +568,9 @@ fn delivery_frame(shared: &Shared, payload: &Bytes) -> Option<Vec<u8>> {
                 }
             }
             metrics::counter!("msgr_edge_messages_out_total").increment(1);
-            ServerFrame::Message { message: crate::convert::message(m) }
+            ServerFrame::Message {
+                message: Box::new(crate::convert::message(m)),
+            }
         }
         pb::delivery::Event::Receipt(r) => ServerFrame::Receipt {
             status: crate::convert::receipt_status(r.status()),
@@ -480,13 +582,20 @@ fn delivery_frame(shared: &Shared, payload: &Bytes) -> Option<Vec<u8>> {
         pb::delivery::Event::Rejected(r) => {
             // Only the connection that sent it is waiting for an answer.
             shared.take_pending(&r.client_msg_id)?;
-            ServerFrame::Error { code: r.code, message: r.message, client_msg_id: Some(r.client_msg_id) }
+            ServerFrame::Error {
+                code: r.code,
+                message: r.message,
+                client_msg_id: Some(r.client_msg_id),
+            }
         }
         pb::delivery::Event::Typing(t) => {
             if t.user_id == shared.user_id {
                 return None;
             }
-            ServerFrame::Typing { conversation_id: t.conversation_id, user_id: t.user_id }
+            ServerFrame::Typing {
+                conversation_id: t.conversation_id,
+                user_id: t.user_id,
+            }
         }
     };
     Some(encode(&frame))

@@ -100,10 +100,20 @@ impl TestNats {
             if self.healthz_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("nats-server exited early with {status} (port {} taken?)", self.port);
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "nats-server exited early with {status} (port {} taken?)",
+                    self.port
+                );
             }
-            assert!(Instant::now() < deadline, "nats-server not healthy within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server not healthy within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -19,7 +19,9 @@ pub struct NatsConfig {
 
 impl Default for NatsConfig {
     fn default() -> Self {
-        Self { url: "nats://127.0.0.1:4222".to_owned() }
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+        }
     }
 }
 

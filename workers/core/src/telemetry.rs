@@ -14,8 +14,8 @@ pub fn init_tracing(default_filter: &str) {
 
 /// Latency buckets (seconds) fine enough for sub-millisecond hops.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
 ];
 
 /// The process-wide Prometheus recorder, installed on first use. One per

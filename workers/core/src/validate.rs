@@ -81,8 +81,8 @@ pub fn message_body(text: Option<&str>, has_media: bool) -> Result<(), Validatio
 
 /// Checks a client-chosen message id (it ends up in a NATS header).
 pub fn client_msg_id(raw: &str) -> Result<(), ValidationError> {
-    let ok = (1..=MAX_CLIENT_MSG_ID).contains(&raw.len())
-        && raw.bytes().all(|b| b.is_ascii_graphic());
+    let ok =
+        (1..=MAX_CLIENT_MSG_ID).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn message_bodies_need_content_within_the_limit() {
         assert!(message_body(Some("hi"), false).is_ok());
-        assert_eq!(message_body(None, false), Err(ValidationError::EmptyMessage));
+        assert_eq!(
+            message_body(None, false),
+            Err(ValidationError::EmptyMessage)
+        );
         assert_eq!(
             message_body(Some(&"x".repeat(MAX_TEXT_BYTES + 1)), false),
             Err(ValidationError::TextTooLong)

@@ -116,7 +116,10 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             // A poisoned lock means a panic mid-call; the transaction rolled
             // back when its guard dropped, so the connection is still sound.
-            let mut conn = inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut conn = inner
+                .writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut conn)
         })
         .await
@@ -131,7 +134,9 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = inner.readers[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let conn = inner.readers[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&conn)
         })
         .await
@@ -202,7 +207,9 @@ fn append(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> rusqlite::Result<Op
     }
     let (to_user, to_group) = match &m.target {
         Target::User(to) => {
-            if id::direct_conversation_id(&m.sender_id, to) != m.conversation_id || to == &m.sender_id {
+            if id::direct_conversation_id(&m.sender_id, to) != m.conversation_id
+                || to == &m.sender_id
+            {
                 return Ok(OpOutcome::Rejected(Rejection::UnknownConversation));
             }
             if !user_exists(tx, to)? || !user_exists(tx, &m.sender_id)? {
@@ -320,19 +327,23 @@ fn others_watermarks(conn: &Connection, conv: &str, caller: &str) -> rusqlite::R
 }
 
 fn view(m: StoredMessage, caller: &str, (delivered, read): (u64, u64)) -> MessageView {
-    let status = (m.sender_id == caller).then(|| {
-        if read >= m.seq {
-            MessageStatus::Read
-        } else if delivered >= m.seq {
-            MessageStatus::Delivered
-        } else {
-            MessageStatus::Sent
-        }
-    });
+    let status = if read >= m.seq {
+        MessageStatus::Read
+    } else if delivered >= m.seq {
+        MessageStatus::Delivered
+    } else {
+        MessageStatus::Sent
+    };
+    let status = (m.sender_id == caller).then_some(status);
     MessageView { message: m, status }
 }
 
-fn history(conn: &Connection, conv: &str, caller: &str, page: Page) -> rusqlite::Result<HistoryPage> {
+fn history(
+    conn: &Connection,
+    conv: &str,
+    caller: &str,
+    page: Page,
+) -> rusqlite::Result<HistoryPage> {
     let limit = u64::from(page.limit.clamp(1, 1000));
     let fetch = limit + 1;
     let (sql, lo, hi, descending) = match (page.after, page.before) {
@@ -362,7 +373,10 @@ fn history(conn: &Connection, conv: &str, caller: &str, page: Page) -> rusqlite:
         rows.reverse();
     }
     let marks = others_watermarks(conn, conv, caller)?;
-    Ok(HistoryPage { messages: rows.into_iter().map(|m| view(m, caller, marks)).collect(), has_more })
+    Ok(HistoryPage {
+        messages: rows.into_iter().map(|m| view(m, caller, marks)).collect(),
+        has_more,
+    })
 }
 
 fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
@@ -370,7 +384,12 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     Some((ms.parse().ok()?, conv.to_owned()))
 }
 
-fn chats(conn: &Connection, user_id: &str, limit: u32, cursor: Option<&str>) -> StoreResult<ChatPage> {
+fn chats(
+    conn: &Connection,
+    user_id: &str,
+    limit: u32,
+    cursor: Option<&str>,
+) -> StoreResult<ChatPage> {
     let limit = limit.clamp(1, 200);
     let (c_ms, c_conv) = match cursor {
         None => (None, None),
@@ -397,9 +416,15 @@ fn chats(conn: &Connection, user_id: &str, limit: u32, cursor: Option<&str>) -> 
         .map_err(unavailable)?;
     let has_more = rows.len() > limit as usize;
     let mut chats = Vec::with_capacity(rows.len().min(limit as usize));
-    for (conv, kind, title, last_seq, updated_at, read_seq) in rows.into_iter().take(limit as usize) {
+    for (conv, kind, title, last_seq, updated_at, read_seq) in rows.into_iter().take(limit as usize)
+    {
         let (kind, peer_id, group_id, title) = if kind == "group" {
-            (ConversationKind::Group, None, Some(conv.clone()), title.unwrap_or_default())
+            (
+                ConversationKind::Group,
+                None,
+                Some(conv.clone()),
+                title.unwrap_or_default(),
+            )
         } else {
             let peer = id::direct_members(&conv)
                 .map(|(a, b)| if a == user_id { b } else { a }.to_owned())
@@ -413,7 +438,9 @@ fn chats(conn: &Connection, user_id: &str, limit: u32, cursor: Option<&str>) -> 
         };
         let last_message = if last_seq > 0 {
             let marks = others_watermarks(conn, &conv, user_id).map_err(unavailable)?;
-            message_at(conn, &conv, last_seq).map_err(unavailable)?.map(|m| view(m, user_id, marks))
+            message_at(conn, &conv, last_seq)
+                .map_err(unavailable)?
+                .map(|m| view(m, user_id, marks))
         } else {
             None
         };
@@ -430,7 +457,9 @@ fn chats(conn: &Connection, user_id: &str, limit: u32, cursor: Option<&str>) -> 
         });
     }
     let next_cursor = if has_more {
-        chats.last().map(|c| format!("{}:{}", c.updated_at_ms, c.conversation_id))
+        chats
+            .last()
+            .map(|c| format!("{}:{}", c.updated_at_ms, c.conversation_id))
     } else {
         None
     };
@@ -454,7 +483,13 @@ impl Store for SqliteStore {
             let res = conn.execute(
                 "INSERT INTO users (user_id, username, display_name, password_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![user.user_id, user.username, user.display_name, user.password_hash, user.created_at_ms],
+                params![
+                    user.user_id,
+                    user.username,
+                    user.display_name,
+                    user.password_hash,
+                    user.created_at_ms
+                ],
             );
             match res {
                 Ok(_) => Ok(()),
@@ -546,7 +581,8 @@ impl Store for SqliteStore {
 
     async fn is_member(&self, conversation_id: &str, user_id: &str) -> StoreResult<bool> {
         let (conv, user) = (conversation_id.to_owned(), user_id.to_owned());
-        self.read(move |conn| is_member(conn, &conv, &user).map_err(unavailable)).await
+        self.read(move |conn| is_member(conn, &conv, &user).map_err(unavailable))
+            .await
     }
 
     async fn members(&self, conversation_id: &str) -> StoreResult<Vec<MemberState>> {
@@ -573,11 +609,18 @@ impl Store for SqliteStore {
         page: Page,
     ) -> StoreResult<HistoryPage> {
         let (conv, caller) = (conversation_id.to_owned(), caller_id.to_owned());
-        self.read(move |conn| history(conn, &conv, &caller, page).map_err(unavailable)).await
+        self.read(move |conn| history(conn, &conv, &caller, page).map_err(unavailable))
+            .await
     }
 
-    async fn chats(&self, user_id: &str, limit: u32, cursor: Option<&str>) -> StoreResult<ChatPage> {
+    async fn chats(
+        &self,
+        user_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> StoreResult<ChatPage> {
         let (user, cursor) = (user_id.to_owned(), cursor.map(str::to_owned));
-        self.read(move |conn| chats(conn, &user, limit, cursor.as_deref())).await
+        self.read(move |conn| chats(conn, &user, limit, cursor.as_deref()))
+            .await
     }
 }

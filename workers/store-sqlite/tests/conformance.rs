@@ -24,11 +24,15 @@ async fn data_survives_reopening_the_file() {
         created_at_ms: 1,
     };
     {
-        let store = msgr_store_sqlite::SqliteStore::open(&path, msgr_store_sqlite::Durability::Full)
-            .expect("open");
+        let store =
+            msgr_store_sqlite::SqliteStore::open(&path, msgr_store_sqlite::Durability::Full)
+                .expect("open");
         store.create_user(user.clone()).await.expect("create");
     }
-    let store =
-        msgr_store_sqlite::SqliteStore::open(&path, msgr_store_sqlite::Durability::Full).expect("reopen");
-    assert_eq!(store.user_by_username("persisted").await.expect("lookup"), Some(user));
+    let store = msgr_store_sqlite::SqliteStore::open(&path, msgr_store_sqlite::Durability::Full)
+        .expect("reopen");
+    assert_eq!(
+        store.user_by_username("persisted").await.expect("lookup"),
+        Some(user)
+    );
 }

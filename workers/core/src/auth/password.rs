@@ -1,7 +1,9 @@
 //! argon2id password hashing. Both functions are CPU-heavy: call them from
 //! `spawn_blocking`, never on an async worker thread.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 /// Hashes a password into a PHC string (argon2id, the crate's default cost).
@@ -18,8 +20,11 @@ pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
 /// Whether `password` matches the PHC string `phc`. A malformed hash never matches.
 #[must_use]
 pub fn verify(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

@@ -42,7 +42,10 @@ impl TokenSigner {
     /// If the OS random source fails.
     pub fn generate() -> Result<Self, TokenError> {
         let kp = AsymmetricKeyPair::<V4>::generate().map_err(|_| TokenError::Key)?;
-        Ok(Self { secret: kp.secret, public: kp.public })
+        Ok(Self {
+            secret: kp.secret,
+            public: kp.public,
+        })
     }
 
     /// From the 64-byte secret key ([`Self::secret_bytes`]).
@@ -73,7 +76,9 @@ impl TokenSigner {
     /// Only on internal signing failures.
     pub fn sign(&self, user_id: &str, ttl: Duration) -> Result<(String, i64), TokenError> {
         let mut claims = Claims::new().map_err(|_| TokenError::Invalid)?;
-        claims.set_expires_in(&ttl).map_err(|_| TokenError::Invalid)?;
+        claims
+            .set_expires_in(&ttl)
+            .map_err(|_| TokenError::Invalid)?;
         claims.subject(user_id).map_err(|_| TokenError::Invalid)?;
         let token = public::sign(&self.secret, &claims, None, None).map_err(|_| TokenError::Key)?;
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
@@ -86,9 +91,15 @@ impl TokenSigner {
     /// If `expired_at` is not RFC 3339.
     pub fn sign_expired(&self, user_id: &str, expired_at: &str) -> Result<String, TokenError> {
         let mut claims = Claims::new().map_err(|_| TokenError::Invalid)?;
-        claims.issued_at(expired_at).map_err(|_| TokenError::Invalid)?;
-        claims.not_before(expired_at).map_err(|_| TokenError::Invalid)?;
-        claims.expiration(expired_at).map_err(|_| TokenError::Invalid)?;
+        claims
+            .issued_at(expired_at)
+            .map_err(|_| TokenError::Invalid)?;
+        claims
+            .not_before(expired_at)
+            .map_err(|_| TokenError::Invalid)?;
+        claims
+            .expiration(expired_at)
+            .map_err(|_| TokenError::Invalid)?;
         claims.subject(user_id).map_err(|_| TokenError::Invalid)?;
         public::sign(&self.secret, &claims, None, None).map_err(|_| TokenError::Key)
     }
@@ -128,13 +139,14 @@ impl TokenVerifier {
         let untrusted =
             UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Invalid)?;
         let rules = ClaimsValidationRules::new();
-        let trusted = public::verify(&self.public, &untrusted, &rules, None, None).map_err(|e| {
-            if e == PasetoError::ClaimValidation(ClaimValidationError::Exp) {
-                TokenError::Expired
-            } else {
-                TokenError::Invalid
-            }
-        })?;
+        let trusted =
+            public::verify(&self.public, &untrusted, &rules, None, None).map_err(|e| {
+                if e == PasetoError::ClaimValidation(ClaimValidationError::Exp) {
+                    TokenError::Expired
+                } else {
+                    TokenError::Invalid
+                }
+            })?;
         let sub = trusted
             .payload_claims()
             .and_then(|c| c.get_claim("sub"))
@@ -164,9 +176,14 @@ mod tests {
         let reloaded = TokenSigner::from_secret_bytes(signer.secret_bytes()).expect("reload");
         assert_eq!(reloaded.public_bytes(), signer.public_bytes());
 
-        let expired = signer.sign_expired(&user, "2020-01-01T00:00:00+00:00").expect("sign");
+        let expired = signer
+            .sign_expired(&user, "2020-01-01T00:00:00+00:00")
+            .expect("sign");
         assert_eq!(verifier.verify(&expired), Err(TokenError::Expired));
-        assert_eq!(verifier.verify("v4.public.garbage"), Err(TokenError::Invalid));
+        assert_eq!(
+            verifier.verify("v4.public.garbage"),
+            Err(TokenError::Invalid)
+        );
 
         let other = TokenSigner::generate().expect("keys");
         let (forged, _) = other.sign(&user, Duration::from_secs(60)).expect("sign");

