@@ -14,13 +14,17 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use msgr_core::id;
 use msgr_core::store::{
-    ChatEntry, ChatPage, ConversationKind, HistoryPage, MemberState, MessageStatus, MessageView,
+    ChatEntry, ChatPage, ConversationKind, GroupError, GroupInfo, GroupMember, GroupRole,
+    HistoryPage, MemberState, MembershipChange, MessageStatus, MessageView,
     NewMessage, Op, OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, StoreResult,
     StoredMessage, Target, UserRecord, WatermarkUpdate,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_groups.sql"),
+];
 const READERS: usize = 4;
 
 /// How hard SQLite syncs to disk on commit.
@@ -186,7 +190,9 @@ fn user_exists(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
 
 fn is_member(conn: &Connection, conv: &str, user_id: &str) -> rusqlite::Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2")?
+        .prepare_cached(
+            "SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2 AND left_seq IS NULL",
+        )?
         .query_row([conv, user_id], |_| Ok(()))
         .optional()?
         .is_some())
@@ -291,7 +297,8 @@ fn receipt(tx: &rusqlite::Transaction<'_>, w: &WatermarkUpdate) -> rusqlite::Res
     };
     let current: Option<(u64, u64)> = tx
         .prepare_cached(
-            "SELECT delivered_seq, read_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+            "SELECT delivered_seq, read_seq FROM members
+             WHERE conversation_id = ?1 AND user_id = ?2 AND left_seq IS NULL",
         )?
         .query_row([&w.conversation_id, &w.user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -317,52 +324,60 @@ fn receipt(tx: &rusqlite::Transaction<'_>, w: &WatermarkUpdate) -> rusqlite::Res
     })
 }
 
-/// Lowest watermarks of everyone but `caller` (what the caller's messages reached).
-fn others_watermarks(conn: &Connection, conv: &str, caller: &str) -> rusqlite::Result<(u64, u64)> {
+fn all_members(conn: &Connection, conv: &str) -> rusqlite::Result<Vec<MemberState>> {
     conn.prepare_cached(
-        "SELECT coalesce(min(delivered_seq), 0), coalesce(min(read_seq), 0)
-         FROM members WHERE conversation_id = ?1 AND user_id != ?2",
+        "SELECT user_id, delivered_seq, read_seq, joined_seq, left_seq FROM members
+         WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
     )?
-    .query_row([conv, caller], |r| Ok((r.get(0)?, r.get(1)?)))
+    .query_map([conv], |r| {
+        Ok(MemberState {
+            user_id: r.get(0)?,
+            delivered_seq: r.get(1)?,
+            read_seq: r.get(2)?,
+            joined_seq: r.get(3)?,
+            left_seq: r.get(4)?,
+        })
+    })?
+    .collect()
 }
 
-fn view(m: StoredMessage, caller: &str, (delivered, read): (u64, u64)) -> MessageView {
-    let status = if read >= m.seq {
+/// The caller's view of a message: the status of their own messages is the
+/// lowest watermark among everyone else who was a member when it was sent.
+fn view(m: StoredMessage, caller: &str, members: &[MemberState]) -> MessageView {
+    if m.sender_id != caller {
+        return MessageView { message: m, status: None };
+    }
+    let (mut delivered, mut read) = (true, true);
+    for o in members.iter().filter(|o| o.user_id != caller && o.saw(m.seq)) {
+        delivered &= o.delivered_seq >= m.seq;
+        read &= o.read_seq >= m.seq;
+    }
+    let status = if read {
         MessageStatus::Read
-    } else if delivered >= m.seq {
+    } else if delivered {
         MessageStatus::Delivered
     } else {
         MessageStatus::Sent
     };
-    let status = (m.sender_id == caller).then_some(status);
-    MessageView { message: m, status }
+    MessageView { message: m, status: Some(status) }
 }
 
-fn history(
-    conn: &Connection,
-    conv: &str,
-    caller: &str,
-    page: Page,
-) -> rusqlite::Result<HistoryPage> {
+fn history(conn: &Connection, conv: &str, caller: &str, page: Page) -> rusqlite::Result<HistoryPage> {
     let limit = u64::from(page.limit.clamp(1, 1000));
     let fetch = limit + 1;
-    let (sql, lo, hi, descending) = match (page.after, page.before) {
-        (Some(a), b) => (
-            "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
-             ORDER BY seq ASC LIMIT ?4",
-            a,
-            b.unwrap_or(u64::MAX >> 1),
-            false,
-        ),
-        (None, b) => (
-            "SELECT {} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
-             ORDER BY seq DESC LIMIT ?4",
-            0,
-            b.unwrap_or(u64::MAX >> 1),
-            true,
-        ),
+    let members = all_members(conn, conv)?;
+    let Some(me) = members.iter().find(|m| m.user_id == caller) else {
+        return Ok(HistoryPage { messages: Vec::new(), has_more: false });
     };
-    let sql = sql.replace("{}", MESSAGE_COLUMNS);
+    // Only what was sent while the caller was a member.
+    let lo = page.after.unwrap_or(0).max(me.joined_seq);
+    let hi = page.before.unwrap_or(u64::MAX >> 1).min(me.left_seq.map_or(u64::MAX >> 1, |l| l + 1));
+    let descending = page.after.is_none();
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
+         ORDER BY seq {} LIMIT ?4",
+        if descending { "DESC" } else { "ASC" }
+    );
     let mut rows: Vec<StoredMessage> = conn
         .prepare_cached(&sql)?
         .query_map(params![conv, lo, hi, fetch], row_to_message)?
@@ -372,9 +387,8 @@ fn history(
     if descending {
         rows.reverse();
     }
-    let marks = others_watermarks(conn, conv, caller)?;
     Ok(HistoryPage {
-        messages: rows.into_iter().map(|m| view(m, caller, marks)).collect(),
+        messages: rows.into_iter().map(|m| view(m, caller, &members)).collect(),
         has_more,
     })
 }
@@ -402,7 +416,7 @@ fn chats(
         .prepare_cached(
             "SELECT c.conversation_id, c.kind, c.title, c.last_seq, c.updated_at, m.read_seq
              FROM members m JOIN conversations c ON c.conversation_id = m.conversation_id
-             WHERE m.user_id = ?1
+             WHERE m.user_id = ?1 AND m.left_seq IS NULL
                AND (?2 IS NULL OR c.updated_at < ?2 OR (c.updated_at = ?2 AND c.conversation_id < ?3))
              ORDER BY c.updated_at DESC, c.conversation_id DESC
              LIMIT ?4",
@@ -437,10 +451,10 @@ fn chats(
             (ConversationKind::Direct, Some(peer), None, name)
         };
         let last_message = if last_seq > 0 {
-            let marks = others_watermarks(conn, &conv, user_id).map_err(unavailable)?;
+            let members = all_members(conn, &conv).map_err(unavailable)?;
             message_at(conn, &conv, last_seq)
                 .map_err(unavailable)?
-                .map(|m| view(m, user_id, marks))
+                .map(|m| view(m, user_id, &members))
         } else {
             None
         };
@@ -464,6 +478,83 @@ fn chats(
         None
     };
     Ok(ChatPage { chats, next_cursor })
+}
+
+
+fn group_info(conn: &Connection, group_id: &str) -> rusqlite::Result<Option<GroupInfo>> {
+    let head: Option<(String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT coalesce(title, ''), created_by FROM conversations
+             WHERE conversation_id = ?1 AND kind = 'group'",
+        )?
+        .query_row([group_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((name, created_by)) = head else { return Ok(None) };
+    let members = conn
+        .prepare_cached(
+            "SELECT user_id, role, joined_at FROM members
+             WHERE conversation_id = ?1 AND left_seq IS NULL ORDER BY joined_at, user_id",
+        )?
+        .query_map([group_id], |r| {
+            let role: String = r.get(1)?;
+            Ok(GroupMember {
+                user_id: r.get(0)?,
+                role: if role == "admin" { GroupRole::Admin } else { GroupRole::Member },
+                joined_at_ms: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(GroupInfo { group_id: group_id.to_owned(), name, created_by: created_by.unwrap_or_default(), members }))
+}
+
+fn group_err(e: rusqlite::Error) -> GroupError {
+    GroupError::Store(unavailable(e))
+}
+
+/// The caller's current role in a group, or the right error.
+fn role_of(tx: &rusqlite::Transaction<'_>, group_id: &str, user_id: &str) -> Result<GroupRole, GroupError> {
+    let exists: bool = tx
+        .prepare_cached("SELECT 1 FROM conversations WHERE conversation_id = ?1 AND kind = 'group'")
+        .and_then(|mut s| s.query_row([group_id], |_| Ok(())).optional())
+        .map_err(group_err)?
+        .is_some();
+    if !exists {
+        return Err(GroupError::NotFound);
+    }
+    let role: Option<String> = tx
+        .prepare_cached(
+            "SELECT role FROM members WHERE conversation_id = ?1 AND user_id = ?2 AND left_seq IS NULL",
+        )
+        .and_then(|mut s| s.query_row([group_id, user_id], |r| r.get(0)).optional())
+        .map_err(group_err)?;
+    match role.as_deref() {
+        Some("admin") => Ok(GroupRole::Admin),
+        Some(_) => Ok(GroupRole::Member),
+        None => Err(GroupError::NotMember),
+    }
+}
+
+fn active_count(tx: &rusqlite::Transaction<'_>, group_id: &str) -> Result<usize, GroupError> {
+    tx.prepare_cached("SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL")
+        .and_then(|mut s| s.query_row([group_id], |r| r.get::<_, i64>(0)))
+        .map(|n| usize::try_from(n).unwrap_or(0))
+        .map_err(group_err)
+}
+
+/// Inserts or re-activates a membership starting after the current last seq.
+fn join(tx: &rusqlite::Transaction<'_>, group_id: &str, user_id: &str, role: &str, at_ms: i64) -> rusqlite::Result<()> {
+    let last_seq: u64 = tx
+        .prepare_cached("SELECT last_seq FROM conversations WHERE conversation_id = ?1")?
+        .query_row([group_id], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO members (conversation_id, user_id, role, delivered_seq, read_seq, joined_at, joined_seq, left_seq)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?4, NULL)
+         ON CONFLICT (conversation_id, user_id) DO UPDATE SET
+           role = excluded.role, delivered_seq = excluded.delivered_seq, read_seq = excluded.read_seq,
+           joined_at = excluded.joined_at, joined_seq = excluded.joined_seq, left_seq = NULL",
+    )?
+    .execute(params![group_id, user_id, role, last_seq, at_ms])?;
+    Ok(())
 }
 
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
@@ -587,19 +678,7 @@ impl Store for SqliteStore {
 
     async fn members(&self, conversation_id: &str) -> StoreResult<Vec<MemberState>> {
         let conv = conversation_id.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT user_id, delivered_seq, read_seq FROM members WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
-            )
-            .and_then(|mut s| {
-                s.query_map([&conv], |r| {
-                    Ok(MemberState { user_id: r.get(0)?, delivered_seq: r.get(1)?, read_seq: r.get(2)? })
-                })?
-                .collect()
-            })
-            .map_err(unavailable)
-        })
-        .await
+        self.read(move |conn| all_members(conn, &conv).map_err(unavailable)).await
     }
 
     async fn history(
@@ -622,5 +701,153 @@ impl Store for SqliteStore {
         let (user, cursor) = (user_id.to_owned(), cursor.map(str::to_owned));
         self.read(move |conn| chats(conn, &user, limit, cursor.as_deref()))
             .await
+    }
+    async fn create_group(
+        &self,
+        group_id: &str,
+        name: &str,
+        creator: &str,
+        members: &[String],
+        max_members: usize,
+        at_ms: i64,
+    ) -> Result<GroupInfo, GroupError> {
+        let (group_id, name, creator) = (group_id.to_owned(), name.to_owned(), creator.to_owned());
+        let mut others: Vec<String> = members.iter().filter(|m| **m != creator).cloned().collect();
+        others.sort();
+        others.dedup();
+        if others.len() + 1 > max_members {
+            return Err(GroupError::TooManyMembers(max_members));
+        }
+        let result = self
+            .write(move |conn| {
+                let mut inner = || -> Result<GroupInfo, GroupError> {
+                    let tx = conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(group_err)?;
+                    for u in std::iter::once(&creator).chain(&others) {
+                        if !user_exists(&tx, u).map_err(group_err)? {
+                            return Err(GroupError::UnknownUser(u.clone()));
+                        }
+                    }
+                    tx.prepare_cached(
+                        "INSERT INTO conversations (conversation_id, kind, title, last_seq, updated_at, created_by)
+                         VALUES (?1, 'group', ?2, 0, ?3, ?4)",
+                    )
+                    .and_then(|mut s| s.execute(params![group_id, name, at_ms, creator]))
+                    .map_err(group_err)?;
+                    join(&tx, &group_id, &creator, "admin", at_ms).map_err(group_err)?;
+                    for u in &others {
+                        join(&tx, &group_id, u, "member", at_ms).map_err(group_err)?;
+                    }
+                    let info = group_info(&tx, &group_id).map_err(group_err)?.ok_or(GroupError::NotFound)?;
+                    tx.commit().map_err(group_err)?;
+                    Ok(info)
+                };
+                Ok(inner())
+            })
+            .await?;
+        result
+    }
+
+    async fn group(&self, group_id: &str) -> StoreResult<Option<GroupInfo>> {
+        let group_id = group_id.to_owned();
+        self.read(move |conn| group_info(conn, &group_id).map_err(unavailable)).await
+    }
+
+    async fn add_member(
+        &self,
+        group_id: &str,
+        actor: &str,
+        user_id: &str,
+        max_members: usize,
+        at_ms: i64,
+    ) -> Result<MembershipChange, GroupError> {
+        let (group_id, actor, user_id) = (group_id.to_owned(), actor.to_owned(), user_id.to_owned());
+        self.write(move |conn| {
+            let mut inner = || -> Result<MembershipChange, GroupError> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(group_err)?;
+                if role_of(&tx, &group_id, &actor)? != GroupRole::Admin {
+                    return Err(GroupError::NotAdmin);
+                }
+                if !user_exists(&tx, &user_id).map_err(group_err)? {
+                    return Err(GroupError::UnknownUser(user_id.clone()));
+                }
+                let changed = match role_of(&tx, &group_id, &user_id) {
+                    Ok(_) => false,
+                    Err(GroupError::NotMember) => {
+                        if active_count(&tx, &group_id)? + 1 > max_members {
+                            return Err(GroupError::TooManyMembers(max_members));
+                        }
+                        join(&tx, &group_id, &user_id, "member", at_ms).map_err(group_err)?;
+                        true
+                    }
+                    Err(e) => return Err(e),
+                };
+                let group = group_info(&tx, &group_id).map_err(group_err)?.ok_or(GroupError::NotFound)?;
+                tx.commit().map_err(group_err)?;
+                Ok(MembershipChange { group, changed, promoted: None })
+            };
+            Ok(inner())
+        })
+        .await?
+    }
+
+    async fn remove_member(
+        &self,
+        group_id: &str,
+        actor: &str,
+        user_id: &str,
+        at_ms: i64,
+    ) -> Result<MembershipChange, GroupError> {
+        let (group_id, actor, user_id) = (group_id.to_owned(), actor.to_owned(), user_id.to_owned());
+        let _ = at_ms;
+        self.write(move |conn| {
+            let mut inner = || -> Result<MembershipChange, GroupError> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(group_err)?;
+                let actor_role = role_of(&tx, &group_id, &actor)?;
+                if actor != user_id && actor_role != GroupRole::Admin {
+                    return Err(GroupError::NotAdmin);
+                }
+                let removed_role = role_of(&tx, &group_id, &user_id)?;
+                // Removal takes effect at the current last seq: everything
+                // sequenced after this transaction is invisible to them.
+                tx.prepare_cached(
+                    "UPDATE members SET left_seq = (SELECT last_seq FROM conversations WHERE conversation_id = ?1)
+                     WHERE conversation_id = ?1 AND user_id = ?2",
+                )
+                .and_then(|mut s| s.execute(params![group_id, user_id]))
+                .map_err(group_err)?;
+                let mut promoted = None;
+                if removed_role == GroupRole::Admin {
+                    let admins: i64 = tx
+                        .prepare_cached(
+                            "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL AND role = 'admin'",
+                        )
+                        .and_then(|mut s| s.query_row([&group_id], |r| r.get(0)))
+                        .map_err(group_err)?;
+                    if admins == 0 {
+                        promoted = tx
+                            .prepare_cached(
+                                "SELECT user_id FROM members WHERE conversation_id = ?1 AND left_seq IS NULL
+                                 ORDER BY joined_at, user_id LIMIT 1",
+                            )
+                            .and_then(|mut s| s.query_row([&group_id], |r| r.get::<_, String>(0)).optional())
+                            .map_err(group_err)?;
+                        if let Some(p) = &promoted {
+                            tx.prepare_cached(
+                                "UPDATE members SET role = 'admin' WHERE conversation_id = ?1 AND user_id = ?2",
+                            )
+                            .and_then(|mut s| s.execute(params![group_id, p]))
+                            .map_err(group_err)?;
+                        }
+                    }
+                }
+                let group = group_info(&tx, &group_id).map_err(group_err)?.ok_or(GroupError::NotFound)?;
+                tx.commit().map_err(group_err)?;
+                Ok(MembershipChange { group, changed: true, promoted })
+            };
+            Ok(inner())
+        })
+        .await?
     }
 }

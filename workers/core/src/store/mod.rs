@@ -212,12 +212,86 @@ pub struct ChatPage {
     pub next_cursor: Option<String>,
 }
 
-/// A member's watermarks in one conversation.
+/// A member's watermarks in one conversation, and when they were a member:
+/// they see the messages with `joined_seq < seq <= left_seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberState {
     pub user_id: String,
     pub delivered_seq: u64,
     pub read_seq: u64,
+    pub joined_seq: u64,
+    /// `None` while still a member.
+    pub left_seq: Option<u64>,
+}
+
+impl MemberState {
+    /// Whether this member was in the conversation when `seq` was sent.
+    #[must_use]
+    pub fn saw(&self, seq: u64) -> bool {
+        self.joined_seq < seq && self.left_seq.is_none_or(|l| seq <= l)
+    }
+}
+
+/// A group role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupRole {
+    Admin,
+    Member,
+}
+
+impl GroupRole {
+    /// As spelled in the API.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+}
+
+/// A current member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub user_id: String,
+    pub role: GroupRole,
+    pub joined_at_ms: i64,
+}
+
+/// A group and its current members, oldest member first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub group_id: String,
+    pub name: String,
+    pub created_by: String,
+    pub members: Vec<GroupMember>,
+}
+
+/// The result of adding or removing a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub group: GroupInfo,
+    /// False if nothing changed (adding a member who already is one).
+    pub changed: bool,
+    /// The member promoted to admin because the last admin left.
+    pub promoted: Option<String>,
+}
+
+/// Why a group operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("no such group")]
+    NotFound,
+    #[error("not a member of this group")]
+    NotMember,
+    #[error("only admins may do that")]
+    NotAdmin,
+    #[error("no such user: {0}")]
+    UnknownUser(String),
+    #[error("a group has at most {0} members")]
+    TooManyMembers(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The port. One trait for now: the SQLite adapter implements all of it in
@@ -242,12 +316,13 @@ pub trait Store: Send + Sync + 'static {
         client_msg_id: &str,
     ) -> StoreResult<Option<StoredMessage>>;
 
-    /// Whether `user_id` is a member of the conversation (false if unknown).
+    /// Whether `user_id` is a current member of the conversation (false if unknown).
     async fn is_member(&self, conversation_id: &str, user_id: &str) -> StoreResult<bool>;
-    /// Members of a conversation with their watermarks (empty if unknown).
+    /// Everyone who is or was a member, with watermarks (empty if unknown).
     async fn members(&self, conversation_id: &str) -> StoreResult<Vec<MemberState>>;
 
-    /// A page of history seen by `caller_id` (statuses on their own messages).
+    /// A page of history as `caller_id` may see it: only messages sent while
+    /// they were a member (empty if never one), with statuses on their own.
     async fn history(
         &self,
         conversation_id: &str,
@@ -258,4 +333,36 @@ pub trait Store: Send + Sync + 'static {
     /// A page of `user_id`'s chat list; `cursor` comes from a previous page.
     async fn chats(&self, user_id: &str, limit: u32, cursor: Option<&str>)
         -> StoreResult<ChatPage>;
+
+    /// Creates a group; the creator is its admin, `members` join as members.
+    async fn create_group(
+        &self,
+        group_id: &str,
+        name: &str,
+        creator: &str,
+        members: &[String],
+        max_members: usize,
+        at_ms: i64,
+    ) -> Result<GroupInfo, GroupError>;
+    /// A group with its current members.
+    async fn group(&self, group_id: &str) -> StoreResult<Option<GroupInfo>>;
+    /// `actor` (an admin) adds `user_id`; they see messages sent from now on.
+    async fn add_member(
+        &self,
+        group_id: &str,
+        actor: &str,
+        user_id: &str,
+        max_members: usize,
+        at_ms: i64,
+    ) -> Result<MembershipChange, GroupError>;
+    /// `actor` (an admin, or `user_id` themself) removes `user_id`. They keep
+    /// what they could see and get nothing sent later. If the last admin
+    /// leaves, the oldest remaining member becomes admin.
+    async fn remove_member(
+        &self,
+        group_id: &str,
+        actor: &str,
+        user_id: &str,
+        at_ms: i64,
+    ) -> Result<MembershipChange, GroupError>;
 }
