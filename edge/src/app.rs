@@ -36,6 +36,17 @@ pub fn router(state: EdgeState) -> Router {
             "/messages/{user_id}/{receiver_id}",
             get(crate::routes::messages::history),
         )
+        .route("/groups/create", post(crate::routes::groups::create))
+        .route("/groups/{group_id}", get(crate::routes::groups::get))
+        .route("/groups/{group_id}/add", post(crate::routes::groups::add))
+        .route(
+            "/groups/{group_id}/remove",
+            axum::routing::delete(crate::routes::groups::remove),
+        )
+        .route(
+            "/groups/{group_id}/messages/{seq}/receipts",
+            get(crate::routes::groups::receipts),
+        )
         .route("/healthz", get(crate::routes::health::healthz))
         .route("/metrics", get(crate::routes::health::metrics));
     if let Some(dir) = state.config.web_dir.clone() {

@@ -48,7 +48,7 @@ impl From<RpcError> for ApiError {
                 let status = match code.as_str() {
                     "username_taken" => StatusCode::CONFLICT,
                     "invalid_credentials" => StatusCode::UNAUTHORIZED,
-                    "forbidden" | "not_member" => StatusCode::FORBIDDEN,
+                    "forbidden" | "not_member" | "not_admin" => StatusCode::FORBIDDEN,
                     "not_found" | "user_not_found" | "unknown_conversation" => {
                         StatusCode::NOT_FOUND
                     }

@@ -51,6 +51,11 @@ pub mod rpc {
     pub const HISTORY: &str = "msgr.v1.rpc.query.history";
     pub const CHATS: &str = "msgr.v1.rpc.query.chats";
     pub const LOOKUP: &str = "msgr.v1.rpc.query.lookup";
+    pub const GROUP_CREATE: &str = "msgr.v1.rpc.group.create";
+    pub const GROUP_ADD: &str = "msgr.v1.rpc.group.add";
+    pub const GROUP_REMOVE: &str = "msgr.v1.rpc.group.remove";
+    pub const GROUP_GET: &str = "msgr.v1.rpc.group.get";
+    pub const GROUP_RECEIPTS: &str = "msgr.v1.rpc.group.receipts";
 }
 
 /// Queue group of the request/reply services: one worker answers each request.

@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod direct;
+mod groups;
 mod history;
 mod receipts;
 mod resilience;

@@ -45,6 +45,8 @@ pub struct TestApp {
     signer: Option<Arc<msgr_core_reexport::TokenSigner>>,
     worker: WorkerRun,
     worker_bin: Option<PathBuf>,
+    /// Settings every in-process worker of this app starts from.
+    worker_base: WorkerConfig,
     edge_token: CancellationToken,
     edge_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -62,13 +64,19 @@ pub struct TestUser {
     pub token: String,
 }
 
-fn worker_config(nats_url: &str, data: &Path) -> WorkerConfig {
+fn worker_config(base: &WorkerConfig, nats_url: &str, data: &Path) -> WorkerConfig {
     WorkerConfig {
         nats: msgr_core::config::NatsConfig {
             url: nats_url.to_owned(),
         },
         data_dir: data.to_path_buf(),
         metrics_listen: String::new(),
+        ..base.clone()
+    }
+}
+
+fn test_worker_base() -> WorkerConfig {
+    WorkerConfig {
         lease_ttl_ms: TEST_LEASE_TTL_MS,
         ..WorkerConfig::default()
     }
@@ -77,22 +85,38 @@ fn worker_config(nats_url: &str, data: &Path) -> WorkerConfig {
 impl TestApp {
     /// NATS + in-process worker (all roles) + in-process edge.
     pub async fn spawn() -> Self {
-        Self::spawn_inner(None, EdgeConfig::default()).await
+        Self::spawn_inner(None, EdgeConfig::default(), test_worker_base()).await
     }
 
     /// Like [`Self::spawn`] with edge settings changed by `f`.
     pub async fn spawn_with_edge(f: impl FnOnce(&mut EdgeConfig)) -> Self {
         let mut c = EdgeConfig::default();
         f(&mut c);
-        Self::spawn_inner(None, c).await
+        Self::spawn_inner(None, c, test_worker_base()).await
+    }
+
+    /// Like [`Self::spawn`] with worker settings changed by `f`.
+    pub async fn spawn_with_worker(f: impl FnOnce(&mut WorkerConfig)) -> Self {
+        let mut w = test_worker_base();
+        f(&mut w);
+        Self::spawn_inner(None, EdgeConfig::default(), w).await
     }
 
     /// NATS + the worker *binary* as a child process + in-process edge.
     pub async fn spawn_with_worker_process(worker_bin: &str) -> Self {
-        Self::spawn_inner(Some(PathBuf::from(worker_bin)), EdgeConfig::default()).await
+        Self::spawn_inner(
+            Some(PathBuf::from(worker_bin)),
+            EdgeConfig::default(),
+            test_worker_base(),
+        )
+        .await
     }
 
-    async fn spawn_inner(worker_bin: Option<PathBuf>, mut edge: EdgeConfig) -> Self {
+    async fn spawn_inner(
+        worker_bin: Option<PathBuf>,
+        mut edge: EdgeConfig,
+        worker_base: WorkerConfig,
+    ) -> Self {
         let nats = TestNats::start();
         let data = tempfile::tempdir().expect("tempdir");
         let mut app = Self {
@@ -102,6 +126,7 @@ impl TestApp {
             signer: None,
             worker: WorkerRun::Stopped,
             worker_bin,
+            worker_base,
             edge_token: CancellationToken::new(),
             edge_task: None,
         };
@@ -119,7 +144,7 @@ impl TestApp {
 
     /// Starts (or restarts) the worker.
     pub async fn start_worker(&mut self) {
-        let config = worker_config(&self.nats.url(), self.data.path());
+        let config = worker_config(&self.worker_base, &self.nats.url(), self.data.path());
         if let Some(bin) = &self.worker_bin {
             let child = Command::new(bin)
                 .arg("all")
@@ -165,7 +190,7 @@ impl TestApp {
     /// Starts another in-process worker (all roles) against the same NATS and
     /// data directory; it stops when the returned guard drops.
     pub async fn start_extra_worker(&self) -> tokio_util::sync::DropGuard {
-        let config = worker_config(&self.nats.url(), self.data.path());
+        let config = worker_config(&self.worker_base, &self.nats.url(), self.data.path());
         let app = WorkerApp::build(config, vec![Role::All])
             .await
             .expect("extra worker builds");

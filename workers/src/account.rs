@@ -110,9 +110,13 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
     Ok(())
 }
 
-async fn hash_blocking(hashing: &Semaphore, pw: String) -> Result<String, Refusal> {
+async fn hash_blocking(
+    hashing: &Semaphore,
+    pw: String,
+    cost: password::Cost,
+) -> Result<String, Refusal> {
     let _permit = hashing.acquire().await.map_err(Refusal::internal)?;
-    tokio::task::spawn_blocking(move || password::hash(&pw))
+    tokio::task::spawn_blocking(move || password::hash_with(&pw, cost))
         .await
         .map_err(Refusal::internal)?
         .map_err(Refusal::internal)
@@ -151,7 +155,11 @@ async fn register(
     {
         return Err(Refusal::new("username_taken", "that username is taken"));
     }
-    let password_hash = hash_blocking(hashing, req.password).await?;
+    let cost = password::Cost {
+        memory_kib: ctx.config.password_memory_kib,
+        iterations: ctx.config.password_iterations,
+    };
+    let password_hash = hash_blocking(hashing, req.password, cost).await?;
     let user = UserRecord {
         user_id: id::new_user_id(),
         username,

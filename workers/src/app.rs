@@ -27,6 +27,8 @@ pub enum Role {
     Account,
     /// History, chat list, message lookup.
     Query,
+    /// Group create/add/remove, group page, message receipts.
+    Group,
 }
 
 /// A worker process, built and ready to run.
@@ -89,11 +91,21 @@ impl WorkerApp {
     /// Any of the above failing, with context.
     pub async fn build(config: WorkerConfig, roles: Vec<Role>) -> anyhow::Result<Self> {
         let _ = msgr_core::telemetry::prometheus();
+        if argon2::Params::new(
+            config.password_memory_kib,
+            config.password_iterations,
+            1,
+            None,
+        )
+        .is_err()
+        {
+            anyhow::bail!("password_memory_kib / password_iterations are outside argon2's range");
+        }
         if config.partitions == 0 || config.partitions > 1024 {
             anyhow::bail!("partitions must be 1..=1024, got {}", config.partitions);
         }
         let roles = if roles.is_empty() || roles.contains(&Role::All) {
-            vec![Role::Sequencer, Role::Account, Role::Query]
+            vec![Role::Sequencer, Role::Account, Role::Query, Role::Group]
         } else {
             roles
         };
@@ -120,8 +132,12 @@ impl WorkerApp {
             .clone()
             .unwrap_or_else(|| config.data_dir.join("paseto-v4.secret"));
         let signer = Arc::new(load_or_create_key(&key_path)?);
-        let dummy_hash = tokio::task::spawn_blocking(|| {
-            msgr_core::auth::password::hash(&msgr_core::id::new_user_id())
+        let cost = msgr_core::auth::password::Cost {
+            memory_kib: config.password_memory_kib,
+            iterations: config.password_iterations,
+        };
+        let dummy_hash = tokio::task::spawn_blocking(move || {
+            msgr_core::auth::password::hash_with(&msgr_core::id::new_user_id(), cost)
         })
         .await?
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
@@ -210,6 +226,7 @@ impl WorkerApp {
                 Role::Sequencer => tasks.spawn(crate::sequencer::run(ctx, token)),
                 Role::Account => tasks.spawn(crate::account::run(ctx, token)),
                 Role::Query => tasks.spawn(crate::query::run(ctx, token)),
+                Role::Group => tasks.spawn(crate::group::run(ctx, token)),
                 Role::All => continue,
             };
         }

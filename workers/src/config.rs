@@ -50,6 +50,12 @@ pub struct WorkerConfig {
     pub batch_max: usize,
     /// Session token lifetime.
     pub token_ttl_secs: u64,
+    /// Most members a group may have.
+    pub max_group_members: usize,
+    /// argon2id memory cost of new password hashes (KiB).
+    pub password_memory_kib: u32,
+    /// argon2id passes of new password hashes.
+    pub password_iterations: u32,
     /// The PASETO secret key file; created (0600) if missing.
     /// Defaults to `<data_dir>/paseto-v4.secret`.
     pub secret_key_file: Option<PathBuf>,
@@ -70,6 +76,9 @@ impl Default for WorkerConfig {
             lease_ttl_ms: 5_000,
             batch_max: 256,
             token_ttl_secs: 24 * 3600,
+            max_group_members: 1024,
+            password_memory_kib: 19_456,
+            password_iterations: 2,
             secret_key_file: None,
             metrics_listen: "127.0.0.1:9464".to_owned(),
             instance_id: None,

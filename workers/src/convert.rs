@@ -1,7 +1,8 @@
 //! Domain ⇄ protobuf conversions for the bus (the only place they live).
 
 use msgr_core::store::{
-    ChatEntry, MessageStatus, MessageView, ReceiptKind, StoredMessage, Target, UserRecord,
+    ChatEntry, GroupInfo, MessageStatus, MessageView, ReceiptKind, StoredMessage, Target,
+    UserRecord,
 };
 use msgr_schemas::pb::v1 as pb;
 
@@ -60,5 +61,22 @@ pub(crate) fn chat(c: &ChatEntry) -> pb::Chat {
         last_seq: c.last_seq,
         unread_count: c.unread_count,
         updated_at_ms: c.updated_at_ms,
+    }
+}
+
+pub(crate) fn group(g: &GroupInfo) -> pb::Group {
+    pb::Group {
+        group_id: g.group_id.clone(),
+        name: g.name.clone(),
+        created_by: g.created_by.clone(),
+        members: g
+            .members
+            .iter()
+            .map(|m| pb::GroupMember {
+                user_id: m.user_id.clone(),
+                role: m.role.as_str().to_owned(),
+                joined_at_ms: m.joined_at_ms,
+            })
+            .collect(),
     }
 }

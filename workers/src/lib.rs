@@ -5,6 +5,7 @@
 //! - [`sequencer`]: per-partition sequencer/persister with receipts and inbox fan-out.
 //! - [`account`]: register/login/users/bootstrap over request/reply.
 //! - [`query`]: history, chat list, lookup over request/reply.
+//! - [`group`]: group create/add/remove, group page, per-member receipts.
 //! - [`config`]: configuration. `context`, `convert`, `rpc`: shared plumbing.
 
 pub mod account;
@@ -12,6 +13,7 @@ pub mod app;
 pub mod config;
 pub mod context;
 mod convert;
+pub mod group;
 pub mod query;
 mod rpc;
 pub mod sequencer;

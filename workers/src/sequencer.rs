@@ -309,13 +309,18 @@ fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
     Ok((op, Decoded::Send(s)))
 }
 
-/// Members to fan an event of `conversation_id` out to.
-async fn members(ctx: &WorkerContext, conversation_id: &str) -> Vec<String> {
+/// Members to fan an event of `conversation_id` out to: for a message (`seq`
+/// given), who was a member when it was sent; otherwise the current members.
+async fn members(ctx: &WorkerContext, conversation_id: &str, seq: Option<u64>) -> Vec<String> {
     if let Some((a, b)) = id::direct_members(conversation_id) {
         return vec![a.to_owned(), b.to_owned()];
     }
     match ctx.store.members(conversation_id).await {
-        Ok(m) => m.into_iter().map(|m| m.user_id).collect(),
+        Ok(m) => m
+            .into_iter()
+            .filter(|m| seq.map_or(m.left_seq.is_none(), |s| m.saw(s)))
+            .map(|m| m.user_id)
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, "members lookup failed; fan-out skipped (clients resync)");
             Vec::new()
@@ -376,7 +381,12 @@ async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
             let d = pb::Delivery {
                 event: Some(pb::delivery::Event::Message(pbm)),
             };
-            fan_out(ctx, &members(ctx, &m.conversation_id).await, &d).await;
+            fan_out(
+                ctx,
+                &members(ctx, &m.conversation_id, Some(m.seq)).await,
+                &d,
+            )
+            .await;
         }
         (OpOutcome::Rejected(r), Decoded::Send(s)) => {
             let message = match r {
@@ -397,7 +407,7 @@ async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
             Decoded::Receipt(r),
         ) => {
             metrics::counter!("msgr_worker_commands_total", "outcome" => "receipt").increment(1);
-            let to = members(ctx, &r.conversation_id).await;
+            let to = members(ctx, &r.conversation_id, None).await;
             let mut events = Vec::with_capacity(2);
             // A read watermark implies delivered up to it; announce delivered
             // separately only where it went further than read.

@@ -1,6 +1,7 @@
 //! REST routes, one module per resource.
 
 pub mod chat;
+pub mod groups;
 pub mod health;
 pub mod messages;
 pub mod user;

@@ -98,7 +98,18 @@ fn error_frame(e: FrameError) -> Vec<u8> {
 
 /// Runs one connection to completion.
 pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
-    let sub = match state.nats.subscribe(subject::deliver_user(&user_id)).await {
+    // Subscribe, and flush so the server has the subscription, before reading
+    // any frame: an event for a message this socket sends can then not be missed.
+    let subscribed = match state.nats.subscribe(subject::deliver_user(&user_id)).await {
+        Ok(s) => state
+            .nats
+            .flush()
+            .await
+            .map(|()| s)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let sub = match subscribed {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "inbox subscribe failed; closing");
@@ -587,6 +598,18 @@ fn delivery_frame(shared: &Shared, payload: &Bytes) -> Option<Vec<u8>> {
                 message: r.message,
                 client_msg_id: Some(r.client_msg_id),
             }
+        }
+        pb::delivery::Event::Group(g) => {
+            let frame = serde_json::json!({
+                "type": "group",
+                "event": g.kind,
+                "group_id": g.group_id,
+                "user_id": g.user_id,
+                "by": g.actor_id,
+                "promoted_user_id": g.promoted_user_id,
+                "group": g.group.as_ref().map(crate::routes::groups::group_json),
+            });
+            return serde_json::to_vec(&frame).ok();
         }
         pb::delivery::Event::Typing(t) => {
             if t.user_id == shared.user_id {

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use msgr_core::id;
 use msgr_core::store::{
     ChatEntry, ChatPage, ConversationKind, GroupError, GroupInfo, GroupMember, GroupRole,
-    HistoryPage, MemberState, MembershipChange, MessageStatus, MessageView,
-    NewMessage, Op, OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, StoreResult,
-    StoredMessage, Target, UserRecord, WatermarkUpdate,
+    HistoryPage, MemberState, MembershipChange, MessageStatus, MessageView, NewMessage, Op,
+    OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, StoreResult, StoredMessage, Target,
+    UserRecord, WatermarkUpdate,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -300,7 +300,9 @@ fn receipt(tx: &rusqlite::Transaction<'_>, w: &WatermarkUpdate) -> rusqlite::Res
             "SELECT delivered_seq, read_seq FROM members
              WHERE conversation_id = ?1 AND user_id = ?2 AND left_seq IS NULL",
         )?
-        .query_row([&w.conversation_id, &w.user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([&w.conversation_id, &w.user_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     let Some((delivered, read)) = current else {
         return Ok(OpOutcome::Rejected(Rejection::NotMember));
@@ -345,10 +347,16 @@ fn all_members(conn: &Connection, conv: &str) -> rusqlite::Result<Vec<MemberStat
 /// lowest watermark among everyone else who was a member when it was sent.
 fn view(m: StoredMessage, caller: &str, members: &[MemberState]) -> MessageView {
     if m.sender_id != caller {
-        return MessageView { message: m, status: None };
+        return MessageView {
+            message: m,
+            status: None,
+        };
     }
     let (mut delivered, mut read) = (true, true);
-    for o in members.iter().filter(|o| o.user_id != caller && o.saw(m.seq)) {
+    for o in members
+        .iter()
+        .filter(|o| o.user_id != caller && o.saw(m.seq))
+    {
         delivered &= o.delivered_seq >= m.seq;
         read &= o.read_seq >= m.seq;
     }
@@ -359,19 +367,33 @@ fn view(m: StoredMessage, caller: &str, members: &[MemberState]) -> MessageView 
     } else {
         MessageStatus::Sent
     };
-    MessageView { message: m, status: Some(status) }
+    MessageView {
+        message: m,
+        status: Some(status),
+    }
 }
 
-fn history(conn: &Connection, conv: &str, caller: &str, page: Page) -> rusqlite::Result<HistoryPage> {
+fn history(
+    conn: &Connection,
+    conv: &str,
+    caller: &str,
+    page: Page,
+) -> rusqlite::Result<HistoryPage> {
     let limit = u64::from(page.limit.clamp(1, 1000));
     let fetch = limit + 1;
     let members = all_members(conn, conv)?;
     let Some(me) = members.iter().find(|m| m.user_id == caller) else {
-        return Ok(HistoryPage { messages: Vec::new(), has_more: false });
+        return Ok(HistoryPage {
+            messages: Vec::new(),
+            has_more: false,
+        });
     };
     // Only what was sent while the caller was a member.
     let lo = page.after.unwrap_or(0).max(me.joined_seq);
-    let hi = page.before.unwrap_or(u64::MAX >> 1).min(me.left_seq.map_or(u64::MAX >> 1, |l| l + 1));
+    let hi = page
+        .before
+        .unwrap_or(u64::MAX >> 1)
+        .min(me.left_seq.map_or(u64::MAX >> 1, |l| l + 1));
     let descending = page.after.is_none();
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
@@ -388,7 +410,10 @@ fn history(conn: &Connection, conv: &str, caller: &str, page: Page) -> rusqlite:
         rows.reverse();
     }
     Ok(HistoryPage {
-        messages: rows.into_iter().map(|m| view(m, caller, &members)).collect(),
+        messages: rows
+            .into_iter()
+            .map(|m| view(m, caller, &members))
+            .collect(),
         has_more,
     })
 }
@@ -480,7 +505,6 @@ fn chats(
     Ok(ChatPage { chats, next_cursor })
 }
 
-
 fn group_info(conn: &Connection, group_id: &str) -> rusqlite::Result<Option<GroupInfo>> {
     let head: Option<(String, Option<String>)> = conn
         .prepare_cached(
@@ -489,7 +513,9 @@ fn group_info(conn: &Connection, group_id: &str) -> rusqlite::Result<Option<Grou
         )?
         .query_row([group_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some((name, created_by)) = head else { return Ok(None) };
+    let Some((name, created_by)) = head else {
+        return Ok(None);
+    };
     let members = conn
         .prepare_cached(
             "SELECT user_id, role, joined_at FROM members
@@ -499,12 +525,21 @@ fn group_info(conn: &Connection, group_id: &str) -> rusqlite::Result<Option<Grou
             let role: String = r.get(1)?;
             Ok(GroupMember {
                 user_id: r.get(0)?,
-                role: if role == "admin" { GroupRole::Admin } else { GroupRole::Member },
+                role: if role == "admin" {
+                    GroupRole::Admin
+                } else {
+                    GroupRole::Member
+                },
                 joined_at_ms: r.get(2)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Some(GroupInfo { group_id: group_id.to_owned(), name, created_by: created_by.unwrap_or_default(), members }))
+    Ok(Some(GroupInfo {
+        group_id: group_id.to_owned(),
+        name,
+        created_by: created_by.unwrap_or_default(),
+        members,
+    }))
 }
 
 fn group_err(e: rusqlite::Error) -> GroupError {
@@ -512,7 +547,11 @@ fn group_err(e: rusqlite::Error) -> GroupError {
 }
 
 /// The caller's current role in a group, or the right error.
-fn role_of(tx: &rusqlite::Transaction<'_>, group_id: &str, user_id: &str) -> Result<GroupRole, GroupError> {
+fn role_of(
+    tx: &rusqlite::Transaction<'_>,
+    group_id: &str,
+    user_id: &str,
+) -> Result<GroupRole, GroupError> {
     let exists: bool = tx
         .prepare_cached("SELECT 1 FROM conversations WHERE conversation_id = ?1 AND kind = 'group'")
         .and_then(|mut s| s.query_row([group_id], |_| Ok(())).optional())
@@ -535,14 +574,22 @@ fn role_of(tx: &rusqlite::Transaction<'_>, group_id: &str, user_id: &str) -> Res
 }
 
 fn active_count(tx: &rusqlite::Transaction<'_>, group_id: &str) -> Result<usize, GroupError> {
-    tx.prepare_cached("SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL")
-        .and_then(|mut s| s.query_row([group_id], |r| r.get::<_, i64>(0)))
-        .map(|n| usize::try_from(n).unwrap_or(0))
-        .map_err(group_err)
+    tx.prepare_cached(
+        "SELECT count(*) FROM members WHERE conversation_id = ?1 AND left_seq IS NULL",
+    )
+    .and_then(|mut s| s.query_row([group_id], |r| r.get::<_, i64>(0)))
+    .map(|n| usize::try_from(n).unwrap_or(0))
+    .map_err(group_err)
 }
 
 /// Inserts or re-activates a membership starting after the current last seq.
-fn join(tx: &rusqlite::Transaction<'_>, group_id: &str, user_id: &str, role: &str, at_ms: i64) -> rusqlite::Result<()> {
+fn join(
+    tx: &rusqlite::Transaction<'_>,
+    group_id: &str,
+    user_id: &str,
+    role: &str,
+    at_ms: i64,
+) -> rusqlite::Result<()> {
     let last_seq: u64 = tx
         .prepare_cached("SELECT last_seq FROM conversations WHERE conversation_id = ?1")?
         .query_row([group_id], |r| r.get(0))?;
@@ -678,7 +725,8 @@ impl Store for SqliteStore {
 
     async fn members(&self, conversation_id: &str) -> StoreResult<Vec<MemberState>> {
         let conv = conversation_id.to_owned();
-        self.read(move |conn| all_members(conn, &conv).map_err(unavailable)).await
+        self.read(move |conn| all_members(conn, &conv).map_err(unavailable))
+            .await
     }
 
     async fn history(
@@ -751,7 +799,8 @@ impl Store for SqliteStore {
 
     async fn group(&self, group_id: &str) -> StoreResult<Option<GroupInfo>> {
         let group_id = group_id.to_owned();
-        self.read(move |conn| group_info(conn, &group_id).map_err(unavailable)).await
+        self.read(move |conn| group_info(conn, &group_id).map_err(unavailable))
+            .await
     }
 
     async fn add_member(
@@ -762,10 +811,13 @@ impl Store for SqliteStore {
         max_members: usize,
         at_ms: i64,
     ) -> Result<MembershipChange, GroupError> {
-        let (group_id, actor, user_id) = (group_id.to_owned(), actor.to_owned(), user_id.to_owned());
+        let (group_id, actor, user_id) =
+            (group_id.to_owned(), actor.to_owned(), user_id.to_owned());
         self.write(move |conn| {
             let mut inner = || -> Result<MembershipChange, GroupError> {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(group_err)?;
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(group_err)?;
                 if role_of(&tx, &group_id, &actor)? != GroupRole::Admin {
                     return Err(GroupError::NotAdmin);
                 }
@@ -783,9 +835,15 @@ impl Store for SqliteStore {
                     }
                     Err(e) => return Err(e),
                 };
-                let group = group_info(&tx, &group_id).map_err(group_err)?.ok_or(GroupError::NotFound)?;
+                let group = group_info(&tx, &group_id)
+                    .map_err(group_err)?
+                    .ok_or(GroupError::NotFound)?;
                 tx.commit().map_err(group_err)?;
-                Ok(MembershipChange { group, changed, promoted: None })
+                Ok(MembershipChange {
+                    group,
+                    changed,
+                    promoted: None,
+                })
             };
             Ok(inner())
         })
@@ -799,7 +857,8 @@ impl Store for SqliteStore {
         user_id: &str,
         at_ms: i64,
     ) -> Result<MembershipChange, GroupError> {
-        let (group_id, actor, user_id) = (group_id.to_owned(), actor.to_owned(), user_id.to_owned());
+        let (group_id, actor, user_id) =
+            (group_id.to_owned(), actor.to_owned(), user_id.to_owned());
         let _ = at_ms;
         self.write(move |conn| {
             let mut inner = || -> Result<MembershipChange, GroupError> {
