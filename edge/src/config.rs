@@ -32,6 +32,14 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     /// Directory of the web client served at `/` (optional).
     pub web_dir: Option<PathBuf>,
+    /// Anchors the local media default (`<data_dir>/media`).
+    pub data_dir: PathBuf,
+    /// Where media bytes live; must match the workers'.
+    pub media: msgr_core::media::MediaStoreConfig,
+    /// Largest upload (413 past it).
+    pub max_media_bytes: u64,
+    /// Upload part size: what the edge buffers per part (at most 2 in flight).
+    pub media_part_bytes: usize,
 }
 
 impl Default for EdgeConfig {
@@ -49,6 +57,10 @@ impl Default for EdgeConfig {
             slow_client_timeout_ms: 5_000,
             max_body_bytes: 64 * 1024,
             web_dir: None,
+            data_dir: PathBuf::from("./data"),
+            media: msgr_core::media::MediaStoreConfig::default(),
+            max_media_bytes: 100 * 1024 * 1024,
+            media_part_bytes: 5 * 1024 * 1024,
         }
     }
 }

@@ -19,7 +19,9 @@ pub(crate) fn message(m: pb::StoredMessage) -> MessageJson {
     MessageJson {
         media: m.media.map(|md| MediaJson {
             url: format!("/media/{}", md.media_id),
-            thumbnail_url: md.thumbnail_media_id.map(|t| format!("/media/{t}")),
+            thumbnail_url: md
+                .has_thumbnail
+                .then(|| format!("/media/{}/thumbnail", md.media_id)),
             media_id: md.media_id,
             content_type: md.content_type,
             size: md.size,

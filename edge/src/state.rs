@@ -30,6 +30,8 @@ pub struct Inner {
     pub next_conn_id: AtomicU64,
     /// Cancelled on shutdown: sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// The media object store.
+    pub media: msgr_core::media::MediaStore,
     /// Every WebSocket session, so shutdown can wait for them.
     pub tracker: tokio_util::task::TaskTracker,
 }

@@ -11,6 +11,10 @@ use crate::subject;
 /// The command stream: every `send` and `receipt` from edges, kept until the
 /// sequencer (and any integrator consumer) has acked it.
 pub const IN_STREAM: &str = "MSGR_IN";
+/// Media events (uploads to thumbnail), kept until the thumbnail worker acks.
+pub const MEDIA_STREAM: &str = "MSGR_MEDIA";
+/// The durable consumer that makes thumbnails.
+pub const THUMBNAIL_CONSUMER: &str = "THUMBS";
 /// The bucket of partition leases.
 pub const LEASE_BUCKET: &str = "MSGR_LEASES";
 /// Metadata key recording the partition count on the stream.
@@ -96,6 +100,30 @@ pub async fn ensure_all(
         .await
         .map_err(js_err)?;
     }
+    let media = js
+        .get_or_create_stream(stream::Config {
+            name: MEDIA_STREAM.to_owned(),
+            subjects: vec![subject::MEDIA_UPLOADED.to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(js_err)?;
+    media
+        .get_or_create_consumer(
+            THUMBNAIL_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(THUMBNAIL_CONSUMER.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                max_deliver: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(js_err)?;
     let bucket = match js.get_key_value(LEASE_BUCKET).await {
         Ok(b) => b,
         Err(_) => js

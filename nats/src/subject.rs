@@ -42,6 +42,9 @@ pub fn evt_message(conversation_id: &str) -> String {
     format!("msgr.v1.evt.message.{conversation_id}")
 }
 
+/// A finished upload (stream `MSGR_MEDIA`). Payload: `msgr.v1.MediaUploaded`.
+pub const MEDIA_UPLOADED: &str = "msgr.v1.evt.media.uploaded";
+
 /// Request/reply services, answered by workers in the [`WORKER_QUEUE`] group.
 pub mod rpc {
     pub const BOOTSTRAP: &str = "msgr.v1.rpc.bootstrap";
@@ -56,6 +59,8 @@ pub mod rpc {
     pub const GROUP_REMOVE: &str = "msgr.v1.rpc.group.remove";
     pub const GROUP_GET: &str = "msgr.v1.rpc.group.get";
     pub const GROUP_RECEIPTS: &str = "msgr.v1.rpc.group.receipts";
+    pub const MEDIA_REGISTER: &str = "msgr.v1.rpc.media.register";
+    pub const MEDIA_AUTHORIZE: &str = "msgr.v1.rpc.media.authorize";
 }
 
 /// Queue group of the request/reply services: one worker answers each request.

@@ -7,6 +7,7 @@ mod bad_input;
 mod direct;
 mod groups;
 mod history;
+mod media;
 mod receipts;
 mod resilience;
 

@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use msgr_nats_test_server::free_port;
 
+pub mod s3;
+
 /// Lease TTL used in tests: short, so takeovers are quick.
 pub const TEST_LEASE_TTL_MS: u64 = 1_000;
 
@@ -95,6 +97,72 @@ impl TestApp {
         Self::spawn_inner(None, c, test_worker_base()).await
     }
 
+    /// Like [`Self::spawn`] with both edge and worker settings changed.
+    pub async fn spawn_with(
+        e: impl FnOnce(&mut EdgeConfig),
+        w: impl FnOnce(&mut WorkerConfig),
+    ) -> Self {
+        let (mut edge, mut worker) = (EdgeConfig::default(), test_worker_base());
+        e(&mut edge);
+        w(&mut worker);
+        Self::spawn_inner(None, edge, worker).await
+    }
+
+    /// Another in-process edge on the same NATS, with settings changed by `f`;
+    /// it stops when the returned guard drops.
+    pub async fn extra_edge(
+        &self,
+        f: impl FnOnce(&mut EdgeConfig),
+    ) -> (SocketAddr, tokio_util::sync::DropGuard) {
+        let mut edge = EdgeConfig {
+            listen: "127.0.0.1:0".to_owned(),
+            nats: msgr_core::config::NatsConfig {
+                url: self.nats.url(),
+            },
+            data_dir: self.data.path().to_path_buf(),
+            ..EdgeConfig::default()
+        };
+        f(&mut edge);
+        let token = CancellationToken::new();
+        let app = EdgeApp::build(edge, token.clone())
+            .await
+            .expect("extra edge builds");
+        let addr = app.local_addr().expect("addr");
+        tokio::spawn(app.run_until_stopped());
+        (addr, token.drop_guard())
+    }
+
+    /// The real edge binary as a child process on the same NATS; returns it
+    /// with its address once it answers `/healthz`.
+    pub async fn edge_process(&self, bin: &str, env: &[(&str, String)]) -> (Child, SocketAddr) {
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.env("MSGR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MSGR_NATS__URL", self.nats.url())
+            .env("MSGR_DATA_DIR", self.data.path())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn edge binary");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        for _ in 0..500 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return (child, addr);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("edge process did not start");
+    }
+
     /// Like [`Self::spawn`] with worker settings changed by `f`.
     pub async fn spawn_with_worker(f: impl FnOnce(&mut WorkerConfig)) -> Self {
         let mut w = test_worker_base();
@@ -133,6 +201,7 @@ impl TestApp {
         app.start_worker().await;
         edge.listen = "127.0.0.1:0".to_owned();
         edge.nats.url = app.nats.url();
+        edge.data_dir = app.data.path().to_path_buf();
         edge.bootstrap_timeout_secs = 30;
         let edge_app = EdgeApp::build(edge, app.edge_token.clone())
             .await
@@ -292,6 +361,7 @@ impl TestApp {
         self.edge_token = CancellationToken::new();
         let edge = EdgeConfig {
             listen: self.addr.to_string(),
+            data_dir: self.data.path().to_path_buf(),
             nats: msgr_core::config::NatsConfig {
                 url: self.nats.url(),
             },
@@ -354,6 +424,67 @@ pub async fn http(
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// An HTTP response with its raw body and headers.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends a request with a body streamed from `chunks` (chunked encoding unless
+/// `content_length` is given) and returns the raw response.
+pub async fn http_stream<S>(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    chunks: S,
+) -> RawResponse
+where
+    S: futures_util::Stream<Item = Bytes> + Send + Sync + 'static,
+{
+    use futures_util::StreamExt as _;
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let body = http_body_util::StreamBody::new(
+        chunks.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))),
+    );
+    let req = req.body(body).expect("request");
+    let resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        // The server may answer (413) and close before the body is sent.
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A GET returning the raw response.
+pub async fn http_get_raw(addr: SocketAddr, path: &str, headers: &[(&str, String)]) -> RawResponse {
+    http_stream(addr, "GET", path, headers, futures_util::stream::empty()).await
 }
 
 /// What a WebSocket read produced.

@@ -29,6 +29,10 @@ pub enum Role {
     Query,
     /// Group create/add/remove, group page, message receipts.
     Group,
+    /// Media registration and read authorization.
+    Media,
+    /// Thumbnails of uploaded images.
+    Thumbnail,
 }
 
 /// A worker process, built and ready to run.
@@ -105,7 +109,14 @@ impl WorkerApp {
             anyhow::bail!("partitions must be 1..=1024, got {}", config.partitions);
         }
         let roles = if roles.is_empty() || roles.contains(&Role::All) {
-            vec![Role::Sequencer, Role::Account, Role::Query, Role::Group]
+            vec![
+                Role::Sequencer,
+                Role::Account,
+                Role::Query,
+                Role::Group,
+                Role::Media,
+                Role::Thumbnail,
+            ]
         } else {
             roles
         };
@@ -142,6 +153,8 @@ impl WorkerApp {
         .await?
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
 
+        let media = msgr_core::media::open(&config.media, &config.data_dir)
+            .map_err(|e| anyhow::anyhow!("media store: {e}"))?;
         let nats = connect_nats(&config.nats.url, "msgr-worker").await?;
         let js = async_nats::jetstream::new(nats.clone());
         let leases = msgr_nats::stream::ensure_all(
@@ -180,6 +193,7 @@ impl WorkerApp {
                 leases,
                 instance_id,
                 dummy_hash,
+                media,
             }),
             roles,
             metrics,
@@ -227,6 +241,8 @@ impl WorkerApp {
                 Role::Account => tasks.spawn(crate::account::run(ctx, token)),
                 Role::Query => tasks.spawn(crate::query::run(ctx, token)),
                 Role::Group => tasks.spawn(crate::group::run(ctx, token)),
+                Role::Media => tasks.spawn(crate::media::run(ctx, token)),
+                Role::Thumbnail => tasks.spawn(crate::media::run_thumbnails(ctx, token)),
                 Role::All => continue,
             };
         }

@@ -63,6 +63,8 @@ pub struct WorkerConfig {
     pub metrics_listen: String,
     /// This process's name in leases and logs (random by default).
     pub instance_id: Option<String>,
+    /// Where media bytes live (for thumbnails); must match the edges'.
+    pub media: msgr_core::media::MediaStoreConfig,
 }
 
 impl Default for WorkerConfig {
@@ -82,6 +84,7 @@ impl Default for WorkerConfig {
             secret_key_file: None,
             metrics_listen: "127.0.0.1:9464".to_owned(),
             instance_id: None,
+            media: msgr_core::media::MediaStoreConfig::default(),
         }
     }
 }

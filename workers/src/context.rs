@@ -22,6 +22,8 @@ pub struct WorkerContext {
     /// argon2 hash of a random password: login for an unknown user verifies
     /// against it so that it takes as long as for a known one.
     pub dummy_hash: String,
+    /// The media object store (thumbnails).
+    pub media: msgr_core::media::MediaStore,
 }
 
 impl WorkerContext {

@@ -1,8 +1,8 @@
 //! Domain ⇄ protobuf conversions for the bus (the only place they live).
 
 use msgr_core::store::{
-    ChatEntry, GroupInfo, MessageStatus, MessageView, ReceiptKind, StoredMessage, Target,
-    UserRecord,
+    ChatEntry, GroupInfo, MediaRecord, MessageStatus, MessageView, ReceiptKind, StoredMessage,
+    Target, UserRecord,
 };
 use msgr_schemas::pb::v1 as pb;
 
@@ -19,7 +19,7 @@ pub(crate) fn message(m: &StoredMessage, status: Option<MessageStatus>) -> pb::S
             Target::Group(g) => pb::stored_message::Target::ToGroup(g.clone()),
         }),
         text: m.text.clone(),
-        media: None,
+        media: m.media.as_ref().map(media),
         sent_at_ms: m.sent_at_ms,
         status: match status {
             None => pb::MessageStatus::Unspecified,
@@ -61,6 +61,16 @@ pub(crate) fn chat(c: &ChatEntry) -> pb::Chat {
         last_seq: c.last_seq,
         unread_count: c.unread_count,
         updated_at_ms: c.updated_at_ms,
+    }
+}
+
+pub(crate) fn media(m: &MediaRecord) -> pb::Media {
+    pb::Media {
+        media_id: m.media_id.clone(),
+        content_type: m.content_type.clone(),
+        size: m.size,
+        has_thumbnail: m.has_thumbnail,
+        sha256: m.sha256.clone(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`account`]: register/login/users/bootstrap over request/reply.
 //! - [`query`]: history, chat list, lookup over request/reply.
 //! - [`group`]: group create/add/remove, group page, per-member receipts.
+//! - [`media`]: media registration/authorization and the thumbnail worker.
 //! - [`config`]: configuration. `context`, `convert`, `rpc`: shared plumbing.
 
 pub mod account;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod context;
 mod convert;
 pub mod group;
+pub mod media;
 pub mod query;
 mod rpc;
 pub mod sequencer;

@@ -395,6 +395,7 @@ async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
                     "you are not a member of this conversation"
                 }
                 msgr_core::store::Rejection::UnknownConversation => "no such conversation",
+                msgr_core::store::Rejection::UnknownMedia => "no such media",
             };
             reject(ctx, s, r.code(), message).await;
         }

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod groups;
 pub mod health;
+pub mod media;
 pub mod messages;
 pub mod user;
 

@@ -280,10 +280,6 @@ async fn send(
 ) -> Result<(), FrameError> {
     let me = shared.user_id.clone();
     let cmid = f.client_msg_id.clone();
-    if f.media_id.is_some() {
-        // Uploads (POST /media) are not served yet, so no media id can be valid.
-        return Err(sending_error("unknown_media", "no such media", &cmid));
-    }
     let (conversation_id, target) = match (&f.to_user, &f.to_group) {
         (Some(u), _) => {
             if !id::is_user_id(u) {

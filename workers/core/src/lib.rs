@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod config;
 pub mod id;
+pub mod media;
 pub mod store;
 pub mod telemetry;
 pub mod time;

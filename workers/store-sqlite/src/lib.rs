@@ -15,15 +15,16 @@ use async_trait::async_trait;
 use msgr_core::id;
 use msgr_core::store::{
     ChatEntry, ChatPage, ConversationKind, GroupError, GroupInfo, GroupMember, GroupRole,
-    HistoryPage, MemberState, MembershipChange, MessageStatus, MessageView, NewMessage, Op,
-    OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, StoreResult, StoredMessage, Target,
-    UserRecord, WatermarkUpdate,
+    HistoryPage, MediaRecord, MemberState, MembershipChange, MessageStatus, MessageView,
+    NewMessage, Op, OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, StoreResult,
+    StoredMessage, Target, UserRecord, WatermarkUpdate,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_groups.sql"),
+    include_str!("../migrations/0003_media.sql"),
 ];
 const READERS: usize = 4;
 
@@ -151,6 +152,13 @@ impl SqliteStore {
 const MESSAGE_COLUMNS: &str =
     "message_id, client_msg_id, conversation_id, seq, sender_id, to_user, to_group, text, media_id, sent_at";
 
+/// Messages with their media's metadata.
+const MESSAGE_SELECT: &str =
+    "SELECT m.message_id, m.client_msg_id, m.conversation_id, m.seq, m.sender_id,
+     m.to_user, m.to_group, m.text, m.media_id, m.sent_at,
+     md.uploader_id, md.content_type, md.size, md.sha256, md.has_thumbnail, md.created_at
+     FROM messages m LEFT JOIN media md ON md.media_id = m.media_id";
+
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let to_user: Option<String> = r.get(5)?;
     let to_group: Option<String> = r.get(6)?;
@@ -158,6 +166,20 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         (Some(u), _) => Target::User(u),
         (None, Some(g)) => Target::Group(g),
         (None, None) => Target::User(String::new()),
+    };
+    let media_id: Option<String> = r.get(8)?;
+    let uploader: Option<String> = r.get(10)?;
+    let media = match (&media_id, uploader) {
+        (Some(id), Some(uploader_id)) => Some(MediaRecord {
+            media_id: id.clone(),
+            uploader_id,
+            content_type: r.get(11)?,
+            size: r.get(12)?,
+            sha256: r.get(13)?,
+            has_thumbnail: r.get(14)?,
+            created_at_ms: r.get(15)?,
+        }),
+        _ => None,
     };
     Ok(StoredMessage {
         message_id: r.get(0)?,
@@ -167,14 +189,61 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         sender_id: r.get(4)?,
         target,
         text: r.get(7)?,
-        media_id: r.get(8)?,
+        media_id,
         sent_at_ms: r.get(9)?,
+        media,
     })
+}
+
+fn row_to_media(r: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRecord> {
+    Ok(MediaRecord {
+        media_id: r.get(0)?,
+        uploader_id: r.get(1)?,
+        content_type: r.get(2)?,
+        size: r.get(3)?,
+        sha256: r.get(4)?,
+        has_thumbnail: r.get(5)?,
+        created_at_ms: r.get(6)?,
+    })
+}
+
+const MEDIA_COLUMNS: &str =
+    "media_id, uploader_id, content_type, size, sha256, has_thumbnail, created_at";
+
+/// The media `user_id` may read (see [`Store::media_for`]).
+fn media_for(
+    conn: &Connection,
+    media_id: &str,
+    user_id: &str,
+) -> rusqlite::Result<Option<MediaRecord>> {
+    let Some(m) = conn
+        .prepare_cached(&format!(
+            "SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = ?1"
+        ))?
+        .query_row([media_id], row_to_media)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    if m.uploader_id == user_id {
+        return Ok(Some(m));
+    }
+    let seen = conn
+        .prepare_cached(
+            "SELECT 1 FROM media_refs r JOIN members mb ON mb.conversation_id = r.conversation_id
+             WHERE r.media_id = ?1 AND mb.user_id = ?2
+               AND mb.joined_seq < r.seq AND (mb.left_seq IS NULL OR r.seq <= mb.left_seq)
+             LIMIT 1",
+        )?
+        .query_row([media_id, user_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    Ok(seen.then_some(m))
 }
 
 fn message_at(conn: &Connection, conv: &str, seq: u64) -> rusqlite::Result<Option<StoredMessage>> {
     conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2"
+        "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq = ?2"
     ))?
     .query_row(params![conv, seq], row_to_message)
     .optional()
@@ -243,6 +312,13 @@ fn append(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> rusqlite::Result<Op
             (None, Some(g.as_str()))
         }
     };
+    let media = match &m.media_id {
+        Some(id) => match media_for(tx, id, &m.sender_id)? {
+            Some(md) => Some(md),
+            None => return Ok(OpOutcome::Rejected(Rejection::UnknownMedia)),
+        },
+        None => None,
+    };
     let seq: u64 = tx
         .prepare_cached(
             "UPDATE conversations SET last_seq = last_seq + 1, updated_at = max(updated_at, ?2)
@@ -268,6 +344,12 @@ fn append(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> rusqlite::Result<Op
         "INSERT INTO client_msgs (sender_id, client_msg_id, conversation_id, seq) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![m.sender_id, m.client_msg_id, m.conversation_id, seq])?;
+    if let Some(id) = &m.media_id {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO media_refs (media_id, conversation_id, seq) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![id, m.conversation_id, seq])?;
+    }
     // Sending reads everything before it, on every device of the sender.
     tx.prepare_cached(
         "UPDATE members SET read_seq = max(read_seq, ?3), delivered_seq = max(delivered_seq, ?3)
@@ -284,6 +366,7 @@ fn append(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> rusqlite::Result<Op
         text: m.text.clone(),
         media_id: m.media_id.clone(),
         sent_at_ms: m.sent_at_ms,
+        media,
     }))
 }
 
@@ -396,8 +479,8 @@ fn history(
         .min(me.left_seq.map_or(u64::MAX >> 1, |l| l + 1));
     let descending = page.after.is_none();
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq > ?2 AND seq < ?3
-         ORDER BY seq {} LIMIT ?4",
+        "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3
+         ORDER BY m.seq {} LIMIT ?4",
         if descending { "DESC" } else { "ASC" }
     );
     let mut rows: Vec<StoredMessage> = conn
@@ -750,6 +833,52 @@ impl Store for SqliteStore {
         self.read(move |conn| chats(conn, &user, limit, cursor.as_deref()))
             .await
     }
+    async fn create_media(&self, media: MediaRecord) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(&format!(
+                "INSERT INTO media ({MEDIA_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    media.media_id,
+                    media.uploader_id,
+                    media.content_type,
+                    media.size,
+                    media.sha256,
+                    media.has_thumbnail,
+                    media.created_at_ms
+                ])
+            })
+            .map(|_| ())
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::Conflict("media id exists".to_owned())
+                }
+                e => unavailable(e),
+            })
+        })
+        .await
+    }
+
+    async fn media_for(&self, media_id: &str, user_id: &str) -> StoreResult<Option<MediaRecord>> {
+        let (media_id, user_id) = (media_id.to_owned(), user_id.to_owned());
+        self.read(move |conn| media_for(conn, &media_id, &user_id).map_err(unavailable))
+            .await
+    }
+
+    async fn set_thumbnail(&self, media_id: &str) -> StoreResult<()> {
+        let media_id = media_id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE media SET has_thumbnail = 1 WHERE media_id = ?1")
+                .and_then(|mut s| s.execute([&media_id]))
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn create_group(
         &self,
         group_id: &str,

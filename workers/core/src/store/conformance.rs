@@ -5,8 +5,8 @@
 //! against a shared cluster keyspace.
 
 use super::{
-    ConversationKind, GroupError, GroupRole, MessageStatus, NewMessage, Op, OpOutcome, Page,
-    ReceiptKind, Rejection, Store, StoreError, Target, UserRecord, WatermarkUpdate,
+    ConversationKind, GroupError, GroupRole, MediaRecord, MessageStatus, NewMessage, Op, OpOutcome,
+    Page, ReceiptKind, Rejection, Store, StoreError, Target, UserRecord, WatermarkUpdate,
 };
 use crate::id;
 
@@ -26,6 +26,104 @@ pub async fn run_all(store: &dyn Store) {
     removed_members_keep_their_past_and_see_nothing_later(store).await;
     the_last_admin_leaving_promotes_the_oldest_member(store).await;
     group_status_needs_every_member_at_the_time_of_sending(store).await;
+    media_is_readable_by_its_uploader_and_by_members_who_saw_it(store).await;
+}
+
+async fn media_is_readable_by_its_uploader_and_by_members_who_saw_it(store: &dyn Store) {
+    let a = user(store, "md").await;
+    let b = user(store, "md").await;
+    let eve = user(store, "md").await;
+    let media = MediaRecord {
+        media_id: format!("md{}", &id::new_user_id()[1..]),
+        uploader_id: a.user_id.clone(),
+        content_type: "image/png".to_owned(),
+        size: 42,
+        sha256: "ab".repeat(32),
+        has_thumbnail: false,
+        created_at_ms: 1,
+    };
+    store
+        .create_media(media.clone())
+        .await
+        .expect("create media");
+    assert!(matches!(
+        store.create_media(media.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .media_for(&media.media_id, &a.user_id)
+            .await
+            .expect("m")
+            .as_ref(),
+        Some(&media)
+    );
+    assert_eq!(
+        store
+            .media_for(&media.media_id, &b.user_id)
+            .await
+            .expect("m"),
+        None,
+        "not sent yet"
+    );
+
+    // Eve cannot send media she may not read.
+    let mut op = direct(&eve, &b, "steal", "look");
+    if let Op::Append(m) = &mut op {
+        m.media_id = Some(media.media_id.clone());
+    }
+    assert_eq!(
+        store.apply(vec![op]).await.expect("apply"),
+        vec![OpOutcome::Rejected(Rejection::UnknownMedia)]
+    );
+
+    let mut op = direct(&a, &b, "pic", "a picture");
+    if let Op::Append(m) = &mut op {
+        m.media_id = Some(media.media_id.clone());
+    }
+    let out = store.apply(vec![op]).await.expect("apply");
+    let OpOutcome::Stored(stored) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(stored.media.as_ref(), Some(&media));
+    assert!(
+        store
+            .media_for(&media.media_id, &b.user_id)
+            .await
+            .expect("m")
+            .is_some(),
+        "the recipient may read it"
+    );
+    assert_eq!(
+        store
+            .media_for(&media.media_id, &eve.user_id)
+            .await
+            .expect("m"),
+        None
+    );
+    store.set_thumbnail(&media.media_id).await.expect("thumb");
+    let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
+    let h = store
+        .history(
+            &conv,
+            &b.user_id,
+            Page {
+                limit: 10,
+                ..Page::default()
+            },
+        )
+        .await
+        .expect("h");
+    let shown = h.messages[0]
+        .message
+        .media
+        .as_ref()
+        .expect("media in history");
+    assert!(shown.has_thumbnail);
+    assert_eq!(
+        store.media_for("md-unknown", &a.user_id).await.expect("m"),
+        None
+    );
 }
 
 fn to_group(from: &UserRecord, group: &str, cmid: &str) -> Op {
@@ -96,7 +194,7 @@ async fn groups_have_one_admin_and_bounded_membership(store: &dyn Store) {
             &id::new_group_id(),
             "x",
             &a.user_id,
-            &[ghost.clone()],
+            std::slice::from_ref(&ghost),
             1024,
             1,
         )

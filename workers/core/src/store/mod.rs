@@ -84,6 +84,20 @@ pub struct NewMessage {
     pub sent_at_ms: i64,
 }
 
+/// An uploaded media object's metadata (the bytes are in the media store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRecord {
+    pub media_id: String,
+    pub uploader_id: String,
+    /// Sniffed for images; as declared otherwise.
+    pub content_type: String,
+    pub size: u64,
+    /// Hex SHA-256 of the bytes, computed by the server.
+    pub sha256: String,
+    pub has_thumbnail: bool,
+    pub created_at_ms: i64,
+}
+
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -96,6 +110,8 @@ pub struct StoredMessage {
     pub text: Option<String>,
     pub media_id: Option<String>,
     pub sent_at_ms: i64,
+    /// The media's metadata when the message carries media.
+    pub media: Option<MediaRecord>,
 }
 
 /// Delivered or read.
@@ -128,6 +144,8 @@ pub enum Rejection {
     UnknownRecipient,
     NotMember,
     UnknownConversation,
+    /// No such media, or the sender may not read it.
+    UnknownMedia,
 }
 
 impl Rejection {
@@ -138,6 +156,7 @@ impl Rejection {
             Self::UnknownRecipient => "unknown_recipient",
             Self::NotMember => "not_member",
             Self::UnknownConversation => "unknown_conversation",
+            Self::UnknownMedia => "unknown_media",
         }
     }
 }
@@ -333,6 +352,14 @@ pub trait Store: Send + Sync + 'static {
     /// A page of `user_id`'s chat list; `cursor` comes from a previous page.
     async fn chats(&self, user_id: &str, limit: u32, cursor: Option<&str>)
         -> StoreResult<ChatPage>;
+
+    /// Records an uploaded media object.
+    async fn create_media(&self, media: MediaRecord) -> StoreResult<()>;
+    /// A media object `user_id` may read: they uploaded it, or they were a
+    /// member of a conversation when a message carrying it was sent there.
+    async fn media_for(&self, media_id: &str, user_id: &str) -> StoreResult<Option<MediaRecord>>;
+    /// Marks that a media object's thumbnail exists.
+    async fn set_thumbnail(&self, media_id: &str) -> StoreResult<()>;
 
     /// Creates a group; the creator is its admin, `members` join as members.
     async fn create_group(
