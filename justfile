@@ -83,3 +83,29 @@ lint:
 [confirm("Delete ./data (all messages, accounts and keys)?")]
 clean-data:
     rm -rf data
+
+# Load-test a fresh release stack (nats-server, worker, edge on spare ports, data in a
+# temp dir) with msgr-bench; results go to bench/results/. Pass workloads or flags
+# through, e.g. `just bench --workloads w1,w5` or `just bench --quick`.
+bench *ARGS: tools
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p msgr-edge -p msgr-workers -p msgr-bench --bins
+    dir=$(mktemp -d /tmp/msgr-bench.XXXXXX)
+    # W4 opens thousands of sockets: use the hard open-files limit.
+    ulimit -n "$(ulimit -Hn)" || true
+    pids=()
+    stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+    trap stop EXIT INT TERM
+    ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
+    nats-server -a 127.0.0.1 -p 14222 -m 18222 -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 & nats=$!; pids+=($nats)
+    for _ in $(seq 100); do ready "http://127.0.0.1:18222/healthz?js-enabled-only=true" && break; sleep 0.1; done
+    # Cheaper (still argon2id) password hashing so registering 1,024 bench users is quick.
+    export MSGR_NATS__URL=nats://127.0.0.1:14222 MSGR_DATA_DIR="$dir"
+    MSGR_METRICS_LISTEN=127.0.0.1:19464 MSGR_PASSWORD_MEMORY_KIB=1024 MSGR_PASSWORD_ITERATIONS=1 \
+      RUST_LOG=warn ./target/release/msgr-worker all >"$dir/worker.log" 2>&1 & worker=$!; pids+=($worker)
+    MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 RUST_LOG=warn \
+      ./target/release/msgr-edge >"$dir/edge.log" 2>&1 & edge=$!; pids+=($edge)
+    for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
+    echo "bench stack: edge $edge, worker $worker, nats $nats ($(nproc) cores)"
+    ./target/release/msgr-bench --url http://127.0.0.1:18080 --pids "edge=$edge,worker=$worker,nats=$nats" {{ARGS}}

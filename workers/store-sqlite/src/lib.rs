@@ -520,9 +520,9 @@ fn chats(
             (Some(ms), Some(conv))
         }
     };
-    let rows: Vec<(String, String, Option<String>, u64, i64, u64)> = conn
+    let rows: Vec<(String, String, Option<String>, u64, i64, u64, u64)> = conn
         .prepare_cached(
-            "SELECT c.conversation_id, c.kind, c.title, c.last_seq, c.updated_at, m.read_seq
+            "SELECT c.conversation_id, c.kind, c.title, c.last_seq, c.updated_at, m.read_seq, m.joined_seq
              FROM members m JOIN conversations c ON c.conversation_id = m.conversation_id
              WHERE m.user_id = ?1 AND m.left_seq IS NULL
                AND (?2 IS NULL OR c.updated_at < ?2 OR (c.updated_at = ?2 AND c.conversation_id < ?3))
@@ -531,14 +531,16 @@ fn chats(
         )
         .and_then(|mut s| {
             s.query_map(params![user_id, c_ms, c_conv, limit + 1], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?,
+                    r.get(6)?))
             })?
             .collect()
         })
         .map_err(unavailable)?;
     let has_more = rows.len() > limit as usize;
     let mut chats = Vec::with_capacity(rows.len().min(limit as usize));
-    for (conv, kind, title, last_seq, updated_at, read_seq) in rows.into_iter().take(limit as usize)
+    for (conv, kind, title, last_seq, updated_at, read_seq, joined_seq) in
+        rows.into_iter().take(limit as usize)
     {
         let (kind, peer_id, group_id, title) = if kind == "group" {
             (
@@ -558,7 +560,8 @@ fn chats(
                 .unwrap_or_default();
             (ConversationKind::Direct, Some(peer), None, name)
         };
-        let last_message = if last_seq > 0 {
+        // Only what the caller may see: nothing from before they joined.
+        let last_message = if last_seq > joined_seq {
             let members = all_members(conn, &conv).map_err(unavailable)?;
             message_at(conn, &conv, last_seq)
                 .map_err(unavailable)?

@@ -1,0 +1,723 @@
+//! `msgr-bench`: a load generator that speaks only the public API.
+//!
+//! Run with `just bench` (starts a fresh release stack and measures it) or
+//! `msgr-bench --url http://127.0.0.1:8080 --pids edge=PID,worker=PID,nats=PID`.
+//!
+//! Workloads (select with `--workloads w1,w2,w3,w4,w5`):
+//! - W1 latency: 100 pairs, 500 msg/s then 2,000 msg/s.
+//! - W2 throughput: rising rates until p99 > 100 ms or any loss.
+//! - W3 group fan-out: one sender, 500 (then 1,024) connected members.
+//! - W4 idle connections: edge RSS per connection and connect rate.
+//! - W5 history: 1,000 messages paged 100 at a time; a 500-conversation chat list.
+
+mod client;
+mod stats;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::client::{connect_ws, next_json, register_many, send_text, User};
+use crate::stats::{summarize, CpuMeter, ProcUsage, Summary};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "msgr-bench",
+    about = "Load generator for msgr (public API only)"
+)]
+struct Cli {
+    /// Base URL of a running stack.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Workloads to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4,w5")]
+    workloads: Vec<String>,
+    /// Server processes to measure: `edge=PID,worker=PID,nats=PID`.
+    #[arg(long)]
+    pids: Option<String>,
+    /// Where the JSON and SVG results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Shorter phases, for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// W4: idle connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// W2: highest rate to try (msg/s).
+    #[arg(long, default_value_t = 64_000)]
+    max_rate: u64,
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Microseconds since the generator started (one clock for all tasks).
+fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct RatePhase {
+    offered_per_s: u64,
+    secs: u64,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    e2e: Summary,
+    ack: Summary,
+    generator_cpu_cores: f64,
+    server: Vec<ProcUsage>,
+}
+
+/// Per-phase latency samples, one collector per client (no shared hot lock).
+type Samples = Arc<Mutex<Vec<(u32, u64)>>>;
+
+/// 100 (or `pairs`) senders and receivers, connected once, driven at rates.
+struct Pairs {
+    writers: Vec<Arc<tokio::sync::Mutex<client::Writer>>>,
+    to: Vec<String>,
+    e2e: Vec<Samples>,
+    acks: Vec<Samples>,
+}
+
+impl Pairs {
+    async fn connect(addr: SocketAddr, users: &[User]) -> anyhow::Result<Self> {
+        let n = users.len() / 2;
+        let (senders, receivers) = users.split_at(n);
+        let mut me = Self {
+            writers: Vec::new(),
+            to: Vec::new(),
+            e2e: Vec::new(),
+            acks: Vec::new(),
+        };
+        for (s, r) in senders.iter().zip(receivers) {
+            let mut rws = connect_ws(addr, &r.token, None).await?;
+            let e2e: Samples = Arc::default();
+            let sink = Arc::clone(&e2e);
+            // Receiver: message frames carry "<phase>:<sent_us>" as text.
+            tokio::spawn(async move {
+                while let Some(v) = next_json(&mut rws.rx).await {
+                    if v["type"] == "message" {
+                        if let Some((p, t)) = v["message"]["text"]
+                            .as_str()
+                            .and_then(|t| t.split_once(':'))
+                        {
+                            if let (Ok(p), Ok(t)) = (p.parse::<u32>(), t.parse::<u64>()) {
+                                let lat = now_us().saturating_sub(t);
+                                sink.lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push((p, lat));
+                            }
+                        }
+                    }
+                }
+            });
+            let sws = connect_ws(addr, &s.token, None).await?;
+            let acks: Samples = Arc::default();
+            let (rx, tx) = (sws.rx, sws.tx);
+            let sink = Arc::clone(&acks);
+            let mut rx = rx;
+            tokio::spawn(async move {
+                while let Some(v) = next_json(&mut rx).await {
+                    if v["type"] == "ack" {
+                        // client_msg_id is "<phase>-<n>-<sent_us>".
+                        let id = v["client_msg_id"].as_str().unwrap_or_default();
+                        let mut it = id.split('-');
+                        if let (Some(p), Some(_), Some(t)) = (it.next(), it.next(), it.next()) {
+                            if let (Ok(p), Ok(t)) = (p.parse::<u32>(), t.parse::<u64>()) {
+                                sink.lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push((p, now_us().saturating_sub(t)));
+                            }
+                        }
+                    }
+                }
+            });
+            // The writer half is all a sender task needs; reads are above.
+            me.writers.push(Arc::new(tokio::sync::Mutex::new(tx)));
+            me.to.push(r.user_id.clone());
+            me.e2e.push(e2e);
+            me.acks.push(acks);
+        }
+        Ok(me)
+    }
+
+    /// Sends at `rate` msg/s in aggregate for `secs`, then waits 5 s for stragglers.
+    async fn phase(&self, phase: u32, rate: u64, secs: u64, procs: &[(String, u32)]) -> RatePhase {
+        let n = self.writers.len() as u64;
+        let period = Duration::from_secs_f64(n as f64 / rate as f64);
+        let start = tokio::time::Instant::now() + Duration::from_millis(50);
+        let end = start + Duration::from_secs(secs);
+        let meter = CpuMeter::start(procs);
+        let me = stats::cpu_seconds(std::process::id()).unwrap_or(0.0);
+        let wall = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (w, to)) in self.writers.iter().zip(&self.to).enumerate() {
+            let (w, to) = (Arc::clone(w), to.clone());
+            // Spread senders evenly over one period.
+            let offset = period.mul_f64(i as f64 / n as f64);
+            tasks.spawn(async move {
+                let mut sent = 0u64;
+                let mut k = 0u32;
+                loop {
+                    let at = start + offset + period * k;
+                    if at >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(at).await;
+                    let t = now_us();
+                    let frame = format!(
+                        r#"{{"type":"send","client_msg_id":"{phase}-{k}-{t}","to_user":"{to}","text":"{phase}:{t}"}}"#
+                    );
+                    if send_text(&mut *w.lock().await, &frame).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    k += 1;
+                }
+                sent
+            });
+        }
+        let mut sent = 0;
+        while let Some(r) = tasks.join_next().await {
+            sent += r.unwrap_or(0);
+        }
+        let server = meter.stop();
+        let gen_cpu = (stats::cpu_seconds(std::process::id()).unwrap_or(me) - me)
+            / wall.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let take = |v: &[Samples]| -> Vec<u64> {
+            v.iter()
+                .flat_map(|s| {
+                    s.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .iter()
+                        .filter(|(p, _)| *p == phase)
+                        .map(|(_, l)| *l)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let e2e = take(&self.e2e);
+        let ack = take(&self.acks);
+        let received = e2e.len() as u64;
+        RatePhase {
+            offered_per_s: rate,
+            secs,
+            sent,
+            received,
+            lost: sent.saturating_sub(received),
+            e2e: summarize(e2e),
+            ack: summarize(ack),
+            generator_cpu_cores: gen_cpu,
+            server,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _ = now_us();
+    let addr: SocketAddr = cli
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .context("--url must be http://IP:PORT")?;
+    let procs: Vec<(String, u32)> = cli
+        .pids
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        })
+        .collect();
+    let edge_pid = procs.iter().find(|(n, _)| n == "edge").map(|(_, p)| *p);
+    let run_id = format!("{}", std::process::id());
+    let mut report: HashMap<&str, Value> = HashMap::new();
+    let (short, long) = if cli.quick { (3, 3) } else { (20, 15) };
+
+    for w in &cli.workloads {
+        match w.as_str() {
+            "w1" => {
+                eprintln!("W1: registering 200 users");
+                let users = register_many(addr, &format!("w1-{run_id}"), 200, 8).await?;
+                let pairs = Pairs::connect(addr, &users).await?;
+                let mut phases = Vec::new();
+                for (i, rate) in [500u64, 2_000].into_iter().enumerate() {
+                    eprintln!("W1: {rate} msg/s for {short} s");
+                    let p = pairs.phase(i as u32, rate, short, &procs).await;
+                    eprintln!(
+                        "    p50 {:.2} ms  p99 {:.2} ms  lost {}",
+                        p.e2e.p50_ms, p.e2e.p99_ms, p.lost
+                    );
+                    phases.push(p);
+                }
+                report.insert("w1", serde_json::to_value(&phases)?);
+            }
+            "w2" => {
+                eprintln!("W2: registering 200 users");
+                let users = register_many(addr, &format!("w2-{run_id}"), 200, 8).await?;
+                let pairs = Pairs::connect(addr, &users).await?;
+                let mut phases = Vec::new();
+                let mut rate = 1_000u64;
+                let mut held = None;
+                while rate <= cli.max_rate {
+                    eprintln!("W2: {rate} msg/s for {long} s");
+                    let p = pairs
+                        .phase(100 + phases.len() as u32, rate, long, &procs)
+                        .await;
+                    eprintln!(
+                        "    p50 {:.2} ms  p99 {:.2} ms  sent {} lost {}",
+                        p.e2e.p50_ms, p.e2e.p99_ms, p.sent, p.lost
+                    );
+                    // The generator itself may fall behind: judge the rate it achieved.
+                    let ok = p.e2e.p99_ms <= 100.0
+                        && p.lost == 0
+                        && p.sent as f64 >= 0.95 * (rate * long) as f64;
+                    phases.push(p);
+                    if !ok {
+                        break;
+                    }
+                    held = Some(rate);
+                    rate *= 2;
+                }
+                report.insert("w2", json!({"highest_rate_held": held, "steps": phases}));
+            }
+            "w3" => {
+                let mut out = Vec::new();
+                for members in [500usize, 1_024] {
+                    out.push(
+                        w3(
+                            addr,
+                            &format!("w3-{run_id}-{members}"),
+                            members,
+                            short,
+                            &procs,
+                        )
+                        .await?,
+                    );
+                }
+                report.insert("w3", json!(out));
+            }
+            "w4" => report
+                .insert(
+                    "w4",
+                    w4(addr, &format!("w4-{run_id}"), cli.idle, edge_pid).await?,
+                )
+                .map_or((), |_| ()),
+            "w5" => report
+                .insert("w5", w5(addr, &format!("w5-{run_id}")).await?)
+                .map_or((), |_| ()),
+            other => anyhow::bail!("unknown workload {other}"),
+        }
+    }
+    let machine = json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
+    });
+    let doc = json!({"machine": machine, "results": report});
+    std::fs::create_dir_all(&cli.out)?;
+    std::fs::write(
+        cli.out.join("latest.json"),
+        serde_json::to_string_pretty(&doc)?,
+    )?;
+    print_table(&doc);
+    plot(&doc, &cli.out.join("latency.svg"))?;
+    eprintln!(
+        "wrote {} and latency.svg",
+        cli.out.join("latest.json").display()
+    );
+    Ok(())
+}
+
+async fn w3(
+    addr: SocketAddr,
+    prefix: &str,
+    members: usize,
+    secs: u64,
+    procs: &[(String, u32)],
+) -> anyhow::Result<Value> {
+    eprintln!("W3: registering {members} users");
+    let users = register_many(addr, prefix, members, 8).await?;
+    let (sender, rest) = users.split_first().context("no users")?;
+    let samples: Samples = Arc::default();
+    let mut readers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(members);
+    for u in rest {
+        let mut ws = connect_ws(addr, &u.token, None).await?;
+        let (sink, ready) = (Arc::clone(&samples), ready_tx.clone());
+        readers.push(tokio::spawn(async move {
+            while let Some(v) = next_json(&mut ws.rx).await {
+                match v["type"].as_str() {
+                    Some("group") => {
+                        let _ = ready.try_send(());
+                    }
+                    Some("message") => {
+                        if let Some(t) = v["message"]["text"]
+                            .as_str()
+                            .and_then(|t| t.split_once(':'))
+                            .and_then(|(_, t)| t.parse::<u64>().ok())
+                        {
+                            sink.lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .push((0, now_us().saturating_sub(t)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    let ids: Vec<_> = rest.iter().map(|u| u.user_id.clone()).collect();
+    let (s, g) = client::http(
+        addr,
+        "POST",
+        "/groups/create",
+        Some(&sender.token),
+        Some(json!({"name": prefix, "members": ids})),
+    )
+    .await?;
+    anyhow::ensure!(s == 201, "create group: {s} {g}");
+    let gid = g["group_id"].as_str().context("group_id")?.to_owned();
+    for _ in 0..rest.len() {
+        tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
+            .await
+            .context("members not ready")?;
+    }
+    let mut ws = connect_ws(addr, &sender.token, None).await?;
+    let meter = CpuMeter::start(procs);
+    let started = Instant::now();
+    let mut k = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while started.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        let t = now_us();
+        send_text(
+            &mut ws.tx,
+            &format!(
+                r#"{{"type":"send","client_msg_id":"g{k}","to_group":"{gid}","text":"0:{t}"}}"#
+            ),
+        )
+        .await?;
+        k += 1;
+    }
+    let server = meter.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lat: Vec<u64> = samples
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(_, l)| *l)
+        .collect();
+    let expected = k * rest.len();
+    let delivered = lat.len();
+    for r in readers {
+        r.abort();
+    }
+    let summary = summarize(lat);
+    eprintln!("    {members} members: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  {delivered}/{expected} delivered", summary.p50_ms, summary.p99_ms, summary.max_ms);
+    Ok(json!({
+        "members": members, "messages": k, "deliveries": delivered, "expected": expected,
+        "deliveries_per_s": delivered as f64 / secs as f64, "latency": summary, "server": server,
+    }))
+}
+
+async fn w4(
+    addr: SocketAddr,
+    prefix: &str,
+    n: usize,
+    edge_pid: Option<u32>,
+) -> anyhow::Result<Value> {
+    eprintln!("W4: {n} idle connections");
+    let users = register_many(addr, prefix, 100, 8).await?;
+    let before = edge_pid.and_then(stats::rss_kib);
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    let mut failed = 0usize;
+    for i in 0..n {
+        // Several loopback source addresses: more than one address's worth of ports.
+        let from = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % 4) as u8));
+        match connect_ws(addr, &users[i % users.len()].token, Some(from)).await {
+            Ok(ws) => conns.push(ws),
+            Err(_) => failed += 1,
+        }
+        if i % 1000 == 999 {
+            eprint!("\r    {} open", conns.len());
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = edge_pid.and_then(stats::rss_kib);
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) if !conns.is_empty() => {
+            Some(a.saturating_sub(b) as f64 / conns.len() as f64)
+        }
+        _ => None,
+    };
+    eprintln!(
+        "    open {} (failed {failed}) at {:.0}/s; edge RSS per connection {:?} KiB",
+        conns.len(),
+        conns.len() as f64 / secs,
+        per_conn
+    );
+    let open = conns.len();
+    drop(conns);
+    Ok(
+        json!({"requested": n, "open": open, "failed": failed, "connect_per_s": open as f64 / secs,
+        "edge_rss_before_mib": before.map(|b| b as f64 / 1024.0), "edge_rss_after_mib": after.map(|a| a as f64 / 1024.0),
+        "edge_kib_per_connection": per_conn}),
+    )
+}
+
+async fn w5(addr: SocketAddr, prefix: &str) -> anyhow::Result<Value> {
+    eprintln!("W5: 1,000 messages, then paging");
+    let users = register_many(addr, prefix, 2, 2).await?;
+    let (a, b) = (&users[0], &users[1]);
+    let mut ws = connect_ws(addr, &a.token, None).await?;
+    for i in 0..1000 {
+        send_text(&mut ws.tx, &format!(r#"{{"type":"send","client_msg_id":"h{i}","to_user":"{}","text":"history message {i}"}}"#, b.user_id)).await?;
+    }
+    let mut acks = 0;
+    while acks < 1000 {
+        let v = tokio::time::timeout(Duration::from_secs(30), next_json(&mut ws.rx))
+            .await
+            .context("acks")?
+            .context("closed")?;
+        if v["type"] == "ack" {
+            acks += 1;
+        }
+    }
+    let mut runs = Vec::new();
+    let mut pages = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut after = 0u64;
+        let mut got = 0;
+        loop {
+            let p0 = Instant::now();
+            let (s, page) = client::http(
+                addr,
+                "GET",
+                &format!(
+                    "/messages/{}/{}?after={after}&limit=100",
+                    b.user_id, a.user_id
+                ),
+                Some(&b.token),
+                None,
+            )
+            .await?;
+            pages.push(p0.elapsed().as_micros() as u64);
+            anyhow::ensure!(s == 200, "history: {s}");
+            let msgs = page["messages"].as_array().cloned().unwrap_or_default();
+            got += msgs.len();
+            let Some(last) = msgs.last() else { break };
+            after = last["seq"].as_u64().unwrap_or(after);
+            if !page["has_more"].as_bool().unwrap_or(false) {
+                break;
+            }
+        }
+        anyhow::ensure!(got == 1000, "paged {got} of 1000");
+        runs.push(t0.elapsed().as_micros() as u64);
+    }
+    eprintln!("W5: a chat list with 500 conversations");
+    let peers = register_many(addr, &format!("{prefix}-peer"), 500, 8).await?;
+    for chunk in peers.chunks(50) {
+        let mut socks = Vec::new();
+        for p in chunk {
+            let mut s = connect_ws(addr, &p.token, None).await?;
+            send_text(
+                &mut s.tx,
+                &format!(
+                    r#"{{"type":"send","client_msg_id":"c","to_user":"{}","text":"hi"}}"#,
+                    b.user_id
+                ),
+            )
+            .await?;
+            socks.push(s);
+        }
+        for mut s in socks {
+            while let Some(v) = tokio::time::timeout(Duration::from_secs(30), next_json(&mut s.rx))
+                .await
+                .context("ack")?
+            {
+                if v["type"] == "ack" {
+                    break;
+                }
+            }
+        }
+    }
+    let mut lists = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut cursor = String::new();
+        let mut n = 0;
+        loop {
+            let q = if cursor.is_empty() {
+                String::new()
+            } else {
+                format!("&cursor={cursor}")
+            };
+            let (s, page) = client::http(
+                addr,
+                "GET",
+                &format!("/chat/{}?limit=200{q}", b.user_id),
+                Some(&b.token),
+                None,
+            )
+            .await?;
+            anyhow::ensure!(s == 200, "chat list: {s}");
+            n += page["chats"].as_array().map_or(0, Vec::len);
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_owned(),
+                None => break,
+            }
+        }
+        anyhow::ensure!(n >= 500, "listed {n} chats");
+        lists.push(t0.elapsed().as_micros() as u64);
+    }
+    let total = summarize(runs);
+    let page = summarize(pages);
+    let chat = summarize(lists);
+    eprintln!("    1,000 messages in {:.2} ms (median of 5); page p50 {:.2} ms p99 {:.2} ms; 500-chat list {:.2} ms", total.p50_ms, page.p50_ms, page.p99_ms, chat.p50_ms);
+    Ok(json!({"history_1000_total": total, "history_page": page, "chat_list_500": chat}))
+}
+
+fn print_table(doc: &Value) {
+    println!(
+        "\n{:<28} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "workload", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "lost"
+    );
+    let row = |name: String, s: &Value, lost: &Value| {
+        println!(
+            "{:<28} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8}",
+            name,
+            s["p50_ms"].as_f64().unwrap_or(0.0),
+            s["p99_ms"].as_f64().unwrap_or(0.0),
+            s["p999_ms"].as_f64().unwrap_or(0.0),
+            s["max_ms"].as_f64().unwrap_or(0.0),
+            lost
+        );
+    };
+    let r = &doc["results"];
+    for p in r["w1"].as_array().into_iter().flatten() {
+        row(
+            format!("W1 {} msg/s e2e", p["offered_per_s"]),
+            &p["e2e"],
+            &p["lost"],
+        );
+        row(
+            format!("W1 {} msg/s ack", p["offered_per_s"]),
+            &p["ack"],
+            &json!(""),
+        );
+    }
+    for p in r["w2"]["steps"].as_array().into_iter().flatten() {
+        row(
+            format!("W2 {} msg/s e2e", p["offered_per_s"]),
+            &p["e2e"],
+            &p["lost"],
+        );
+    }
+    if !r["w2"].is_null() {
+        println!("W2 highest rate held: {}", r["w2"]["highest_rate_held"]);
+    }
+    for g in r["w3"].as_array().into_iter().flatten() {
+        row(
+            format!("W3 {} members", g["members"]),
+            &g["latency"],
+            &json!(g["expected"].as_u64().unwrap_or(0) - g["deliveries"].as_u64().unwrap_or(0)),
+        );
+    }
+    if !r["w4"].is_null() {
+        println!(
+            "W4 {} idle connections open, {:.0}/s, {} KiB edge RSS each",
+            r["w4"]["open"],
+            r["w4"]["connect_per_s"].as_f64().unwrap_or(0.0),
+            r["w4"]["edge_kib_per_connection"]
+        );
+    }
+    if !r["w5"].is_null() {
+        row(
+            "W5 1,000 msgs, 100/page".to_owned(),
+            &r["w5"]["history_1000_total"],
+            &json!(""),
+        );
+        row(
+            "W5 one page of 100".to_owned(),
+            &r["w5"]["history_page"],
+            &json!(""),
+        );
+        row(
+            "W5 chat list, 500 chats".to_owned(),
+            &r["w5"]["chat_list_500"],
+            &json!(""),
+        );
+    }
+}
+
+/// Latency percentiles per offered rate (W1 and W2) as an SVG.
+fn plot(doc: &Value, path: &std::path::Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let r = &doc["results"];
+    let mut points: Vec<(f64, f64, f64, f64)> = r["w1"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(r["w2"]["steps"].as_array().into_iter().flatten())
+        .map(|p| {
+            (
+                p["offered_per_s"].as_f64().unwrap_or(0.0),
+                p["e2e"]["p50_ms"].as_f64().unwrap_or(0.0),
+                p["e2e"]["p99_ms"].as_f64().unwrap_or(0.0),
+                p["e2e"]["p999_ms"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    if points.is_empty() {
+        return Ok(());
+    }
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+    let max_y = points.iter().map(|p| p.3).fold(1.0, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "msgr end-to-end latency by offered rate",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((500f64..max_x).log_scale(), 0f64..max_y)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered msg/s")
+        .y_desc("ms")
+        .draw()?;
+    for (name, idx, color) in [("p50", 1, BLUE), ("p99", 2, RED), ("p99.9", 3, BLACK)] {
+        let series: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.0, [p.1, p.2, p.3][idx - 1]))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(series, color))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+    }
+    chart.configure_series_labels().border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

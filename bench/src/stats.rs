@@ -1,0 +1,117 @@
+//! Latency summaries and process CPU/RSS readings from /proc.
+
+use serde::Serialize;
+
+/// Percentiles of a set of latencies, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Summary {
+    pub(crate) count: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+/// Summarises latencies given in microseconds.
+pub(crate) fn summarize(mut us: Vec<u64>) -> Summary {
+    if us.is_empty() {
+        return Summary::default();
+    }
+    us.sort_unstable();
+    let at = |q: f64| {
+        let i = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1;
+        us[i] as f64 / 1000.0
+    };
+    Summary {
+        count: us.len(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: us[us.len() - 1] as f64 / 1000.0,
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Resident memory of a process, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU use of the named processes between two readings.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuMeter {
+    procs: Vec<(String, u32, f64)>,
+    started: std::time::Instant,
+}
+
+/// One process's share over a window.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProcUsage {
+    pub(crate) name: String,
+    /// Cores used on average (1.0 = one full core).
+    pub(crate) cpu_cores: f64,
+    pub(crate) rss_mib: f64,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(procs: &[(String, u32)]) -> Self {
+        let procs = procs
+            .iter()
+            .map(|(n, p)| (n.clone(), *p, cpu_seconds(*p).unwrap_or(0.0)))
+            .collect();
+        Self {
+            procs,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn stop(&self) -> Vec<ProcUsage> {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.procs
+            .iter()
+            .map(|(name, pid, before)| ProcUsage {
+                name: name.clone(),
+                cpu_cores: (cpu_seconds(*pid).unwrap_or(*before) - before) / secs,
+                rss_mib: rss_kib(*pid).unwrap_or(0) as f64 / 1024.0,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_ranks() {
+        let s = summarize((1..=1000).map(|v| v * 1000).collect());
+        assert_eq!(
+            (s.count, s.p50_ms, s.p99_ms, s.p999_ms, s.max_ms),
+            (1000, 500.0, 990.0, 999.0, 1000.0)
+        );
+        assert_eq!(summarize(Vec::new()).count, 0);
+    }
+
+    #[test]
+    fn this_process_has_cpu_and_memory_readings() {
+        let me = std::process::id();
+        assert!(cpu_seconds(me).is_some());
+        assert!(rss_kib(me).is_some_and(|r| r > 0));
+    }
+}
