@@ -33,6 +33,11 @@ pub enum EnsureError {
     JetStream(String),
     #[error("stream {IN_STREAM} has {existing} partitions but this worker is configured for {configured}")]
     PartitionMismatch { existing: u32, configured: u32 },
+    #[error("bucket {LEASE_BUCKET} has a lease TTL of {existing:?} but this worker is configured for {configured:?}; use the same lease_ttl_ms everywhere (or delete the bucket while no worker runs)")]
+    LeaseTtlMismatch {
+        existing: Duration,
+        configured: Duration,
+    },
 }
 
 fn js_err(e: impl std::fmt::Display) -> EnsureError {
@@ -139,5 +144,14 @@ pub async fn ensure_all(
             .await
             .map_err(js_err)?,
     };
+    // Holders renew on their own TTL; a bucket expiring entries sooner would
+    // hand a live holder's partition to a standby.
+    let existing = bucket.status().await.map_err(js_err)?.max_age();
+    if existing != lease_ttl {
+        return Err(EnsureError::LeaseTtlMismatch {
+            existing,
+            configured: lease_ttl,
+        });
+    }
     Ok(bucket)
 }

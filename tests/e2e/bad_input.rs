@@ -126,6 +126,18 @@ async fn oversized_frames_and_repeated_garbage_close_the_socket_but_not_the_serv
         "close code {closed:?}"
     );
 
+    // A fragmented message (fin = false) is refused: reassembly would be unbounded.
+    let mut f = app.ws(&alice.token).await;
+    f.send_fragment_start(b"{\"type\":").await;
+    let mut code = None;
+    while let Some(ev) = f.next(T).await {
+        if let WsEvent::Closed(c) = ev {
+            code = c;
+            break;
+        }
+    }
+    assert!(code.is_none() || code == Some(1009), "close code {code:?}");
+
     let mut b = app.ws(&alice.token).await;
     for _ in 0..40 {
         b.send_text("garbage").await;

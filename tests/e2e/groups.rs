@@ -198,6 +198,15 @@ async fn group_lifecycle_with_admin_rules_and_removed_member_isolation() {
     let (s, cg) = app.get(&format!("/groups/{gid}"), &c.token).await;
     assert_eq!(s, 200);
     assert_eq!(seqs(&cg), vec![1, 2, 3]);
+    assert_eq!(
+        cg["group"]["members"].as_array().map(Vec::len),
+        Some(0),
+        "no roster for former members"
+    );
+    let (s, _) = app
+        .get(&format!("/groups/{gid}/messages/1/receipts"), &c.token)
+        .await;
+    assert_eq!(s, 403, "nor others' read progress");
     let (_, dg) = app.get(&format!("/groups/{gid}"), &d.token).await;
     assert_eq!(seqs(&dg), vec![4]);
     assert_eq!(dg["group"]["name"], "Trip");

@@ -57,6 +57,14 @@ async fn history_pages_ascending_with_before_after_and_limit() {
     assert_eq!(s, 400);
     let (s, _) = app.get(&format!("{base}?limit=100000"), &bob.token).await;
     assert_eq!(s, 200);
+    let (s, body) = app
+        .get(&format!("{base}?after=9223372036854775808"), &bob.token)
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (400, Some("invalid_query")),
+        "past i64::MAX"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

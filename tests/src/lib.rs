@@ -549,6 +549,12 @@ impl WsClient {
             .expect("ws write");
     }
 
+    /// Sends the first fragment of a message (fin = false) and nothing more.
+    pub async fn send_fragment_start(&mut self, b: &[u8]) {
+        let frame = Frame::new(false, OpCode::Text, None, Payload::Borrowed(b));
+        self.ws.write_frame(frame).await.expect("ws write");
+    }
+
     pub async fn send_binary(&mut self, b: &[u8]) {
         self.ws
             .write_frame(Frame::binary(Payload::Borrowed(b)))

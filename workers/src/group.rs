@@ -252,12 +252,12 @@ async fn get(ctx: &WorkerContext, req: pb::GetGroupRequest) -> Result<pb::GroupP
         .members(&req.group_id)
         .await
         .map_err(Refusal::internal)?;
-    if !members.iter().any(|m| m.user_id == req.caller_id) {
+    let Some(me) = members.iter().find(|m| m.user_id == req.caller_id) else {
         return Err(Refusal::new(
             "forbidden",
             "you are not a member of this group",
         ));
-    }
+    };
     let page = Page {
         limit: req.limit,
         before: req.before,
@@ -268,8 +268,13 @@ async fn get(ctx: &WorkerContext, req: pb::GetGroupRequest) -> Result<pb::GroupP
         .history(&req.group_id, &req.caller_id, page)
         .await
         .map_err(Refusal::internal)?;
+    let mut group = convert::group(&info);
+    if me.left_seq.is_some() {
+        // A former member keeps the messages they saw, not the current roster.
+        group.members.clear();
+    }
     Ok(pb::GroupPage {
-        group: Some(convert::group(&info)),
+        group: Some(group),
         messages: h.messages.iter().map(convert::view).collect(),
         has_more: h.has_more,
     })
@@ -305,6 +310,16 @@ async fn receipts(
         .members(&req.group_id)
         .await
         .map_err(Refusal::internal)?;
+    // Others' reading progress is for current members only.
+    if !members
+        .iter()
+        .any(|o| o.user_id == req.caller_id && o.left_seq.is_none())
+    {
+        return Err(Refusal::new(
+            "forbidden",
+            "you are not a member of this group",
+        ));
+    }
     Ok(pb::MessageReceipts {
         seq: req.seq,
         members: members

@@ -105,6 +105,33 @@ async fn own_partition(
         .get_consumer_from_stream(streams::sequencer_consumer(p), streams::IN_STREAM)
         .await
         .map_err(|e| anyhow::anyhow!("consumer SEQ_{p}: {e}"))?;
+    // Commands a previous holder pulled but never acked come back only after
+    // ack_wait; pulling before that would let newer commands overtake them.
+    let mut consumer = consumer;
+    if let Ok(info) = consumer.info().await {
+        if info.num_ack_pending > 0 {
+            let wait = info.config.ack_wait + Duration::from_millis(500);
+            tracing::info!(
+                partition = p,
+                pending = info.num_ack_pending,
+                ?wait,
+                "waiting for the previous holder's commands"
+            );
+            let deadline = tokio::time::Instant::now() + wait;
+            while tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    () = shutdown.cancelled() => {
+                        lease.release(&ctx.leases).await;
+                        return Ok(());
+                    }
+                    () = tokio::time::sleep((ctx.lease_ttl() / 4).min(deadline - tokio::time::Instant::now())) => {}
+                }
+                if let Err(e) = lease.renew(&ctx.leases).await {
+                    return Err(anyhow::anyhow!("lease lost while waiting: {e}"));
+                }
+            }
+        }
+    }
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(ctx.config.batch_max)
@@ -117,7 +144,6 @@ async fn own_partition(
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew.tick().await;
     let mut lag = tokio::time::interval(Duration::from_secs(5));
-    let mut consumer = consumer;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -159,7 +185,7 @@ async fn own_partition(
                 if !lease.is_valid() {
                     return Err(anyhow::anyhow!("lease expired before commit"));
                 }
-                process_batch(ctx, batch).await;
+                process_batch(ctx, batch, &lease).await;
             }
         }
     }
@@ -171,8 +197,9 @@ enum Decoded {
     Receipt(pb::ReceiptCommand),
 }
 
-/// Applies one batch and acks it (or naks it if the store failed).
-async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>) {
+/// Applies one batch and acks it. A failing store is retried in place (so
+/// nothing newer overtakes the batch) while the lease lasts.
+async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, lease: &Lease) {
     let started = Instant::now();
     let now = msgr_core::time::now_ms();
     let mut ops = Vec::with_capacity(batch.len());
@@ -211,16 +238,20 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>) {
         return;
     }
     metrics::histogram!("msgr_worker_batch_size").record(ops.len() as f64);
-    let outcomes = match ctx.store.apply(ops).await {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, "store batch failed; will be redelivered");
-            for msg in &accepted {
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                    .await;
+    let mut backoff = Duration::from_millis(50);
+    let outcomes = loop {
+        match ctx.store.apply(ops.clone()).await {
+            Ok(o) => break o,
+            Err(e) if lease.is_valid() => {
+                tracing::error!(error = %e, "store batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
-            return;
+            Err(e) => {
+                // Unacked, the batch returns to whoever holds the lease next.
+                tracing::error!(error = %e, "store batch failed and the lease ran out");
+                return;
+            }
         }
     };
     metrics::histogram!("msgr_worker_persist_seconds").record(started.elapsed().as_secs_f64());

@@ -306,7 +306,7 @@ fn parse_range(raw: Option<&str>, size: u64) -> Result<Option<Range<u64>>, ()> {
     };
     let (a, b) = (a.trim(), b.trim());
     let range = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
-        (Some(start), Some(end)) if start <= end => start..(end + 1).min(size),
+        (Some(start), Some(end)) if start <= end => start..end.saturating_add(1).min(size),
         (Some(start), None) if b.is_empty() => start..size,
         (None, Some(n)) if a.is_empty() && n > 0 => size.saturating_sub(n)..size,
         _ => return Err(()),

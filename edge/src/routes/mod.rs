@@ -35,12 +35,18 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
 pub(crate) fn num_param(raw: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
     match raw {
         None | Some("") => Ok(None),
-        Some(s) => s.parse::<u64>().map(Some).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("{name} must be a non-negative integer"),
-            )
-        }),
+        // Seqs are stored as SQLite integers, so at most i64::MAX.
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{name} must be an integer from 0 to 2^63-1"),
+                )
+            }),
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use fastwebsockets::{
-    FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite,
+    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
 };
 use futures_util::StreamExt;
 use hyper::upgrade::Upgraded;
@@ -61,6 +61,8 @@ struct Shared {
     user_id: String,
     /// `client_msg_id` → when the frame was read, for sends awaiting their ack.
     pending: Mutex<HashMap<String, Instant>>,
+    /// Receipt publishes awaiting their JetStream ack (bounded per connection).
+    receipts_in_flight: Arc<tokio::sync::Semaphore>,
     /// Set before `kill` is cancelled: the close code to send.
     close_code: AtomicU16,
     kill: CancellationToken,
@@ -126,6 +128,7 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
     let shared = Arc::new(Shared {
         user_id,
         pending: Mutex::new(HashMap::new()),
+        receipts_in_flight: Arc::new(tokio::sync::Semaphore::new(256)),
         close_code: AtomicU16::new(0),
         kill: CancellationToken::new(),
     });
@@ -138,7 +141,7 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
         out_rx,
         sub,
     ));
-    read_loop(&state, &shared, FragmentCollectorRead::new(read), &out_tx).await;
+    read_loop(&state, &shared, read, &out_tx).await;
     shared.close(NORMAL);
     drop(out_tx);
     let _ = writer.await;
@@ -149,7 +152,7 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
 async fn read_loop(
     state: &EdgeState,
     shared: &Arc<Shared>,
-    mut rx: FragmentCollectorRead<tokio::io::ReadHalf<Io>>,
+    mut rx: WebSocketRead<tokio::io::ReadHalf<Io>>,
     out: &mpsc::Sender<Out>,
 ) {
     let control_tx = out.clone();
@@ -175,6 +178,11 @@ async fn read_loop(
             Err(WebSocketError::InvalidUTF8) => return shared.close(INVALID_DATA),
             Err(_) => return,
         };
+        // Fragmented messages would need reassembly without a size bound;
+        // clients send each JSON frame whole (browsers always do).
+        if !frame.fin || frame.opcode == OpCode::Continuation {
+            return shared.close(TOO_BIG);
+        }
         let reply = match frame.opcode {
             OpCode::Text => handle_text(state, shared, out, &frame.payload).await,
             OpCode::Binary => Err(FrameError::new(
@@ -203,7 +211,7 @@ async fn read_loop(
 /// After we sent a close frame: read and discard until the client's close (or
 /// a short deadline), so the socket is not reset while our close is in
 /// flight and the client gets to see the close code.
-async fn drain<F, R>(rx: &mut FragmentCollectorRead<tokio::io::ReadHalf<Io>>, obligated: &mut F)
+async fn drain<F, R>(rx: &mut WebSocketRead<tokio::io::ReadHalf<Io>>, obligated: &mut F)
 where
     F: FnMut(Frame<'_>) -> R,
     R: std::future::Future<Output = Result<(), &'static str>>,
@@ -324,6 +332,11 @@ async fn send(
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.len() >= state.config.max_in_flight {
+            // Entries whose answer was lost (dropped push, crash) must not pin
+            // the connection at its limit forever; the client resends anyway.
+            pending.retain(|_, t| t.elapsed() < Duration::from_secs(60));
+        }
         if pending.len() >= state.config.max_in_flight && !pending.contains_key(&cmid) {
             return Err(sending_error(
                 "rate_limited",
@@ -423,6 +436,15 @@ async fn resolve_duplicate(
         }
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
     }
+    // Never stored (it was refused earlier) and no event coming: say so.
+    if shared.take_pending(cmid).is_some() {
+        let e = sending_error(
+            "unavailable",
+            "the message was not stored; send it with a new client_msg_id",
+            cmid,
+        );
+        push(shared, out, error_frame(e)).await;
+    }
 }
 
 fn ack_frame(m: &pb::StoredMessage) -> ServerFrame {
@@ -470,6 +492,12 @@ async fn receipt(
         up_to_seq: r.up_to_seq,
         at_ms: msgr_core::time::now_ms(),
     };
+    let Ok(permit) = Arc::clone(&shared.receipts_in_flight).try_acquire_owned() else {
+        return Err(FrameError::new(
+            "rate_limited",
+            "too many receipts awaiting confirmation",
+        ));
+    };
     let subject = subject::in_receipt(id::partition_of(&conv, state.partitions), &conv);
     let fut = state
         .js
@@ -478,6 +506,7 @@ async fn receipt(
         .map_err(|_| FrameError::new("unavailable", "could not record the receipt; retry"))?;
     let (shared, out) = (Arc::clone(shared), out.clone());
     tokio::spawn(async move {
+        let _permit = permit;
         if fut.await.is_err() {
             push(
                 &shared,

@@ -506,6 +506,9 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     Some((ms.parse().ok()?, conv.to_owned()))
 }
 
+/// conversation_id, kind, title, last_seq, updated_at, read_seq, joined_seq.
+type ChatRow = (String, String, Option<String>, u64, i64, u64, u64);
+
 fn chats(
     conn: &Connection,
     user_id: &str,
@@ -520,7 +523,7 @@ fn chats(
             (Some(ms), Some(conv))
         }
     };
-    let rows: Vec<(String, String, Option<String>, u64, i64, u64, u64)> = conn
+    let rows: Vec<ChatRow> = conn
         .prepare_cached(
             "SELECT c.conversation_id, c.kind, c.title, c.last_seq, c.updated_at, m.read_seq, m.joined_seq
              FROM members m JOIN conversations c ON c.conversation_id = m.conversation_id
