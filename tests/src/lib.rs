@@ -268,7 +268,22 @@ impl TestApp {
         token.drop_guard()
     }
 
-    /// Kills the worker: SIGKILL for a process, abrupt abort in-process.
+    /// Aborts an in-process worker mid-flight: no lease release, no acks,
+    /// as close to a crash as one process can get (SIGKILL for a child).
+    pub async fn abort_worker(&mut self) {
+        match std::mem::replace(&mut self.worker, WorkerRun::Stopped) {
+            WorkerRun::InProcess { task, .. } => {
+                task.abort();
+                let _ = task.await;
+            }
+            other => {
+                self.worker = other;
+                self.kill_worker().await;
+            }
+        }
+    }
+
+    /// Stops the worker: SIGKILL for a process, a graceful stop in-process.
     pub async fn kill_worker(&mut self) {
         match std::mem::replace(&mut self.worker, WorkerRun::Stopped) {
             WorkerRun::Process(mut c) => {
