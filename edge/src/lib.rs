@@ -49,7 +49,7 @@ pub async fn main_entry() -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let token = shutdown.clone();
     let signal = tokio::spawn(async move {
-        msgr_workers_free_signal().await;
+        msgr_core::shutdown::signal().await;
         tracing::info!("shutting down");
         token.cancel();
     });
@@ -60,23 +60,4 @@ pub async fn main_entry() -> anyhow::Result<()> {
     let res = app.run_until_stopped().await;
     signal.abort();
     res
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn msgr_workers_free_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
 }

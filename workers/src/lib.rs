@@ -54,28 +54,9 @@ pub async fn main_entry() -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        msgr_core::shutdown::signal().await;
         tracing::info!("shutting down");
         token.cancel();
     });
     app.run_until_stopped(shutdown).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
 }

@@ -9,11 +9,13 @@
 //!   `testing` feature, the conformance suite every adapter must pass.
 //! - [`config`]: layered configuration (defaults, TOML file, `MSGR_` environment).
 //! - [`telemetry`]: tracing and the Prometheus recorder.
+//! - [`shutdown`]: the Ctrl-C / SIGTERM signal.
 
 pub mod auth;
 pub mod config;
 pub mod id;
 pub mod media;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod time;
