@@ -84,9 +84,9 @@ lint:
 clean-data:
     rm -rf data
 
-# Load-test a fresh release stack (nats-server, worker, edge on spare ports, data in a
-# temp dir) with msgr-bench; results go to bench/results/. Pass workloads or flags
-# through, e.g. `just bench --workloads w1,w5` or `just bench --quick`.
+# A fresh release stack on spare ports, data in a temp dir; flags pass through
+# (`just bench --workloads w1,w5`, `just bench --quick`); results in bench/results/.
+# Load-test a fresh release stack with msgr-bench.
 bench *ARGS: tools
     #!/usr/bin/env bash
     set -euo pipefail
