@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use msgr_core::auth::password;
 use msgr_core::store::{StoreError, UserRecord};
 use msgr_core::{id, validate};
@@ -16,11 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::WorkerContext;
 use crate::convert;
-use crate::rpc::{serve, Refusal};
-
-fn decode<M: Message + Default>(b: &Bytes) -> Result<M, Refusal> {
-    M::decode(b.clone()).map_err(|e| Refusal::new("invalid_request", e.to_string()))
-}
+use crate::rpc::{decode, serve, Refusal};
 
 /// Runs the account role until `shutdown`.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {

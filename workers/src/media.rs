@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use bytes::Bytes;
 use futures_util::StreamExt;
+use msgr_core::id;
 use msgr_core::media::{object_key, thumbnail_key};
 use msgr_core::store::{MediaRecord, StoreError};
 use msgr_nats::stream::{MEDIA_STREAM, THUMBNAIL_CONSUMER};
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::WorkerContext;
 use crate::convert;
-use crate::rpc::{serve, Refusal};
+use crate::rpc::{decode, serve, Refusal};
 
 /// Longest side of a thumbnail, in pixels.
 const THUMBNAIL_PX: u32 = 320;
@@ -30,18 +30,6 @@ const THUMBNAIL_PX: u32 = 320;
 const MAX_THUMBNAIL_SOURCE_BYTES: u64 = 32 * 1024 * 1024;
 /// Nor are images with more pixels than this (decompression bombs).
 const MAX_THUMBNAIL_SOURCE_PIXELS: u64 = 40_000_000;
-
-fn decode<M: Message + Default>(b: &Bytes) -> Result<M, Refusal> {
-    M::decode(b.clone()).map_err(|e| Refusal::new("invalid_request", e.to_string()))
-}
-
-fn is_media_id(s: &str) -> bool {
-    s.len() == 34
-        && s.starts_with("md")
-        && s[2..]
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
 
 /// Runs the media role: `media.register` and `media.authorize`.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -55,7 +43,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
             let ctx = Arc::clone(&c);
             async move {
                 let req: pb::MediaRegisterRequest = decode(&b)?;
-                if !is_media_id(&req.media_id) {
+                if !id::is_media_id(&req.media_id) {
                     return Err(Refusal::new("invalid_request", "bad media id"));
                 }
                 let record = MediaRecord {
@@ -98,7 +86,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
             let ctx = Arc::clone(&c);
             async move {
                 let req: pb::MediaAuthorizeRequest = decode(&b)?;
-                let found = if is_media_id(&req.media_id) {
+                let found = if id::is_media_id(&req.media_id) {
                     ctx.store
                         .media_for(&req.media_id, &req.caller_id)
                         .await

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use msgr_core::id;
 use msgr_core::store::Page;
 use msgr_nats::subject::rpc;
@@ -13,11 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::WorkerContext;
 use crate::convert;
-use crate::rpc::{serve, Refusal};
-
-fn decode<M: Message + Default>(b: &Bytes) -> Result<M, Refusal> {
-    M::decode(b.clone()).map_err(|e| Refusal::new("invalid_request", e.to_string()))
-}
+use crate::rpc::{decode, serve, Refusal};
 
 /// Runs the query role until `shutdown`.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {

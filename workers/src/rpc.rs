@@ -32,6 +32,11 @@ impl Refusal {
     }
 }
 
+/// Decodes a request body; a malformed one is `invalid_request`.
+pub(crate) fn decode<M: prost::Message + Default>(b: &Bytes) -> Result<M, Refusal> {
+    M::decode(b.clone()).map_err(|e| Refusal::new("invalid_request", e.to_string()))
+}
+
 /// Answers requests on `subject` until `shutdown`, at most `concurrency` at once.
 pub(crate) async fn serve<F, Fut>(
     client: async_nats::Client,

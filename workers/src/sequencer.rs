@@ -255,8 +255,9 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, leas
         }
     };
     metrics::histogram!("msgr_worker_persist_seconds").record(started.elapsed().as_secs_f64());
+    let mut cache = MemberCache::new();
     for (outcome, d) in outcomes.iter().zip(&decoded) {
-        emit(ctx, outcome, d, now).await;
+        emit(ctx, &mut cache, outcome, d, now).await;
     }
     for msg in &accepted {
         if let Err(e) = msg.ack().await {
@@ -340,23 +341,39 @@ fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
     Ok((op, Decoded::Send(s)))
 }
 
+/// Group member lists read during one batch: each group's list is read from
+/// the store once per batch, not once per message.
+type MemberCache = std::collections::HashMap<String, Vec<msgr_core::store::MemberState>>;
+
 /// Members to fan an event of `conversation_id` out to: for a message (`seq`
 /// given), who was a member when it was sent; otherwise the current members.
-async fn members(ctx: &WorkerContext, conversation_id: &str, seq: Option<u64>) -> Vec<String> {
+async fn members(
+    ctx: &WorkerContext,
+    cache: &mut MemberCache,
+    conversation_id: &str,
+    seq: Option<u64>,
+) -> Vec<String> {
     if let Some((a, b)) = id::direct_members(conversation_id) {
         return vec![a.to_owned(), b.to_owned()];
     }
-    match ctx.store.members(conversation_id).await {
-        Ok(m) => m
-            .into_iter()
-            .filter(|m| seq.map_or(m.left_seq.is_none(), |s| m.saw(s)))
-            .map(|m| m.user_id)
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "members lookup failed; fan-out skipped (clients resync)");
-            Vec::new()
+    if !cache.contains_key(conversation_id) {
+        match ctx.store.members(conversation_id).await {
+            Ok(m) => {
+                cache.insert(conversation_id.to_owned(), m);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "members lookup failed; fan-out skipped (clients resync)");
+                return Vec::new();
+            }
         }
     }
+    cache
+        .get(conversation_id)
+        .into_iter()
+        .flatten()
+        .filter(|m| seq.map_or(m.left_seq.is_none(), |s| m.saw(s)))
+        .map(|m| m.user_id.clone())
+        .collect()
 }
 
 /// Publishes one delivery to every user in `to` without waiting for each:
@@ -388,7 +405,13 @@ async fn reject(ctx: &WorkerContext, s: &pb::SendCommand, code: &str, message: &
     fan_out(ctx, std::slice::from_ref(&s.sender_id), &d).await;
 }
 
-async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
+async fn emit(
+    ctx: &WorkerContext,
+    cache: &mut MemberCache,
+    outcome: &OpOutcome,
+    d: &Decoded,
+    now: i64,
+) {
     match (outcome, d) {
         (OpOutcome::Stored(m) | OpOutcome::Duplicate(m), _) => {
             let fresh = matches!(outcome, OpOutcome::Stored(_));
@@ -412,12 +435,12 @@ async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
             let d = pb::Delivery {
                 event: Some(pb::delivery::Event::Message(pbm)),
             };
-            fan_out(
-                ctx,
-                &members(ctx, &m.conversation_id, Some(m.seq)).await,
-                &d,
-            )
-            .await;
+            let mut to = members(ctx, cache, &m.conversation_id, Some(m.seq)).await;
+            // The sender's own inbox carries its ack: never skip it.
+            if !to.contains(&m.sender_id) {
+                to.push(m.sender_id.clone());
+            }
+            fan_out(ctx, &to, &d).await;
         }
         (OpOutcome::Rejected(r), Decoded::Send(s)) => {
             let message = match r {
@@ -439,7 +462,7 @@ async fn emit(ctx: &WorkerContext, outcome: &OpOutcome, d: &Decoded, now: i64) {
             Decoded::Receipt(r),
         ) => {
             metrics::counter!("msgr_worker_commands_total", "outcome" => "receipt").increment(1);
-            let to = members(ctx, &r.conversation_id, None).await;
+            let to = members(ctx, cache, &r.conversation_id, None).await;
             let mut events = Vec::with_capacity(2);
             // A read watermark implies delivered up to it; announce delivered
             // separately only where it went further than read.

@@ -145,7 +145,7 @@ where
     E: std::fmt::Display,
 {
     let max = state.config.max_media_bytes;
-    let media_id = format!("md{}", uuid::Uuid::new_v4().simple());
+    let media_id = msgr_core::id::new_media_id();
     let store_err = |e: object_store::Error| {
         tracing::error!(error = %e, "media store failed");
         ApiError::new(
@@ -210,12 +210,7 @@ async fn authorize(
     caller: String,
     media_id: &str,
 ) -> Result<pb::Media, ApiError> {
-    // Ids are `md` + 32 hex: anything else (paths, dots) is refused before any lookup.
-    let valid = media_id.len() == 34
-        && media_id.starts_with("md")
-        && media_id[2..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = msgr_core::id::is_media_id(media_id);
     if !valid {
         return Err(ApiError::not_found("not_found", "no such media"));
     }

@@ -26,6 +26,22 @@ pub fn new_group_id() -> String {
     format!("g{}", Uuid::new_v4().simple())
 }
 
+/// A new random media id: `md` + 32 hex (128 random bits, unguessable).
+#[must_use]
+pub fn new_media_id() -> String {
+    format!("md{}", Uuid::new_v4().simple())
+}
+
+/// Whether `s` is a media id; anything else (paths, dots) is never looked up.
+#[must_use]
+pub fn is_media_id(s: &str) -> bool {
+    s.len() == 34
+        && s.starts_with("md")
+        && s[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Whether `s` has the shape of an id minted here (guards subjects and queries).
 #[must_use]
 pub fn is_valid_id(s: &str) -> bool {
