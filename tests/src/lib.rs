@@ -479,8 +479,16 @@ where
     let req = req.body(body).expect("request");
     let resp = match sender.send_request(req).await {
         Ok(r) => r,
-        // The server may answer (413) and close before the body is sent.
-        Err(e) => panic!("request failed: {e}"),
+        // The server may answer early (413) and close while the body is still
+        // being written; the client then sees a write error, not the answer.
+        // Status 0 says "closed before accepting the body".
+        Err(_) => {
+            return RawResponse {
+                status: 0,
+                headers: hyper::HeaderMap::new(),
+                body: Bytes::new(),
+            }
+        }
     };
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
