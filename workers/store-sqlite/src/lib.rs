@@ -46,6 +46,10 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: Mutex<Connection>,
+    /// Sequencer batches waiting for the writer. Whoever holds the writer
+    /// next commits all of them in one transaction: one fsync for many
+    /// partitions' batches (group commit) instead of one each.
+    pending: Mutex<Vec<PendingBatch>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -54,6 +58,74 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SqliteStore")
     }
+}
+
+type PendingBatch = (
+    Vec<Op>,
+    tokio::sync::oneshot::Sender<StoreResult<Vec<OpOutcome>>>,
+);
+
+/// Commits every queued batch in one transaction, each in its own savepoint
+/// so one batch's failure does not undo the others.
+fn commit_pending(inner: &Inner) {
+    let mut conn = inner
+        .writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let jobs = std::mem::take(
+        &mut *inner
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    if jobs.is_empty() {
+        // An earlier holder of the writer already committed ours.
+        return;
+    }
+    match commit_batches(&mut conn, jobs.iter().map(|(ops, _)| ops.as_slice())) {
+        Ok(results) => {
+            for ((_, reply), r) in jobs.into_iter().zip(results) {
+                // The caller may have given up waiting; its batch is durable anyway.
+                let _ = reply.send(r);
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for (_, reply) in jobs {
+                let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+            }
+        }
+    }
+}
+
+fn commit_batches<'a>(
+    conn: &mut Connection,
+    batches: impl Iterator<Item = &'a [Op]>,
+) -> rusqlite::Result<Vec<StoreResult<Vec<OpOutcome>>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::new();
+    for ops in batches {
+        tx.execute_batch("SAVEPOINT batch")?;
+        let applied: rusqlite::Result<Vec<OpOutcome>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Append(m) => append(&tx, m),
+                Op::Receipt(w) => receipt(&tx, w),
+            })
+            .collect();
+        match applied {
+            Ok(out) => {
+                tx.execute_batch("RELEASE batch")?;
+                results.push(Ok(out));
+            }
+            Err(e) => {
+                tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                results.push(Err(unavailable(e)));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(results)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -106,6 +178,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
+                pending: Mutex::new(Vec::new()),
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
@@ -267,7 +340,7 @@ fn is_member(conn: &Connection, conv: &str, user_id: &str) -> rusqlite::Result<b
         .is_some())
 }
 
-fn append(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> rusqlite::Result<OpOutcome> {
+fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutcome> {
     let seen: Option<(String, u64)> = tx
         .prepare_cached(
             "SELECT conversation_id, seq FROM client_msgs WHERE sender_id = ?1 AND client_msg_id = ?2",
@@ -370,7 +443,7 @@ fn append(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> rusqlite::Result<Op
     }))
 }
 
-fn receipt(tx: &rusqlite::Transaction<'_>, w: &WatermarkUpdate) -> rusqlite::Result<OpOutcome> {
+fn receipt(tx: &Connection, w: &WatermarkUpdate) -> rusqlite::Result<OpOutcome> {
     let last_seq: Option<u64> = tx
         .prepare_cached("SELECT last_seq FROM conversations WHERE conversation_id = ?1")?
         .query_row([&w.conversation_id], |r| r.get(0))
@@ -762,24 +835,42 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn apply(&self, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>> {
-        self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
+        let prefix = prefix.to_owned();
+        self.read(move |conn| {
+            // A range scan on the unique index: usernames only hold ASCII
+            // below DEL, so `prefix || DEL` bounds every name with that prefix.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT user_id, username, display_name, password_hash, created_at FROM users \
+                     WHERE username >= ?1 AND username < ?1 || char(127) ORDER BY username LIMIT ?2",
+                )
                 .map_err(unavailable)?;
-            let mut out = Vec::with_capacity(ops.len());
-            for op in &ops {
-                let o = match op {
-                    Op::Append(m) => append(&tx, m),
-                    Op::Receipt(w) => receipt(&tx, w),
-                }
+            let rows = stmt
+                .query_map(rusqlite::params![prefix, limit], row_to_user)
                 .map_err(unavailable)?;
-                out.push(o);
-            }
-            tx.commit().map_err(unavailable)?;
-            Ok(out)
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
         })
         .await
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((ops, reply));
+        // Each caller brings one committer; a batch queued while another
+        // commit is in flight rides along with the next one.
+        let inner = Arc::clone(&self.inner);
+        let committer = tokio::task::spawn_blocking(move || commit_pending(&inner));
+        let result = outcome
+            .await
+            .map_err(|_| StoreError::Unavailable("the commit was abandoned".to_owned()))?;
+        // Ours may still be waiting for the writer to commit later batches.
+        drop(committer);
+        result
     }
 
     async fn message_by_client_id(

@@ -13,6 +13,7 @@ use crate::id;
 /// Runs every check against `store`; panics with the first rule broken.
 pub async fn run_all(store: &dyn Store) {
     users_are_unique_by_canonical_username(store).await;
+    users_are_found_by_username_prefix(store).await;
     seqs_are_dense_per_conversation_and_start_at_one(store).await;
     appending_the_same_client_msg_id_returns_the_original(store).await;
     unknown_recipients_are_rejected_and_nothing_is_stored(store).await;
@@ -521,6 +522,32 @@ async fn users_are_unique_by_canonical_username(store: &dyn Store) {
     let ids = vec![a.user_id.clone(), id::new_user_id()];
     let got = store.users_by_ids(&ids).await.expect("by ids");
     assert_eq!(got, vec![a]);
+}
+
+async fn users_are_found_by_username_prefix(store: &dyn Store) {
+    let a = user(store, "srch").await;
+    let b = user(store, "srch").await;
+    let other = user(store, "srcx").await;
+    // Other tests may share the store: check membership and order, not equality.
+    let got = store.search_users("srch", 1000).await.expect("search");
+    assert!(
+        got.iter().all(|u| u.username.starts_with("srch")),
+        "{got:?}"
+    );
+    assert!(got.contains(&a) && got.contains(&b) && !got.contains(&other));
+    assert!(
+        got.windows(2).all(|w| w[0].username < w[1].username),
+        "username order"
+    );
+    let exact = store.search_users(&a.username, 10).await.expect("search");
+    assert_eq!(exact, vec![a.clone()]);
+    let one = store.search_users("srch", 1).await.expect("search");
+    assert_eq!(one.len(), 1, "the limit is honoured");
+    assert!(store
+        .search_users("zzzz-none", 10)
+        .await
+        .expect("search")
+        .is_empty());
 }
 
 async fn seqs_are_dense_per_conversation_and_start_at_one(store: &dyn Store) {

@@ -323,6 +323,9 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Users by id; unknown ids are left out.
     async fn users_by_ids(&self, ids: &[String]) -> StoreResult<Vec<UserRecord>>;
+    /// Up to `limit` users whose canonical username starts with `prefix`, in
+    /// username order.
+    async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>>;
 
     /// Applies a sequencer batch atomically and in order: either every outcome
     /// is durable when this returns, or none is.
