@@ -30,6 +30,8 @@ pub fn router(state: EdgeState) -> Router {
     let mut app = Router::new()
         .route("/user/register", post(crate::routes::user::register))
         .route("/user/login", post(crate::routes::user::login))
+        .route("/users", get(crate::routes::users::find))
+        .route("/users/{user_id}", get(crate::routes::users::get))
         .route("/chat/{user_id}", get(crate::routes::chat::list))
         .route("/messages/send", get(crate::ws::upgrade))
         .route(
@@ -58,9 +60,7 @@ pub fn router(state: EdgeState) -> Router {
         )
         .route("/healthz", get(crate::routes::health::healthz))
         .route("/metrics", get(crate::routes::health::metrics));
-    if let Some(dir) = state.config.web_dir.clone() {
-        app = app.route("/", get(move || index(dir.join("index.html"))));
-    }
+    app = crate::web::routes(app, state.config.web_dir.clone());
     app.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -70,19 +70,6 @@ pub fn router(state: EdgeState) -> Router {
             )
         })
         .with_state(state)
-}
-
-/// # `GET /`: the web client's page, when `web_dir` is configured.
-async fn index(path: std::path::PathBuf) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match tokio::fs::read(&path).await {
-        Ok(b) => (
-            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            b,
-        )
-            .into_response(),
-        Err(_) => ApiError::not_found("not_found", "web client not installed").into_response(),
-    }
 }
 
 async fn bootstrap(

@@ -30,7 +30,8 @@ pub struct EdgeConfig {
     pub slow_client_timeout_ms: u64,
     /// Largest JSON request body.
     pub max_body_bytes: usize,
-    /// Directory of the web client served at `/` (optional).
+    /// Serve the web client from this directory instead of the copy built
+    /// into the binary (for working on the client without rebuilding).
     pub web_dir: Option<PathBuf>,
     /// Anchors the local media default (`<data_dir>/media`).
     pub data_dir: PathBuf,

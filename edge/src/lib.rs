@@ -17,6 +17,7 @@ mod convert;
 pub mod error;
 pub mod routes;
 pub mod state;
+pub mod web;
 pub mod ws;
 
 pub use app::EdgeApp;

@@ -51,6 +51,7 @@ pub mod rpc {
     pub const REGISTER: &str = "msgr.v1.rpc.account.register";
     pub const LOGIN: &str = "msgr.v1.rpc.account.login";
     pub const USERS: &str = "msgr.v1.rpc.account.users";
+    pub const USER_SEARCH: &str = "msgr.v1.rpc.account.search";
     pub const HISTORY: &str = "msgr.v1.rpc.query.history";
     pub const CHATS: &str = "msgr.v1.rpc.query.chats";
     pub const LOOKUP: &str = "msgr.v1.rpc.query.lookup";

@@ -10,6 +10,7 @@ mod history;
 mod media;
 mod receipts;
 mod resilience;
+mod users;
 
 use std::time::Duration;
 

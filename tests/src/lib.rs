@@ -448,6 +448,13 @@ pub struct RawResponse {
     pub body: Bytes,
 }
 
+impl RawResponse {
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// Sends a request with a body streamed from `chunks` (chunked encoding unless
 /// `content_length` is given) and returns the raw response.
 pub async fn http_stream<S>(

@@ -84,6 +84,21 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
         },
     );
     let c = Arc::clone(&ctx);
+    let search = serve(
+        ctx.nats.clone(),
+        rpc::USER_SEARCH,
+        64,
+        shutdown.clone(),
+        move |b| {
+            let ctx = Arc::clone(&c);
+            async move {
+                search(&ctx, decode(&b)?)
+                    .await
+                    .map(|m| m.encode_to_vec().into())
+            }
+        },
+    );
+    let c = Arc::clone(&ctx);
     let bootstrap = serve(
         ctx.nats.clone(),
         rpc::BOOTSTRAP,
@@ -101,7 +116,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
             }
         },
     );
-    tokio::try_join!(register, login, users, bootstrap)?;
+    tokio::try_join!(register, login, users, search, bootstrap)?;
     Ok(())
 }
 
@@ -122,6 +137,31 @@ async fn verify_blocking(hashing: &Semaphore, pw: String, phc: String) -> Result
     tokio::task::spawn_blocking(move || password::verify(&pw, &phc))
         .await
         .map_err(Refusal::internal)
+}
+
+/// # `msgr.v1.rpc.account.search`
+/// - `invalid_query`: empty, longer than a username, or a character no
+///   username can hold (so it could never match).
+async fn search(ctx: &WorkerContext, req: pb::UserSearchRequest) -> Result<pb::Users, Refusal> {
+    let prefix = req.prefix.trim().to_ascii_lowercase();
+    let ok = (1..=32).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !ok {
+        return Err(Refusal::new(
+            "invalid_query",
+            "query must be 1-32 characters of a-z 0-9 _ . -",
+        ));
+    }
+    let found = ctx
+        .store
+        .search_users(&prefix, req.limit.clamp(1, 50))
+        .await
+        .map_err(Refusal::internal)?;
+    Ok(pb::Users {
+        users: found.iter().map(convert::user).collect(),
+    })
 }
 
 /// # `msgr.v1.rpc.account.register`

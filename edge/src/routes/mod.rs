@@ -6,6 +6,7 @@ pub mod health;
 pub mod media;
 pub mod messages;
 pub mod user;
+pub mod users;
 
 use axum::body::Body;
 use serde::de::DeserializeOwned;

@@ -1,0 +1,1593 @@
+// The msgr web client: plain ES module, no build step. State lives in a few
+// Maps below; rendering is keyed (DOM nodes are reused and only updated), and
+// user data only ever reaches the page through textContent / attributes.
+
+import {
+  Api, ApiError, Socket, tickState, maxStatus, contiguousHigh, hasGap, isImage, previewText,
+  formatTime, formatMessageTime, formatSize, parseUsernames, utf8Length, extensionFor,
+} from './api.js';
+
+const STORE_KEY = 'msgr.session';
+const FLASH_KEY = 'msgr.flash';
+const PAGE = 50; // history page when scrolling back
+const SYNC_PAGE = 200; // pages fetched to fill gaps
+const TYPING_SEND_MS = 3000;
+const TYPING_SHOW_MS = 4000;
+const MAX_TEXT_BYTES = 65536;
+
+// ---------------------------------------------------------------------------
+// DOM helpers
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+/** el('li', {class: 'x', 'data-testid': 'y', onclick: f}, 'text', child…) */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) {
+    if (c !== null && c !== undefined && c !== false) node.append(c); // strings become text nodes
+  }
+  return node;
+}
+
+/**
+ * Keyed list update: reuses existing child nodes by key, creates missing ones,
+ * drops the rest, and only moves nodes that are out of place (moving a focused
+ * node would steal keyboard focus).
+ */
+function reconcile(container, nodes, items, keyOf, create, update) {
+  const keep = new Set();
+  let prev = null;
+  for (const item of items) {
+    const key = keyOf(item);
+    keep.add(key);
+    let node = nodes.get(key);
+    if (!node) {
+      node = create(item);
+      nodes.set(key, node);
+    }
+    update(node, item);
+    const want = prev ? prev.nextSibling : container.firstChild;
+    if (node !== want) container.insertBefore(node, want);
+    prev = node;
+  }
+  for (const [key, node] of nodes) {
+    if (!keep.has(key)) {
+      node.remove();
+      nodes.delete(key);
+    }
+  }
+}
+
+const ui = {
+  auth: $('#auth-screen'),
+  authForm: $('[data-testid="auth-form"]'),
+  authError: $('[data-testid="auth-error"]'),
+  app: $('#app-screen'),
+  me: $('[data-testid="me"]'),
+  conn: $('[data-testid="conn-state"]'),
+  logout: $('[data-testid="logout"]'),
+  search: $('[data-testid="new-chat-input"]'),
+  results: $('#user-results'),
+  newGroup: $('[data-testid="new-group"]'),
+  chatList: $('[data-testid="chat-list"]'),
+  emptyList: $('.empty-list'),
+  conv: $('[data-testid="conversation"]'),
+  placeholder: $('.placeholder'),
+  convBody: $('.conv-body'),
+  back: $('.back'),
+  convAvatar: $('.conv-avatar'),
+  convTitle: $('[data-testid="conv-title"]'),
+  convSub: $('.conv-sub'),
+  typing: $('[data-testid="typing"]'),
+  membersBtn: $('[data-testid="members-button"]'),
+  messages: $('[data-testid="messages"]'),
+  jump: $('.jump'),
+  composerForm: $('.composer'),
+  composer: $('[data-testid="composer"]'),
+  attach: $('[data-testid="attach"]'),
+  groupDialog: $('#group-dialog'),
+  membersDialog: $('#members-dialog'),
+  receiptDialog: $('#receipt-dialog'),
+  lightbox: $('#lightbox'),
+  toast: $('#toast'),
+  announcer: $('#announcer'),
+};
+
+// ---------------------------------------------------------------------------
+// State
+
+let me = null; // {user_id, username, display_name, token, expires_at}
+let socket = null;
+const api = new Api({ onUnauthorized: () => logout('Your session has expired. Please log in again.') });
+
+/**
+ * Chats keyed by a stable local key: `u:<peer_id>` (direct) or `g:<group_id>`.
+ * A new direct chat has no conversation_id until the server names it, so the
+ * key cannot be the conversation id; convIndex maps conversation ids to keys.
+ */
+const chats = new Map();
+const convIndex = new Map();
+const users = new Map(); // user_id -> {user_id, username, display_name}
+/**
+ * Unacknowledged sends, resent with the same client_msg_id after a reconnect
+ * (the server dedupes). Kept in localStorage too, so a reload loses nothing.
+ */
+class Outbox extends Map {
+  set(k, v) {
+    super.set(k, v);
+    this.save();
+    return this;
+  }
+  delete(k) {
+    const had = super.delete(k);
+    if (had) this.save();
+    return had;
+  }
+  storageKey() {
+    return `msgr.outbox.${me?.user_id}`;
+  }
+  save() {
+    if (!me) return;
+    try {
+      if (this.size) localStorage.setItem(this.storageKey(), JSON.stringify([...this.values()]));
+      else localStorage.removeItem(this.storageKey());
+    } catch {
+      // storage full or disabled: the in-memory outbox still works
+    }
+  }
+  /** Puts saved sends back on screen as pending messages. */
+  restore() {
+    let saved = [];
+    try {
+      saved = JSON.parse(localStorage.getItem(this.storageKey()) || '[]');
+    } catch {
+      // unreadable: nothing to restore
+    }
+    for (const e of saved) {
+      const { frame } = e;
+      const chat = frame.to_group ? getChat('group', frame.to_group) : getChat('direct', frame.to_user);
+      chat.pending.push({
+        client_msg_id: frame.client_msg_id, sender_id: me.user_id, status: 'pending',
+        created_at: e.created_at, text: frame.text, media: e.media,
+      });
+      super.set(frame.client_msg_id, { ...e, key: chat.key });
+    }
+  }
+}
+const outbox = new Outbox(); // client_msg_id -> {frame, key, media?, created_at}
+let openKey = null;
+
+const chatNodes = new Map(); // chat key -> <li>
+const msgNodes = new Map(); // message key -> <li>, for the open conversation
+/** Object URLs of media shown in the open conversation; revoked when it closes. */
+let mediaUrls = new Map(); // url -> Promise<objectURL>
+let atBottom = true;
+
+function newChat(kind, id) {
+  return {
+    key: `${kind === 'group' ? 'g' : 'u'}:${id}`,
+    kind,
+    peer_id: kind === 'direct' ? id : undefined,
+    group_id: kind === 'group' ? id : undefined,
+    conversation_id: '',
+    title: '',
+    listed: false, // seen in a GET /chat answer
+    last_message: null,
+    last_seq: 0,
+    unread_count: 0,
+    updated_at: '',
+    group: null, // {group_id, name, created_by, members:[{user_id, role}]}
+    // Loaded history: msgs by seq; `low` = lowest seq held; `known` = highest
+    // seq up to which nothing is missing (gap detection).
+    msgs: new Map(),
+    low: Infinity,
+    known: 0,
+    loaded: false,
+    loading: null,
+    hasMoreBefore: false,
+    loadingOlder: false,
+    syncing: false,
+    resync: false,
+    pending: [], // my unacknowledged messages, in send order
+    peerWm: { delivered: 0, read: 0 }, // direct chats: the peer's watermarks
+    sentWm: { delivered: 0, read: 0 }, // watermarks this device already reported
+    typingUntil: 0,
+    lastTypingSent: 0,
+    statusTimer: null,
+  };
+}
+
+function getChat(kind, id) {
+  const key = `${kind === 'group' ? 'g' : 'u'}:${id}`;
+  let chat = chats.get(key);
+  if (!chat) {
+    chat = newChat(kind, id);
+    chats.set(key, chat);
+  }
+  return chat;
+}
+
+function setConvId(chat, id) {
+  if (!id || chat.conversation_id === id) return;
+  chat.conversation_id = id;
+  convIndex.set(id, chat.key);
+}
+
+const chatByConv = (id) => chats.get(convIndex.get(id));
+const openChatObj = () => (openKey ? chats.get(openKey) : null);
+const isMine = (m) => m.sender_id === me.user_id;
+
+function chatForMessage(m) {
+  if (m.to_group) return getChat('group', m.to_group);
+  return getChat('direct', isMine(m) ? m.to_user : m.sender_id);
+}
+
+// ---------------------------------------------------------------------------
+// Users: names of peers, senders and members, resolved in batches of ≤200
+
+const wantedUsers = new Set();
+let usersTimer = null;
+
+function wantUser(id) {
+  if (!id || users.has(id) || wantedUsers.has(id)) return;
+  wantedUsers.add(id);
+  usersTimer ??= setTimeout(resolveUsers, 30);
+}
+
+async function resolveUsers() {
+  clearTimeout(usersTimer);
+  usersTimer = null;
+  const ids = [...wantedUsers].filter((id) => !users.has(id));
+  wantedUsers.clear();
+  for (let i = 0; i < ids.length; i += 200) {
+    const batch = ids.slice(i, i + 200);
+    try {
+      for (const u of await api.usersByIds(batch)) users.set(u.user_id, u);
+    } catch {
+      // Lookup unavailable: fall through to placeholders below.
+    }
+    for (const id of batch) if (!users.has(id)) users.set(id, { user_id: id, username: '', display_name: '' });
+  }
+  render({ list: true, conv: true, members: true });
+}
+
+function userName(id) {
+  const u = users.get(id);
+  if (!u) wantUser(id);
+  const name = u && (u.display_name || u.username);
+  if (name) return name;
+  return id === me?.user_id ? me.username : 'Unknown user';
+}
+
+/** Exact username → user, via the prefix search. */
+async function findUsername(name) {
+  const found = await api.searchUsers(name, 20);
+  const u = found.find((x) => x.username.toLowerCase() === name.toLowerCase());
+  if (!u) throw new Error(`No user named “${name}”.`);
+  users.set(u.user_id, u);
+  return u;
+}
+
+function chatTitle(chat) {
+  if (chat.kind === 'group') return chat.group?.name || chat.title || 'Group';
+  const u = users.get(chat.peer_id);
+  return chat.title || (u && (u.display_name || u.username)) || userName(chat.peer_id);
+}
+
+// ---------------------------------------------------------------------------
+// Rendering (batched: many events in one tick render once)
+
+const dirty = { list: false, conv: false, members: false };
+let renderQueued = false;
+
+function render(parts) {
+  Object.assign(dirty, parts);
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    if (!me) return;
+    const d = { ...dirty };
+    dirty.list = dirty.conv = dirty.members = false;
+    if (d.list) renderChatList();
+    if (d.conv) renderConversation();
+    if (d.members && ui.membersDialog.open) renderMembers();
+  });
+}
+
+function avatarFor(node, chat) {
+  const title = chatTitle(chat);
+  node.textContent = (title.trim()[0] || '?').toUpperCase();
+  let h = 0;
+  for (const c of chat.key) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  node.style.backgroundColor = `hsl(${h % 360} 45% 55%)`;
+}
+
+function visibleChats() {
+  // A direct chat picked from search shows up once it has a message.
+  return [...chats.values()]
+    .filter((c) => c.kind === 'group' || c.last_seq > 0 || c.pending.length > 0)
+    .sort((a, b) => (Date.parse(b.updated_at) || 0) - (Date.parse(a.updated_at) || 0));
+}
+
+function renderChatList() {
+  const list = visibleChats();
+  reconcile(ui.chatList, chatNodes, list, (c) => c.key, createChatItem, updateChatItem);
+  ui.emptyList.hidden = list.length > 0;
+  const total = list.reduce((n, c) => n + (c.unread_count || 0), 0);
+  document.title = total ? `(${total}) msgr` : 'msgr';
+}
+
+function createChatItem(chat) {
+  const btn = el('button', { type: 'button', class: 'chat-item', 'data-testid': 'chat-item' },
+    el('span', { class: 'avatar', 'aria-hidden': 'true' }),
+    el('span', { class: 'chat-main' },
+      el('span', { class: 'chat-top' },
+        el('span', { class: 'chat-title', 'data-testid': 'chat-title' }),
+        el('time', { class: 'chat-time' })),
+      el('span', { class: 'chat-bottom' },
+        el('span', { class: 'chat-preview', 'data-testid': 'chat-preview' }))));
+  btn.addEventListener('click', () => openChat(chat.key));
+  return el('li', {}, btn);
+}
+
+function updateChatItem(li, chat) {
+  const btn = li.firstChild;
+  btn.dataset.conversationId = chat.conversation_id;
+  if (chat.key === openKey) btn.setAttribute('aria-current', 'true');
+  else btn.removeAttribute('aria-current');
+  avatarFor($('.avatar', btn), chat);
+  $('.chat-title', btn).textContent = chatTitle(chat);
+  const time = $('.chat-time', btn);
+  time.textContent = formatTime(chat.updated_at);
+  time.dateTime = chat.updated_at || '';
+  const last = chat.pending.at(-1) || chat.last_message;
+  $('.chat-preview', btn).textContent = last ? previewText(last) : chat.kind === 'group' ? 'New group' : '';
+  let badge = $('[data-testid="unread"]', btn);
+  if (chat.unread_count > 0) {
+    if (!badge) {
+      badge = el('span', { class: 'badge', 'data-testid': 'unread' });
+      $('.chat-bottom', btn).append(badge);
+    }
+    badge.textContent = String(chat.unread_count);
+    badge.setAttribute('aria-label', `${chat.unread_count} unread`);
+  } else if (badge) {
+    badge.remove();
+  }
+}
+
+/** Messages shown: everything held, in seq order, then my pending sends. */
+function shownMessages(chat) {
+  const held = [...chat.msgs.values()].sort((a, b) => a.seq - b.seq);
+  return held.concat(chat.pending);
+}
+
+const msgKey = (m) => (m.seq ? `m:${m.message_id}` : `p:${m.client_msg_id}`);
+
+function renderConversation() {
+  const chat = openChatObj();
+  ui.placeholder.hidden = !!chat;
+  ui.convBody.hidden = !chat;
+  ui.app.classList.toggle('conv-open', !!chat);
+  if (!chat) {
+    ui.conv.dataset.conversationId = '';
+    return;
+  }
+  ui.conv.dataset.conversationId = chat.conversation_id;
+  ui.convTitle.textContent = chatTitle(chat);
+  avatarFor(ui.convAvatar, chat);
+  const typing = chat.kind === 'direct' && chat.typingUntil > Date.now();
+  ui.typing.hidden = !typing;
+  ui.convSub.hidden = typing;
+  ui.convSub.textContent = chat.kind === 'group' && chat.group ? `${chat.group.members.length} members` : '';
+  ui.membersBtn.hidden = chat.kind !== 'group';
+
+  const box = ui.messages;
+  const stick = atBottom;
+  reconcile(box, msgNodes, shownMessages(chat), msgKey, (m) => createMessage(chat, m), (n, m) => updateMessage(chat, n, m));
+  if (stick) box.scrollTop = box.scrollHeight;
+  onScroll();
+}
+
+function createMessage(chat, m) {
+  const mine = isMine(m);
+  const li = el('li', { class: `msg ${mine ? 'mine' : 'theirs'}`, 'data-testid': 'message', 'data-mine': String(mine) });
+  const bubble = el('div', { class: 'bubble' });
+  if (chat.kind === 'group' && !mine) bubble.append(el('div', { class: 'sender', 'data-testid': 'message-sender' }));
+  if (m.media) bubble.append(mediaNode(m));
+  if (m.text) bubble.append(el('div', { class: 'text', 'data-testid': 'message-text', text: m.text }));
+  const meta = el('div', { class: 'meta' }, el('time', {}));
+  if (mine) meta.append(el('span', { class: 'ticks', 'data-testid': 'ticks', role: 'img' }));
+  bubble.append(meta);
+  li.append(bubble);
+  if (mine && chat.kind === 'group') {
+    // Own group messages open the per-member receipt panel (click or keyboard).
+    li.tabIndex = 0;
+    li.title = 'Message info';
+    li.addEventListener('click', (e) => {
+      if (!e.target.closest('a, button')) openReceiptInfo(chat, li.dataset.seq);
+    });
+    li.addEventListener('keydown', (e) => {
+      if ((e.key === 'Enter' || e.key === ' ') && e.target === li) {
+        e.preventDefault();
+        openReceiptInfo(chat, li.dataset.seq);
+      }
+    });
+  }
+  return li;
+}
+
+const TICK_TEXT = { pending: '', sent: '✓', delivered: '✓✓', read: '✓✓' };
+const CLOCK = 'M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16zm.5-13H11v6l5.2 3.1.8-1.2-4.5-2.7z';
+const FILE = 'M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8zm4 18H6V4h7v5h5z';
+
+/** An inline SVG icon (emoji fonts are not everywhere). */
+function icon(d) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('class', 'icon');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(NS, 'path');
+  path.setAttribute('d', d);
+  svg.append(path);
+  return svg;
+}
+const TICK_LABEL = { pending: 'Sending', sent: 'Sent', delivered: 'Delivered', read: 'Read' };
+
+function updateMessage(chat, li, m) {
+  const mine = isMine(m);
+  const s = mine ? tickState(m, chat.kind === 'direct' ? chat.peerWm : undefined) : '';
+  const name = chat.kind === 'group' && !mine ? userName(m.sender_id) : '';
+  const when = m.sent_at || m.created_at;
+  // Every render visits every message: skip the ones that did not change.
+  const sig = [m.seq, s, name, when, m.progress, m.error, new Date().toDateString()].join('|');
+  if (li.sig === sig) return;
+  li.sig = sig;
+  li.dataset.seq = m.seq ? String(m.seq) : '';
+  const sender = $('.sender', li);
+  if (sender) sender.textContent = name;
+  const time = $('time', li);
+  time.textContent = formatMessageTime(when);
+  time.dateTime = when || '';
+  time.title = when ? new Date(when).toLocaleString() : '';
+  const ticks = $('[data-testid="ticks"]', li);
+  if (ticks) {
+    ticks.dataset.status = s;
+    if (s === 'pending') ticks.replaceChildren(icon(CLOCK));
+    else ticks.textContent = TICK_TEXT[s];
+    ticks.setAttribute('aria-label', TICK_LABEL[s]);
+  }
+  // Upload progress while the file goes up.
+  let prog = $('[data-testid="upload-progress"]', li);
+  if (m.progress != null) {
+    if (!prog) {
+      prog = el('progress', { 'data-testid': 'upload-progress', max: '1', 'aria-label': 'Upload progress' });
+      $('.bubble', li).prepend(prog);
+    }
+    prog.value = m.progress;
+  } else if (prog) {
+    prog.remove();
+  }
+  // A refused send: the reason and a retry button.
+  let err = $('.msg-error', li);
+  if (m.error) {
+    if (!err) {
+      err = el('div', { class: 'msg-error', role: 'alert' }, el('span'),
+        el('button', { type: 'button', class: 'text-btn', onclick: () => retrySend(chat, m) }, 'Retry'));
+      $('.bubble', li).append(err);
+    }
+    err.firstChild.textContent = m.error;
+    err.lastChild.hidden = !m.retry;
+  } else if (err) {
+    err.remove();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Media: authorised fetches as blobs, shown through object URLs
+
+function mediaUrl(url) {
+  let p = mediaUrls.get(url);
+  if (!p) {
+    p = api.fetchBlob(url).then((b) => URL.createObjectURL(b));
+    p.catch(() => mediaUrls.delete(url)); // a later render may retry
+    mediaUrls.set(url, p);
+  }
+  return p;
+}
+
+function revokeMedia() {
+  for (const p of mediaUrls.values()) p.then((u) => URL.revokeObjectURL(u), () => {});
+  mediaUrls = new Map();
+}
+
+function mediaNode(m) {
+  const media = m.media;
+  if (isImage(media)) {
+    const img = el('img', { 'data-testid': 'message-image', alt: m.text ? 'Photo' : 'Photo (no caption)' });
+    const btn = el('button', { type: 'button', class: 'media-btn', title: 'Open photo' }, img);
+    btn.addEventListener('click', () => openLightbox(m.media));
+    if (media.url) loadThumb(img, media);
+    else img.alt = `Uploading ${media.name || 'photo'}`;
+    img.addEventListener('load', () => {
+      if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
+    });
+    return btn;
+  }
+  const label = `${media.name || media.content_type || 'File'} · ${formatSize(media.size)}`;
+  const a = el('a', { class: 'file', 'data-testid': 'message-file', href: media.url || '#' },
+    icon(FILE), el('span', { text: label }));
+  a.addEventListener('click', (e) => {
+    e.preventDefault();
+    if (m.media.url) download(m.media);
+  });
+  return a;
+}
+
+/** The thumbnail if it exists (it is made asynchronously), else the full image. */
+async function loadThumb(img, media) {
+  const conv = openKey;
+  let src;
+  try {
+    src = await mediaUrl(media.thumbnail_url || media.url);
+  } catch {
+    try {
+      src = await mediaUrl(media.url);
+    } catch {
+      img.alt = 'Photo unavailable';
+      return;
+    }
+  }
+  if (conv === openKey) img.src = src;
+}
+
+async function openLightbox(media) {
+  if (!media.url) return;
+  const img = $('img', ui.lightbox);
+  img.removeAttribute('src');
+  ui.lightbox.showModal();
+  try {
+    img.src = await mediaUrl(media.url);
+  } catch (e) {
+    ui.lightbox.close();
+    toast(`Could not open the photo: ${e.message}`);
+  }
+}
+
+async function download(media) {
+  try {
+    const blob = await api.fetchBlob(media.url);
+    const url = URL.createObjectURL(blob);
+    const a = el('a', { href: url, download: media.name || `${media.media_id}.${extensionFor(media.content_type)}` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (e) {
+    toast(`Download failed: ${e.message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// History: initial page, older pages, gap filling
+
+function fetchHistory(chat, params) {
+  if (chat.kind === 'group') {
+    return api.group(chat.group_id, params).then((r) => {
+      applyGroup(chat, r.group);
+      return r;
+    });
+  }
+  return api.direct(me.user_id, chat.peer_id, params).then((r) => {
+    setConvId(chat, r.conversation_id);
+    return r;
+  });
+}
+
+/** Adds messages to a chat's cache (deduplicated by seq, statuses only move forward). */
+function addMessages(chat, list) {
+  for (const m of list) {
+    if (!m || !m.seq) continue;
+    setConvId(chat, m.conversation_id);
+    const old = chat.msgs.get(m.seq);
+    if (old) {
+      old.status = maxStatus(old.status, m.status);
+      if (m.media?.thumbnail_url && old.media) old.media.thumbnail_url ??= m.media.thumbnail_url;
+    } else {
+      chat.msgs.set(m.seq, m);
+    }
+    chat.low = Math.min(chat.low, m.seq);
+    if (isMine(m)) {
+      // Stored already (e.g. fetched during a resync): the pending copy goes.
+      dropPending(chat, m.client_msg_id, chat.msgs.get(m.seq));
+      // In a direct chat "read"/"delivered" on one message covers all before it.
+      if (chat.kind === 'direct') {
+        if (m.status === 'read') chat.peerWm.read = Math.max(chat.peerWm.read, m.seq);
+        if (m.status === 'read' || m.status === 'delivered') chat.peerWm.delivered = Math.max(chat.peerWm.delivered, m.seq);
+      }
+    } else {
+      // The server moves a sender's read watermark to each message they send,
+      // so a reply means the peer has read everything before it.
+      if (chat.kind === 'direct') {
+        chat.peerWm.read = Math.max(chat.peerWm.read, m.seq);
+        chat.peerWm.delivered = Math.max(chat.peerWm.delivered, m.seq);
+      }
+      if (chat.typingUntil && m.sent_at) chat.typingUntil = 0;
+    }
+  }
+  chat.known = contiguousHigh(Math.max(chat.known, chat.low === Infinity ? 0 : chat.low - 1), (s) => chat.msgs.has(s));
+  const top = chat.msgs.get(chat.known);
+  if (top && top.seq >= chat.last_seq) notePreview(chat, top);
+}
+
+function notePreview(chat, m) {
+  chat.last_seq = m.seq;
+  chat.last_message = m;
+  if (m.sent_at && (!chat.updated_at || m.sent_at > chat.updated_at)) chat.updated_at = m.sent_at;
+}
+
+function loadInitial(chat) {
+  if (chat.loaded) return Promise.resolve();
+  if (chat.loading) return chat.loading;
+  chat.loading = (async () => {
+    try {
+      const r = await fetchHistory(chat, { limit: PAGE });
+      if (r.messages.length) chat.known = Math.max(chat.known, r.messages[0].seq - 1);
+      addMessages(chat, r.messages);
+      chat.hasMoreBefore = !!r.has_more;
+      chat.loaded = true;
+      // Messages pushed while this page was on its way may sit beyond a hole.
+      if (hasGap(chat.known, Math.max(0, ...chat.msgs.keys()))) syncAfter(chat);
+      if (chat.known > chat.sentWm.delivered) queueReceipt(chat, 'delivered', chat.known);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) toast(`Could not load messages: ${e.message}`);
+    } finally {
+      chat.loading = null;
+    }
+    render({ conv: true, list: true });
+    // Fill the viewport so that scrolling up is possible at all.
+    queueMicrotask(() => queueMicrotask(() => fillViewport(chat)));
+  })();
+  return chat.loading;
+}
+
+async function fillViewport(chat) {
+  const box = ui.messages;
+  if (chat.key === openKey && chat.hasMoreBefore && box.scrollHeight <= box.clientHeight + 50) {
+    const low = chat.low;
+    await loadOlder(chat);
+    if (chat.low < low) fillViewport(chat); // stop on errors instead of looping
+  }
+}
+
+/** One page older than the lowest seq held, keeping the scroll position. */
+async function loadOlder(chat) {
+  if (!chat.loaded || !chat.hasMoreBefore || chat.loadingOlder) return;
+  chat.loadingOlder = true;
+  try {
+    const r = await fetchHistory(chat, { before: chat.low, limit: PAGE });
+    const box = ui.messages;
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    addMessages(chat, r.messages);
+    chat.hasMoreBefore = !!r.has_more && r.messages.length > 0;
+    if (chat.key === openKey) {
+      const wasAtBottom = atBottom;
+      atBottom = false; // render synchronously, then restore the position
+      renderConversation();
+      box.scrollTop = wasAtBottom ? box.scrollHeight : box.scrollHeight - fromBottom;
+      onScroll();
+    }
+  } catch (e) {
+    toast(`Could not load older messages: ${e.message}`);
+  } finally {
+    chat.loadingOlder = false;
+  }
+}
+
+/** Fetches `after=<known>` until nothing is missing (gap filling, catch-up). */
+async function syncAfter(chat) {
+  if (!chat.loaded) return;
+  if (chat.syncing) {
+    chat.resync = true; // run once more when the current pass ends
+    return;
+  }
+  chat.syncing = true;
+  try {
+    do {
+      chat.resync = false;
+      for (;;) {
+        const before = chat.known;
+        const r = await fetchHistory(chat, { after: chat.known, limit: SYNC_PAGE });
+        addMessages(chat, r.messages);
+        if (!r.has_more || chat.known === before) break;
+      }
+    } while (chat.resync);
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) toast(`Could not sync: ${e.message}`);
+  } finally {
+    chat.syncing = false;
+  }
+  queueReceipt(chat, 'delivered', chat.known);
+  render({ conv: true, list: true });
+  maybeRead();
+}
+
+/**
+ * Refreshes the `status` of my messages that are not read yet (groups: after a
+ * receipt frame; any chat: after a reconnect, when receipts may have been missed).
+ */
+function refreshStatuses(chat, delay = 400) {
+  clearTimeout(chat.statusTimer);
+  chat.statusTimer = setTimeout(async () => {
+    // Only the latest page: an old message someone never reads must not make
+    // every receipt in a busy group re-download a long stretch of history.
+    const floor = Math.max(0, chat.known - SYNC_PAGE);
+    const open = [...chat.msgs.values()].filter((m) => isMine(m) && m.status !== 'read' && m.seq > floor).map((m) => m.seq);
+    if (!open.length || !chat.loaded) return;
+    try {
+      addMessages(chat, (await fetchHistory(chat, { after: Math.min(...open) - 1, limit: SYNC_PAGE })).messages);
+    } catch {
+      return; // next receipt or reconnect tries again
+    }
+    render({ conv: true });
+  }, delay);
+}
+
+// ---------------------------------------------------------------------------
+// Receipts
+
+const receiptQueue = new Map(); // `${key}|${status}` -> {chat, status, seq}
+let receiptTimer = null;
+
+/** Coalesces watermark receipts (many messages in a burst → one frame). */
+function queueReceipt(chat, status, seq) {
+  if (!chat.conversation_id || !seq || seq <= chat.sentWm[status]) return;
+  const k = `${chat.key}|${status}`;
+  const q = receiptQueue.get(k);
+  if (!q || q.seq < seq) receiptQueue.set(k, { chat, status, seq });
+  receiptTimer ??= setTimeout(flushReceipts, 100);
+}
+
+function flushReceipts() {
+  receiptTimer = null;
+  for (const { chat, status, seq } of receiptQueue.values()) {
+    if (seq <= chat.sentWm[status]) continue;
+    const ok = socket?.send({ type: 'receipt', conversation_id: chat.conversation_id, status, up_to_seq: seq });
+    // Unsent (offline): not recorded, so the post-reconnect sync sends it again.
+    if (ok) chat.sentWm[status] = seq;
+  }
+  receiptQueue.clear();
+}
+
+/** The open conversation is being read: visible tab, scrolled to the bottom. */
+function isReading(chat) {
+  return chat && chat.key === openKey && chat.loaded && document.visibilityState === 'visible' && atBottom;
+}
+
+function maybeRead() {
+  const chat = openChatObj();
+  if (!isReading(chat)) return;
+  const top = chat.known;
+  if (top > chat.sentWm.read) queueReceipt(chat, 'read', top);
+  if (chat.unread_count) {
+    chat.unread_count = Math.max(0, chat.last_seq - top);
+    render({ list: true });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket frames
+
+function onFrame(f) {
+  switch (f.type) {
+    case 'ack': return onAck(f);
+    case 'message': return onMessage(f.message);
+    case 'receipt': return onReceipt(f);
+    case 'typing': return onTyping(f);
+    case 'error': return onErrorFrame(f);
+    case 'group': return onGroupEvent(f);
+    default: return undefined; // pong, presence, future frame types
+  }
+}
+
+let listRefreshTimer = null;
+function refreshChatListSoon() {
+  clearTimeout(listRefreshTimer);
+  listRefreshTimer = setTimeout(refreshChatList, 300);
+}
+
+function onMessage(m) {
+  if (!m || !m.seq) return;
+  const chat = chatForMessage(m);
+  setConvId(chat, m.conversation_id);
+  const mine = isMine(m);
+  if (mine) outbox.delete(m.client_msg_id);
+  const isNew = m.seq > chat.last_seq;
+  // Not just the next one: something in between is missing from the list
+  // (unread count, preview, and for a new chat its title) — ask the server.
+  if (hasGap(chat.last_seq, m.seq) || !chat.listed) refreshChatListSoon();
+  if (chat.loaded || chat.loading || chat.key === openKey) {
+    addMessages(chat, [m]);
+    if (chat.loaded && hasGap(chat.known, m.seq)) syncAfter(chat);
+  } else {
+    dropPending(chat, m.client_msg_id, m);
+  }
+  if (isNew) {
+    notePreview(chat, m);
+    if (mine) chat.unread_count = 0; // sending moves my read watermark
+    else if (!isReading(chat)) chat.unread_count += 1;
+  }
+  if (!mine) {
+    chat.typingUntil = 0;
+    // Delivered up to the highest seq received (loaded chats: without holes).
+    queueReceipt(chat, 'delivered', chat.loaded ? chat.known : m.seq);
+    announce(`${chat.kind === 'group' ? `${userName(m.sender_id)} in ${chatTitle(chat)}` : userName(m.sender_id)}: ${previewText(m)}`);
+  }
+  render({ list: true, conv: chat.key === openKey });
+  maybeRead();
+}
+
+function onAck(f) {
+  const entry = outbox.get(f.client_msg_id);
+  outbox.delete(f.client_msg_id);
+  const chat = entry ? chats.get(entry.key) : chatByConv(f.conversation_id);
+  if (!chat) return;
+  setConvId(chat, f.conversation_id);
+  const p = chat.pending.find((x) => x.client_msg_id === f.client_msg_id);
+  const m = {
+    message_id: f.message_id, client_msg_id: f.client_msg_id, conversation_id: f.conversation_id,
+    seq: f.seq, sender_id: me.user_id, sent_at: f.sent_at, status: 'sent',
+    ...(chat.kind === 'group' ? { to_group: chat.group_id } : { to_user: chat.peer_id }),
+  };
+  if (p?.text) m.text = p.text;
+  if (p?.media) m.media = { ...p.media };
+  chat.sentWm.read = Math.max(chat.sentWm.read, f.seq); // the server moved it for us
+  if (chat.loaded || chat.loading || chat.key === openKey) {
+    addMessages(chat, [m]); // also drops the pending copy, reusing its DOM node
+    if (chat.loaded && hasGap(chat.known, f.seq)) syncAfter(chat);
+  } else {
+    dropPending(chat, f.client_msg_id, m);
+  }
+  if (f.seq > chat.last_seq) notePreview(chat, chat.msgs.get(f.seq) || m);
+  chat.unread_count = 0;
+  render({ list: true, conv: chat.key === openKey });
+}
+
+/** Removes a pending message; its DOM node is re-keyed to the stored message. */
+function dropPending(chat, cmid, stored) {
+  if (!cmid) return;
+  const i = chat.pending.findIndex((x) => x.client_msg_id === cmid);
+  if (i < 0) return;
+  const [p] = chat.pending.splice(i, 1);
+  outbox.delete(cmid);
+  if (stored && p.media && stored.media && !stored.media.name) stored.media.name = p.media.name;
+  const node = msgNodes.get(`p:${cmid}`);
+  if (node && chat.key === openKey && stored?.message_id) {
+    msgNodes.delete(`p:${cmid}`);
+    const key = `m:${stored.message_id}`;
+    if (msgNodes.has(key)) node.remove(); // the stored copy is on screen already
+    else msgNodes.set(key, node);
+  }
+}
+
+function onReceipt(f) {
+  const chat = chatByConv(f.conversation_id);
+  if (!chat) return;
+  if (f.user_id === me.user_id) {
+    // One of my other devices: keep this one's watermarks and badge in step.
+    chat.sentWm[f.status] = Math.max(chat.sentWm[f.status], f.up_to_seq);
+    if (f.status === 'read') {
+      chat.unread_count = Math.max(0, Math.min(chat.unread_count, chat.last_seq - f.up_to_seq));
+      render({ list: true });
+    }
+    return;
+  }
+  if (chat.kind === 'direct') {
+    const wm = chat.peerWm;
+    wm.delivered = Math.max(wm.delivered, f.up_to_seq);
+    if (f.status === 'read') wm.read = Math.max(wm.read, f.up_to_seq);
+    render({ conv: chat.key === openKey });
+  } else if (chat.key === openKey) {
+    // A group message is "read" once every member read it: ask the server.
+    refreshStatuses(chat);
+  }
+}
+
+function onTyping(f) {
+  const chat = chatByConv(f.conversation_id);
+  if (!chat || f.user_id === me.user_id) return;
+  chat.typingUntil = Date.now() + TYPING_SHOW_MS;
+  render({ conv: chat.key === openKey });
+  setTimeout(() => render({ conv: true }), TYPING_SHOW_MS + 50);
+}
+
+function onErrorFrame(f) {
+  const entry = f.client_msg_id && outbox.get(f.client_msg_id);
+  if (!entry) {
+    toast(f.message || f.code || 'The server refused a request');
+    return;
+  }
+  outbox.delete(f.client_msg_id);
+  const chat = chats.get(entry.key);
+  const p = chat?.pending.find((x) => x.client_msg_id === f.client_msg_id);
+  if (p) {
+    p.error = f.message || f.code;
+    p.retry = { frame: entry.frame };
+    render({ conv: chat.key === openKey });
+  }
+}
+
+function retrySend(chat, p) {
+  if (!p.retry) return;
+  p.error = null;
+  outbox.set(p.client_msg_id, { frame: p.retry.frame, key: chat.key });
+  p.retry = null;
+  socket.send(outbox.get(p.client_msg_id).frame);
+  render({ conv: true });
+}
+
+function applyGroup(chat, g) {
+  if (!g) return;
+  chat.group = { ...chat.group, ...g };
+  chat.title = g.name || chat.title;
+  setConvId(chat, g.conversation_id || g.group_id);
+  for (const m of g.members || []) wantUser(m.user_id);
+  render({ list: true, conv: chat.key === openKey, members: true });
+}
+
+function onGroupEvent(f) {
+  const aboutMe = f.user_id === me.user_id;
+  if (aboutMe && (f.event === 'removed' || f.event === 'left')) {
+    const gone = chats.get(`g:${f.group_id}`);
+    if (gone) removeChat(gone, f.event === 'left' ? `You left “${chatTitle(gone)}”.` : `You were removed from “${chatTitle(gone)}”.`);
+    return;
+  }
+  const chat = getChat('group', f.group_id);
+  applyGroup(chat, f.group);
+  setConvId(chat, f.group_id);
+  if (!chat.updated_at) chat.updated_at = new Date().toISOString();
+  if (aboutMe && f.event === 'added') refreshChatListSoon(); // unread counts, last message
+  if (chat.key === openKey && !aboutMe && f.event !== 'created') {
+    const who = userName(f.user_id);
+    toast(f.event === 'added' ? `${who} joined` : f.event === 'left' ? `${who} left` : `${who} was removed`);
+  }
+  render({ list: true, conv: chat.key === openKey, members: true });
+}
+
+function removeChat(chat, message) {
+  chats.delete(chat.key);
+  convIndex.delete(chat.conversation_id);
+  if (openKey === chat.key) {
+    if (ui.membersDialog.open) ui.membersDialog.close();
+    closeConversation();
+  }
+  if (message) toast(message);
+  render({ list: true, conv: true });
+}
+
+// ---------------------------------------------------------------------------
+// Chat list sync
+
+let listSyncing = null;
+
+async function refreshChatList() {
+  if (listSyncing) return listSyncing;
+  listSyncing = (async () => {
+    const before = new Set(chats.keys()); // chats made during the fetch are not stale
+    try {
+      const seen = new Set();
+      let cursor;
+      let complete = false;
+      for (let i = 0; i < 10; i++) {
+        const page = await api.chats(me.user_id, { limit: 100, cursor });
+        for (const c of page.chats) seen.add(mergeServerChat(c));
+        cursor = page.next_cursor;
+        if (!cursor) {
+          complete = true;
+          break;
+        }
+      }
+      // Groups I left or was removed from while away are no longer listed.
+      if (complete) {
+        for (const chat of [...chats.values()]) {
+          if (chat.kind === 'group' && before.has(chat.key) && !seen.has(chat.key)) removeChat(chat);
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) toast(`Could not load chats: ${e.message}`);
+    } finally {
+      listSyncing = null;
+    }
+    render({ list: true, conv: true });
+    maybeRead();
+  })();
+  return listSyncing;
+}
+
+function mergeServerChat(c) {
+  const chat = getChat(c.kind === 'group' ? 'group' : 'direct', c.kind === 'group' ? c.group_id : c.peer_id);
+  setConvId(chat, c.conversation_id);
+  chat.listed = true;
+  if (c.title) chat.title = c.title;
+  if (c.last_seq >= chat.last_seq) {
+    chat.last_seq = c.last_seq;
+    if (c.last_message) chat.last_message = c.last_message;
+    chat.unread_count = c.unread_count || 0;
+  }
+  if (!chat.updated_at || (c.updated_at && c.updated_at > chat.updated_at)) chat.updated_at = c.updated_at;
+  const lm = c.last_message;
+  if (lm && !isMine(lm)) queueReceipt(chat, 'delivered', c.last_seq);
+  if (chat.loaded && c.last_seq > chat.known) syncAfter(chat); // missed something
+  return chat.key;
+}
+
+// ---------------------------------------------------------------------------
+// Opening chats
+
+function openChat(key) {
+  const chat = chats.get(key);
+  if (!chat) return;
+  if (openKey !== key) {
+    const prev = openChatObj();
+    if (prev) prev.draft = ui.composer.value;
+    revokeMedia();
+    msgNodes.clear();
+    ui.messages.replaceChildren();
+    openKey = key;
+    atBottom = true;
+    ui.composer.value = chat.draft || '';
+    autosize();
+  }
+  render({ list: true, conv: true });
+  loadInitial(chat).then(() => {
+    if (chat.key === openKey) {
+      ui.messages.scrollTop = ui.messages.scrollHeight;
+      onScroll();
+      maybeRead();
+    }
+  });
+  if (matchMedia('(min-width: 721px)').matches) ui.composer.focus();
+  else ui.back.focus();
+}
+
+function closeConversation() {
+  const key = openKey;
+  openKey = null;
+  revokeMedia();
+  msgNodes.clear();
+  ui.messages.replaceChildren();
+  render({ list: true, conv: true });
+  // Back on the list (narrow screens): focus the chat we came from.
+  queueMicrotask(() => chatNodes.get(key)?.firstChild.focus());
+}
+
+function startDirect(user) {
+  users.set(user.user_id, user);
+  const chat = getChat('direct', user.user_id);
+  if (!chat.title) chat.title = user.display_name || user.username;
+  ui.search.value = '';
+  showResults([]);
+  openChat(chat.key);
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+
+function newPending(chat, fields) {
+  const p = {
+    client_msg_id: crypto.randomUUID(), sender_id: me.user_id, conversation_id: chat.conversation_id,
+    created_at: new Date().toISOString(), status: 'pending', ...fields,
+  };
+  chat.pending.push(p);
+  if (!chat.updated_at || chat.last_seq === 0) chat.updated_at = p.created_at;
+  atBottom = true; // my own send scrolls to the bottom
+  render({ list: true, conv: true });
+  return p;
+}
+
+function sendPending(chat, p) {
+  const frame = { type: 'send', client_msg_id: p.client_msg_id };
+  if (chat.kind === 'group') frame.to_group = chat.group_id;
+  else frame.to_user = chat.peer_id;
+  if (p.text) frame.text = p.text;
+  if (p.media?.media_id) frame.media_id = p.media.media_id;
+  outbox.set(p.client_msg_id, { frame, key: chat.key, media: p.media, created_at: p.created_at });
+  socket.send(frame); // offline: stays in the outbox until the socket reopens
+}
+
+function sendText() {
+  const chat = openChatObj();
+  const text = ui.composer.value.trim();
+  if (!chat || !text) return;
+  if (utf8Length(text) > MAX_TEXT_BYTES) {
+    toast('That message is too long (64 KB at most).');
+    return;
+  }
+  ui.composer.value = '';
+  autosize();
+  sendPending(chat, newPending(chat, { text }));
+}
+
+function sendFile(file) {
+  const chat = openChatObj();
+  if (!chat || !file) return;
+  // The composer's text goes along as the caption.
+  const text = ui.composer.value.trim();
+  ui.composer.value = '';
+  autosize();
+  const p = newPending(chat, {
+    text: text || undefined,
+    media: { content_type: file.type || 'application/octet-stream', size: file.size, name: file.name },
+    progress: 0,
+  });
+  const repaint = () => render({ conv: chat.key === openKey });
+  const up = api.upload(file, (done, total) => {
+    p.progress = total ? done / total : 0;
+    repaint();
+  });
+  up.promise.then((r) => {
+    p.progress = null;
+    p.media = { media_id: r.media_id, content_type: r.content_type, size: r.size, url: r.url || `/media/${r.media_id}`, name: file.name };
+    // My own picture needs no download: seed the cache with the local file.
+    if (isImage(p.media) && chat.key === openKey) mediaUrls.set(p.media.url, Promise.resolve(URL.createObjectURL(file)));
+    const node = msgNodes.get(`p:${p.client_msg_id}`);
+    if (node) {
+      const old = $('.media-btn, .file', node);
+      old?.replaceWith(mediaNode(p));
+    }
+    sendPending(chat, p);
+    repaint();
+  }, (e) => {
+    p.progress = null;
+    p.error = `Upload failed: ${e.message}`;
+    repaint();
+  });
+}
+
+function onComposerInput() {
+  autosize();
+  const chat = openChatObj();
+  if (!chat || chat.kind !== 'direct' || !chat.conversation_id || !ui.composer.value) return;
+  const now = Date.now();
+  if (now - chat.lastTypingSent > TYPING_SEND_MS) {
+    chat.lastTypingSent = now;
+    socket.send({ type: 'typing', conversation_id: chat.conversation_id });
+  }
+}
+
+function autosize() {
+  ui.composer.style.height = 'auto';
+  ui.composer.style.height = `${Math.min(ui.composer.scrollHeight, 160)}px`;
+}
+
+// ---------------------------------------------------------------------------
+// Groups: create, members, receipts
+
+async function createGroup(e) {
+  e.preventDefault();
+  const form = e.target;
+  const errBox = $('.error', form);
+  const name = form.elements.name.value.trim();
+  errBox.textContent = '';
+  if (!name) {
+    errBox.textContent = 'Give the group a name.';
+    return;
+  }
+  const submit = $('[data-testid="group-create"]', form);
+  submit.disabled = true;
+  try {
+    const names = parseUsernames(form.elements.members.value).filter((n) => n !== me.username.toLowerCase());
+    const found = await Promise.all(names.map(findUsername));
+    const g = await api.createGroup(name, found.map((u) => u.user_id));
+    const chat = getChat('group', g.group_id);
+    applyGroup(chat, g);
+    chat.updated_at ||= new Date().toISOString();
+    form.reset();
+    ui.groupDialog.close();
+    openChat(chat.key);
+  } catch (err) {
+    errBox.textContent = err.message;
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+const memberNodes = new Map();
+
+function renderMembers() {
+  const chat = openChatObj();
+  const list = $('.member-list', ui.membersDialog);
+  if (!chat?.group) {
+    list.replaceChildren();
+    memberNodes.clear();
+    return;
+  }
+  const members = chat.group.members || [];
+  const iAmAdmin = members.some((m) => m.user_id === me.user_id && m.role === 'admin');
+  $('.add-member', ui.membersDialog).hidden = !iAmAdmin;
+  const sorted = [...members].sort((a, b) => (a.role === b.role ? userName(a.user_id).localeCompare(userName(b.user_id)) : a.role === 'admin' ? -1 : 1));
+  reconcile(list, memberNodes, sorted, (m) => m.user_id, (m) => {
+    const li = el('li', { class: 'member', 'data-testid': 'member', 'data-user-id': m.user_id },
+      el('span', { class: 'member-name' }), el('span', { class: 'role muted' }));
+    if (m.user_id !== me.user_id) {
+      li.append(el('button', { type: 'button', class: 'text-btn danger', 'data-testid': 'remove-member', onclick: () => removeMember(chat, m.user_id) }, 'Remove'));
+    }
+    return li;
+  }, (li, m) => {
+    const u = users.get(m.user_id);
+    $('.member-name', li).textContent = `${userName(m.user_id)}${m.user_id === me.user_id ? ' (you)' : ''}${u?.username ? ` @${u.username}` : ''}`;
+    $('.role', li).textContent = m.role === 'admin' ? 'admin' : '';
+    const rm = $('[data-testid="remove-member"]', li);
+    if (rm) {
+      rm.hidden = !iAmAdmin;
+      rm.setAttribute('aria-label', `Remove ${userName(m.user_id)}`);
+    }
+  });
+}
+
+function openMembers() {
+  const chat = openChatObj();
+  if (!chat || chat.kind !== 'group') return;
+  $('.error', ui.membersDialog).textContent = '';
+  renderMembers();
+  ui.membersDialog.showModal();
+  // Refresh from the server: membership may have changed.
+  fetchHistory(chat, { limit: 1 }).catch(() => {});
+}
+
+async function memberAction(fn) {
+  const errBox = $('.error', ui.membersDialog);
+  errBox.textContent = '';
+  try {
+    await fn();
+  } catch (e) {
+    errBox.textContent = e.message;
+  }
+}
+
+function removeMember(chat, userId) {
+  return memberAction(async () => {
+    const g = await api.removeMember(chat.group_id, userId);
+    if (userId === me.user_id) {
+      ui.membersDialog.close();
+      removeChat(chat, `You left “${chatTitle(chat)}”.`);
+      return;
+    }
+    if (g?.members) applyGroup(chat, g);
+    else if (chat.group) chat.group.members = chat.group.members.filter((m) => m.user_id !== userId);
+    render({ members: true, conv: true });
+  });
+}
+
+function addMember(e) {
+  e.preventDefault();
+  const chat = openChatObj();
+  const input = $('[data-testid="add-member-input"]', ui.membersDialog);
+  const name = input.value.trim().replace(/^@/, '');
+  if (!chat || !name) return;
+  memberAction(async () => {
+    const u = await findUsername(name);
+    const g = await api.addMember(chat.group_id, u.user_id);
+    if (g?.members) applyGroup(chat, g);
+    else fetchHistory(chat, { limit: 1 }).catch(() => {});
+    input.value = '';
+    render({ members: true });
+  });
+}
+
+async function openReceiptInfo(chat, seqText) {
+  const seq = Number(seqText);
+  if (!seq) return; // still pending
+  const list = $('.receipt-list', ui.receiptDialog);
+  const errBox = $('.error', ui.receiptDialog);
+  list.replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
+  errBox.textContent = '';
+  if (!ui.receiptDialog.open) ui.receiptDialog.showModal();
+  try {
+    const r = await api.receipts(chat.group_id, seq);
+    const members = r.members.filter((m) => m.user_id !== me.user_id);
+    members.forEach((m) => wantUser(m.user_id));
+    if (wantedUsers.size) await resolveUsers();
+    list.replaceChildren(...members.map((m) => {
+      const state = m.read ? 'read' : m.delivered ? 'delivered' : 'sent';
+      return el('li', { class: 'receipt-member', 'data-testid': 'receipt-member', 'data-user-id': m.user_id, 'data-state': state },
+        el('span', { text: userName(m.user_id) }),
+        el('span', { class: `ticks ${state}`, 'data-status': state }, `${TICK_TEXT[state] || '–'} ${TICK_LABEL[state]}`));
+    }));
+    if (!members.length) list.replaceChildren(el('li', { class: 'muted' }, 'No other members.'));
+  } catch (e) {
+    list.replaceChildren();
+    errBox.textContent = e.message;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// New-chat search
+
+let searchTimer = null;
+let searchSeq = 0;
+
+function onSearchInput() {
+  clearTimeout(searchTimer);
+  const q = ui.search.value.trim().replace(/^@/, '').toLowerCase();
+  if (!q) {
+    showResults([]);
+    return;
+  }
+  searchTimer = setTimeout(async () => {
+    const mySeq = ++searchSeq;
+    try {
+      const found = await api.searchUsers(q, 20);
+      if (mySeq !== searchSeq) return; // a newer search superseded this one
+      for (const u of found) users.set(u.user_id, u);
+      showResults(found.filter((u) => u.user_id !== me.user_id), q);
+    } catch (e) {
+      if (mySeq === searchSeq) showResults([], q, e.message);
+    }
+  }, 200);
+}
+
+function showResults(found, q = '', error = '') {
+  const items = found.map((u) => el('li', {},
+    el('button', { type: 'button', class: 'user-result', 'data-testid': 'user-result', 'data-username': u.username, onclick: () => startDirect(u) },
+      el('span', { class: 'user-name', text: u.display_name || u.username }),
+      el('span', { class: 'muted', text: `@${u.username}` }))));
+  if (q && !found.length) items.push(el('li', { class: 'muted no-results', text: error || 'No one found.' }));
+  ui.results.replaceChildren(...items);
+  ui.results.hidden = items.length === 0;
+}
+
+// ---------------------------------------------------------------------------
+// Status: connection, toasts, announcements
+
+const CONN_TEXT = { online: 'Online', connecting: 'Connecting…', offline: 'Offline, reconnecting…' };
+
+function showConn(state) {
+  ui.conn.dataset.state = state;
+  ui.conn.textContent = CONN_TEXT[state] || state;
+}
+
+let toastTimer = null;
+function toast(text) {
+  ui.toast.textContent = text;
+  ui.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { ui.toast.hidden = true; }, 5000);
+}
+
+function announce(text) {
+  ui.announcer.textContent = text;
+}
+
+function onScroll() {
+  const box = ui.messages;
+  atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const chat = openChatObj();
+  ui.jump.hidden = atBottom;
+  if (chat && !atBottom) {
+    $('.jump-text', ui.jump).textContent = chat.unread_count ? `${chat.unread_count} new` : 'Latest';
+  }
+  if (chat && box.scrollTop < 200) loadOlder(chat);
+  maybeRead();
+}
+
+// ---------------------------------------------------------------------------
+// Session: login, logout, startup
+
+function saveSession() {
+  localStorage.setItem(STORE_KEY, JSON.stringify(me));
+}
+
+function logout(message) {
+  localStorage.removeItem(STORE_KEY);
+  if (me && !message) localStorage.removeItem(outbox.storageKey()); // a deliberate logout drops unsent messages
+  if (message) sessionStorage.setItem(FLASH_KEY, message);
+  socket?.stop();
+  revokeMedia();
+  // A reload is the simplest way to drop every cache, timer and pending request.
+  location.reload();
+}
+
+async function onAuthSubmit(e) {
+  e.preventDefault();
+  const register = e.submitter?.dataset.testid === 'register';
+  const f = ui.authForm.elements;
+  const username = f.username.value.trim();
+  const password = f.password.value;
+  const display = f.display_name.value.trim();
+  ui.authError.textContent = '';
+  if (!username || !password) {
+    ui.authError.textContent = 'Enter a username and a password.';
+    return;
+  }
+  for (const b of ui.authForm.querySelectorAll('button')) b.disabled = true;
+  try {
+    let profile = null;
+    if (register) profile = await api.register(username, password, display || undefined);
+    const s = await api.login(username, password);
+    me = {
+      user_id: s.user_id, token: s.token, expires_at: s.expires_at,
+      username: profile?.username || username.toLowerCase(), display_name: profile?.display_name || '',
+    };
+    api.token = me.token;
+    if (!profile) {
+      try {
+        const u = await api.user(me.user_id);
+        me.username = u.username;
+        me.display_name = u.display_name;
+      } catch {
+        // profile lookup is optional
+      }
+    }
+    saveSession();
+    ui.authForm.reset();
+    startSession();
+  } catch (err) {
+    ui.authError.textContent = err.message || 'Something went wrong.';
+  } finally {
+    for (const b of ui.authForm.querySelectorAll('button')) b.disabled = false;
+  }
+}
+
+function wsUrl() {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  return `${proto}://${location.host}/messages/send?token=${encodeURIComponent(me.token)}`;
+}
+
+function startSession() {
+  users.set(me.user_id, { user_id: me.user_id, username: me.username, display_name: me.display_name });
+  ui.auth.hidden = true;
+  ui.app.hidden = false;
+  ui.me.textContent = me.username;
+  ui.me.title = me.display_name || me.username;
+  outbox.restore();
+  render({ list: true, conv: true });
+
+  socket = new Socket(wsUrl);
+  socket.addEventListener('state', (e) => showConn(e.detail));
+  socket.addEventListener('frame', (e) => onFrame(e.detail));
+  socket.addEventListener('open', (e) => {
+    // Resend what was never acknowledged; the server dedupes by client_msg_id.
+    for (const { frame } of outbox.values()) socket.send(frame);
+    // Catch up on what was missed while offline (or between the first list
+    // fetch and this socket's subscription).
+    refreshChatList();
+    if (!e.detail.reconnect) return;
+    for (const chat of chats.values()) {
+      if (chat.key === openKey) {
+        syncAfter(chat);
+        refreshStatuses(chat, 0);
+      } else if (chat.loaded) {
+        // Cached history of other chats may be stale: reload on next open.
+        chat.loaded = false;
+        chat.msgs.clear();
+        chat.low = Infinity;
+        chat.known = 0;
+      }
+    }
+  });
+  socket.addEventListener('close', (e) => {
+    // A token the server rejects fails the upgrade; only REST can tell us it is a 401.
+    if (!e.detail.opened && socket.attempt >= 1) api.chats(me.user_id, { limit: 1 }).catch(() => {});
+  });
+  showConn('connecting');
+  socket.start();
+  refreshChatList();
+}
+
+function init() {
+  // Static event wiring.
+  ui.authForm.addEventListener('submit', onAuthSubmit);
+  ui.logout.addEventListener('click', () => logout());
+  ui.search.addEventListener('input', onSearchInput);
+  ui.search.addEventListener('keydown', (e) => {
+    if (e.key === 'ArrowDown') {
+      $('button', ui.results)?.focus();
+      e.preventDefault();
+    } else if (e.key === 'Enter') {
+      e.preventDefault();
+      const q = ui.search.value.trim().toLowerCase();
+      const btns = [...ui.results.querySelectorAll('button')];
+      (btns.find((b) => b.dataset.username === q) || (btns.length === 1 && btns[0]))?.click();
+    } else if (e.key === 'Escape') {
+      ui.search.value = '';
+      showResults([]);
+    }
+  });
+  ui.results.addEventListener('keydown', (e) => {
+    const btns = [...ui.results.querySelectorAll('button')];
+    const i = btns.indexOf(document.activeElement);
+    if (e.key === 'ArrowDown') btns[Math.min(i + 1, btns.length - 1)]?.focus();
+    else if (e.key === 'ArrowUp') (i <= 0 ? ui.search : btns[i - 1]).focus();
+    else return;
+    e.preventDefault();
+  });
+  ui.newGroup.addEventListener('click', () => {
+    $('.error', ui.groupDialog).textContent = '';
+    ui.groupDialog.showModal();
+  });
+  $('form', ui.groupDialog).addEventListener('submit', createGroup);
+  ui.membersBtn.addEventListener('click', openMembers);
+  $('.add-member', ui.membersDialog).addEventListener('submit', addMember);
+  $('[data-testid="leave-group"]', ui.membersDialog).addEventListener('click', () => {
+    const chat = openChatObj();
+    if (chat?.kind === 'group') removeMember(chat, me.user_id);
+  });
+  for (const d of [ui.groupDialog, ui.membersDialog, ui.receiptDialog, ui.lightbox]) {
+    d.addEventListener('click', (e) => {
+      // [data-close] buttons, and a click on the backdrop (outside the content).
+      if (e.target.closest('[data-close]') || e.target === d) d.close();
+    });
+  }
+  ui.back.addEventListener('click', closeConversation);
+  ui.messages.addEventListener('scroll', onScroll, { passive: true });
+  ui.jump.addEventListener('click', () => {
+    ui.messages.scrollTop = ui.messages.scrollHeight;
+    onScroll();
+    ui.composer.focus();
+  });
+  ui.composerForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sendText();
+  });
+  ui.composer.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      sendText();
+    }
+  });
+  ui.composer.addEventListener('input', onComposerInput);
+  ui.attach.addEventListener('change', () => {
+    const files = [...ui.attach.files];
+    ui.attach.value = '';
+    for (const f of files) sendFile(f);
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') {
+      socket?.reconnectNow();
+      maybeRead();
+    }
+  });
+  window.addEventListener('online', () => socket?.reconnectNow());
+  window.addEventListener('resize', () => { if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight; });
+  document.addEventListener('keydown', (e) => {
+    // Escape leaves the conversation on narrow screens (dialogs handle their own Escape).
+    if (e.key === 'Escape' && openKey && !document.querySelector('dialog[open]') && matchMedia('(max-width: 720px)').matches) {
+      closeConversation();
+    }
+  });
+  setInterval(() => render({ list: true }), 60_000); // "Yesterday", weekday labels age
+
+  // Restore the session, if any.
+  const flash = sessionStorage.getItem(FLASH_KEY);
+  sessionStorage.removeItem(FLASH_KEY);
+  try {
+    me = JSON.parse(localStorage.getItem(STORE_KEY) || 'null');
+  } catch {
+    me = null;
+  }
+  if (me && me.expires_at && Date.parse(me.expires_at) < Date.now()) {
+    me = null;
+    localStorage.removeItem(STORE_KEY);
+  }
+  if (me?.token && me.user_id) {
+    api.token = me.token;
+    startSession();
+  } else {
+    me = null;
+    ui.app.hidden = true;
+    ui.auth.hidden = false;
+    if (flash) ui.authError.textContent = flash;
+    ui.authForm.elements.username.focus();
+  }
+}
+
+init();
