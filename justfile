@@ -70,9 +70,38 @@ down:
     done
     echo "stopped"
 
-# Run every test (unit, store conformance, end to end with a real nats-server).
+# Unit, store conformance and end-to-end tests (real nats-server), then the
+# web client in headless Chromium.
+# Run every test.
 test: tools
     cargo test --workspace --all-targets
+    just web-test
+
+# playwright-core + Debian's Chromium against a real stack; screenshots of
+# failures land in tests/web/artifacts/.
+# Browser tests of the web client.
+web-test *ARGS: tools browser
+    cargo build -p msgr-edge -p msgr-workers --bins
+    cd tests/web && npm ci --no-audit --no-fund --loglevel=error
+    cd tests/web && node --test --test-concurrency=1 --test-reporter=spec {{ARGS}} helpers.test.mjs client.test.mjs
+
+# Screenshots of the web client for the README (docs/web-client*.png).
+web-screenshot: tools browser
+    cargo build -p msgr-edge -p msgr-workers --bins
+    cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node screenshot.mjs
+
+# Debian's Chromium for the browser tests (installed with apt if missing and allowed).
+browser:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -x /usr/bin/chromium ] && exit 0
+    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo); else
+      echo "the browser tests need Chromium: run \`sudo apt-get install chromium\` (Debian)" >&2; exit 1
+    fi
+    echo "installing chromium with apt-get"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+    /usr/bin/chromium --version
 
 # Formatting and lints, as CI checks them.
 lint:
