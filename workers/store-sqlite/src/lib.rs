@@ -1,8 +1,11 @@
 //! SQLite adapter of the msgr store port: the embedded default, zero setup.
 //!
-//! One writer connection (SQLite allows one writer at a time anyway) and a
-//! small pool of reader connections, all in WAL mode so reads never wait for
-//! the writer. rusqlite is synchronous: every call runs in `spawn_blocking`.
+//! One writer thread owning the writer connection (SQLite allows one writer
+//! at a time anyway) and a small pool of reader connections, all in WAL mode
+//! so reads never wait for the writer. Reads run in `spawn_blocking`. The
+//! writer commits every sequencer batch queued while it was busy in one
+//! transaction (group commit: one fsync for many partitions), and
+//! checkpoints the WAL while idle rather than inside a commit.
 //! Several worker processes may share one file; SQLite's write lock then
 //! serialises their batches, and seqs stay dense because they are assigned
 //! inside the writing transaction.
@@ -45,13 +48,20 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
-    /// Sequencer batches waiting for the writer. Whoever holds the writer
-    /// next commits all of them in one transaction: one fsync for many
-    /// partitions' batches (group commit) instead of one each.
-    pending: Mutex<Vec<PendingBatch>>,
+    /// Jobs for the writer thread; bounded, so callers wait when it is behind.
+    writer: tokio::sync::mpsc::Sender<WriteJob>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+}
+
+/// Queued writes before callers wait for the writer thread.
+const WRITE_QUEUE: usize = 1024;
+
+enum WriteJob {
+    /// A sequencer batch: committed together with other queued batches.
+    Apply(PendingBatch),
+    /// Anything else, run alone.
+    Call(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -65,24 +75,59 @@ type PendingBatch = (
     tokio::sync::oneshot::Sender<StoreResult<Vec<OpOutcome>>>,
 );
 
-/// Commits every queued batch in one transaction, each in its own savepoint
-/// so one batch's failure does not undo the others.
-fn commit_pending(inner: &Inner) {
-    let mut conn = inner
-        .writer
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let jobs = std::mem::take(
-        &mut *inner
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    if jobs.is_empty() {
-        // An earlier holder of the writer already committed ours.
-        return;
+/// The writer thread: runs jobs in order; consecutive `Apply` jobs that are
+/// already queued share one transaction. When nothing is queued it
+/// checkpoints the WAL, so commits rarely pay for a checkpoint. Ends when the
+/// store is dropped.
+fn writer_loop(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
+    const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+    let mut last_checkpoint = std::time::Instant::now();
+    let mut next = jobs.blocking_recv();
+    while let Some(job) = next.take() {
+        match job {
+            WriteJob::Call(f) => {
+                // A panic rolls back the open transaction as it unwinds; the
+                // connection stays usable, and its caller sees the job dropped.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut conn)));
+            }
+            WriteJob::Apply(first) => {
+                let mut group = vec![first];
+                loop {
+                    match jobs.try_recv() {
+                        Ok(WriteJob::Apply(b)) => group.push(b),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    commit_group(&mut conn, group);
+                }));
+            }
+        }
+        if next.is_none() {
+            if jobs.is_empty() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                // PASSIVE: copies what it can without waiting for anyone.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                last_checkpoint = std::time::Instant::now();
+            }
+            next = jobs.blocking_recv();
+        }
     }
-    match commit_batches(&mut conn, jobs.iter().map(|(ops, _)| ops.as_slice())) {
+}
+
+/// Commits batches in one transaction, each in its own savepoint so one
+/// batch's failure does not undo the others, and answers each caller.
+fn commit_group(conn: &mut Connection, jobs: Vec<PendingBatch>) {
+    let started = std::time::Instant::now();
+    metrics::histogram!("msgr_store_commit_batches").record(jobs.len() as f64);
+    let committed = commit_batches(conn, jobs.iter().map(|(ops, _)| ops.as_slice()));
+    metrics::histogram!("msgr_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    match committed {
         Ok(results) => {
             for ((_, reply), r) in jobs.into_iter().zip(results) {
                 // The caller may have given up waiting; its batch is durable anyway.
@@ -124,7 +169,9 @@ fn commit_batches<'a>(
             }
         }
     }
+    let sync = std::time::Instant::now();
     tx.commit()?;
+    metrics::histogram!("msgr_store_commit_sync_seconds").record(sync.elapsed().as_secs_f64());
     Ok(results)
 }
 
@@ -171,14 +218,24 @@ impl SqliteStore {
         }
         let mut writer = open_conn(path, durability).map_err(unavailable)?;
         migrate(&mut writer).map_err(unavailable)?;
+        // The writer thread checkpoints when idle (see `writer_loop`); SQLite's
+        // own checkpoint, run inside a commit, stays only as a bound on the WAL
+        // (32 MiB) for a writer that is never idle.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 8192)
+            .map_err(unavailable)?;
         let readers = (0..READERS)
             .map(|_| open_conn(path, durability).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(unavailable)?;
+        let (jobs, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(unavailable)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                pending: Mutex::new(Vec::new()),
+                writer: jobs,
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
@@ -190,18 +247,26 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // A poisoned lock means a panic mid-call; the transaction rolled
-            // back when its guard dropped, so the connection is still sound.
-            let mut conn = inner
-                .writer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(unavailable)?
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let job = WriteJob::Call(Box::new(move |conn: &mut Connection| {
+            let _ = reply.send(f(conn));
+        }));
+        self.submit(job, result).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: WriteJob,
+        result: tokio::sync::oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.inner
+            .writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".to_owned()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Unavailable("the write was abandoned".to_owned()))?
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -855,22 +920,8 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>> {
-        let (reply, outcome) = tokio::sync::oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((ops, reply));
-        // Each caller brings one committer; a batch queued while another
-        // commit is in flight rides along with the next one.
-        let inner = Arc::clone(&self.inner);
-        let committer = tokio::task::spawn_blocking(move || commit_pending(&inner));
-        let result = outcome
-            .await
-            .map_err(|_| StoreError::Unavailable("the commit was abandoned".to_owned()))?;
-        // Ours may still be waiting for the writer to commit later batches.
-        drop(committer);
-        result
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.submit(WriteJob::Apply((ops, reply)), result).await
     }
 
     async fn message_by_client_id(
