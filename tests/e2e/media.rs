@@ -313,6 +313,16 @@ async fn media_round_trip_on_s3_with_presigned_downloads() {
     let r = http_get_raw(host.parse().expect("addr"), &format!("/{path}"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(sha(&r.body), sha(&bytes));
+    // Browsers' fetch cannot follow that redirect under the web client's CSP:
+    // `?redirect=false` makes the edge stream the bytes itself.
+    let r = http_get_raw(
+        addr,
+        &format!("/media/{id}?redirect=false"),
+        &[auth(&alice)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sha(&r.body), sha(&bytes));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,12 @@
 //! store in bounded parts; the edge never holds a whole file. Metadata and
 //! read authorization come from the workers (`msgr.v1.rpc.media.*`).
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -229,16 +231,22 @@ async fn authorize(
 /// # `GET /media/{media_id}`
 /// The bytes, with `Content-Type`, `Content-Length` and `Range` (206) support,
 /// to the uploader and to members of a conversation it was sent in; 404 for
-/// anyone else. Behind S3 with `presign_downloads`, 302 to a presigned URL.
+/// anyone else. Behind S3 with `presign_downloads`, 302 to a presigned URL,
+/// unless `?redirect=false` (browsers' fetch cannot follow a redirect to
+/// another origin under the web client's CSP): then the edge streams it.
 pub async fn download(
     State(state): State<EdgeState>,
     AuthUser(caller): AuthUser,
     Path(media_id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let media = authorize(&state, caller, &media_id).await?;
     let key = object_key(&media.media_id);
-    if let Some((s3, ttl)) = &state.media.presigner {
+    let may_redirect = query.map_or(true, |Query(q)| {
+        q.get("redirect").map(String::as_str) != Some("false")
+    });
+    if let Some((s3, ttl)) = state.media.presigner.as_ref().filter(|_| may_redirect) {
         use object_store::signer::Signer as _;
         let url = s3
             .signed_url(axum::http::Method::GET, &key, *ttl)
