@@ -145,9 +145,18 @@ export class Api {
     return { promise, abort: () => xhr.abort() };
   }
 
-  /** Media GETs need the Authorization header, so <img src> cannot fetch them. */
+  /**
+   * Media GETs need the Authorization header, so <img src> cannot fetch them.
+   * `redirect=false` makes the edge stream the bytes itself instead of a 302
+   * to a presigned bucket URL, which the page's CSP (connect-src 'self') blocks.
+   */
   async fetchBlob(url) {
-    const res = await fetch(url, { headers: this.headers() });
+    let res;
+    try {
+      res = await fetch(noRedirect(url), { headers: this.headers() });
+    } catch {
+      throw new ApiError(0, 'network_error', 'Cannot reach the server');
+    }
     if (!res.ok) {
       const err = await errorFrom(res);
       if (res.status === 401) this.onUnauthorized(err);
@@ -155,6 +164,13 @@ export class Api {
     }
     return res.blob();
   }
+}
+
+/** `/media/x` → `/media/x?redirect=false` (keeps any query already there). */
+export function noRedirect(url) {
+  const s = String(url);
+  if (/[?&]redirect=/.test(s)) return s;
+  return `${s}${s.includes('?') ? '&' : '?'}redirect=false`;
 }
 
 // --- WebSocket ---------------------------------------------------------------
@@ -171,11 +187,20 @@ export function backoffDelay(attempt, random = Math.random) {
  * state is 'connecting' | 'online' | 'offline'.
  */
 export class Socket extends EventTarget {
-  constructor(urlFn, { pingMs = 25000, pongTimeoutMs = 10000 } = {}) {
+  /**
+   * @param {{pingMs?: number, pongTimeoutMs?: number, connectTimeoutMs?: number, stableMs?: number}} opts
+   *   connectTimeoutMs: a connection attempt that has not opened by then is
+   *   abandoned and retried; stableMs: a socket must stay up this long before
+   *   the backoff starts again from its shortest delay (a server that accepts
+   *   and at once closes must not be hammered).
+   */
+  constructor(urlFn, { pingMs = 25000, pongTimeoutMs = 10000, connectTimeoutMs = 10000, stableMs = 10000 } = {}) {
     super();
     this.urlFn = urlFn;
     this.pingMs = pingMs;
     this.pongTimeoutMs = pongTimeoutMs;
+    this.connectTimeoutMs = connectTimeoutMs;
+    this.stableMs = stableMs;
     this.ws = null;
     this.state = 'offline';
     this.attempt = 0;
@@ -184,6 +209,8 @@ export class Socket extends EventTarget {
     this.retryTimer = null;
     this.pingTimer = null;
     this.deadTimer = null;
+    this.connectTimer = null;
+    this.stableTimer = null;
     this.retryAt = 0;
   }
 
@@ -195,6 +222,8 @@ export class Socket extends EventTarget {
   stop() {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.stableTimer);
     this.stopTimers();
     if (this.ws) {
       const ws = this.ws;
@@ -229,9 +258,24 @@ export class Socket extends EventTarget {
     }
     this.ws = ws;
     let opened = false;
+    // No open within the timeout (a black-holed SYN, a stuck proxy): give up
+    // on this attempt and retry with backoff.
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      if (opened || this.ws !== ws) return;
+      try {
+        ws.close();
+      } catch {
+        // already closing
+      }
+      this.dropped(ws, false);
+    }, this.connectTimeoutMs);
     ws.onopen = () => {
       opened = true;
-      this.attempt = 0;
+      clearTimeout(this.connectTimer);
+      // Only a connection that stays up resets the backoff.
+      clearTimeout(this.stableTimer);
+      this.stableTimer = setTimeout(() => { this.attempt = 0; }, this.stableMs);
       this.opens += 1;
       this.setState('online');
       this.startTimers();
@@ -256,6 +300,8 @@ export class Socket extends EventTarget {
     if (this.ws !== ws) return;
     this.ws = null;
     ws.onclose = ws.onmessage = ws.onopen = ws.onerror = null;
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.stableTimer);
     this.stopTimers();
     this.dispatchEvent(new CustomEvent('close', { detail: { opened } }));
     if (!this.stopped) this.scheduleRetry(opened);
@@ -296,7 +342,11 @@ export class Socket extends EventTarget {
   /** Sends a frame if connected; false means the caller must retry later. */
   send(obj) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(JSON.stringify(obj));
+    try {
+      this.ws.send(JSON.stringify(obj));
+    } catch {
+      return false;
+    }
     return true;
   }
 }

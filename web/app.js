@@ -98,6 +98,7 @@ const ui = {
   lightbox: $('#lightbox'),
   toast: $('#toast'),
   announcer: $('#announcer'),
+  connAnnouncer: $('#conn-announcer'),
 };
 
 // ---------------------------------------------------------------------------
@@ -117,41 +118,96 @@ const convIndex = new Map();
 const users = new Map(); // user_id -> {user_id, username, display_name}
 /**
  * Unacknowledged sends, resent with the same client_msg_id after a reconnect
- * (the server dedupes). Kept in localStorage too, so a reload loses nothing.
+ * (the server dedupes). Kept in localStorage too, so a reload loses nothing:
+ * one key per message, so that two tabs never overwrite each other's entries
+ * (a tab writes and removes only the keys of messages it sent itself, or of
+ * messages it saw stored — acked — anywhere).
  */
 class Outbox extends Map {
   set(k, v) {
     super.set(k, v);
-    this.save();
+    this.write(k, v);
     return this;
   }
+  /** Forgets a send; also removes its stored copy when this tab does not hold it (acked elsewhere). */
   delete(k) {
     const had = super.delete(k);
-    if (had) this.save();
+    this.erase(k);
     return had;
   }
-  storageKey() {
-    return `msgr.outbox.${me?.user_id}`;
+  prefix() {
+    return `msgr.outbox.${me?.user_id}.`;
   }
-  save() {
-    if (!me) return;
+  legacyKey() {
+    return `msgr.outbox.${me?.user_id}`; // older clients: one array for the whole outbox
+  }
+  write(k, v) {
+    if (!me || !k) return;
     try {
-      if (this.size) localStorage.setItem(this.storageKey(), JSON.stringify([...this.values()]));
-      else localStorage.removeItem(this.storageKey());
+      localStorage.setItem(this.prefix() + k, JSON.stringify({ frame: v.frame, media: v.media, created_at: v.created_at }));
     } catch {
       // storage full or disabled: the in-memory outbox still works
     }
   }
+  erase(k) {
+    if (!me || !k) return;
+    try {
+      localStorage.removeItem(this.prefix() + k);
+    } catch {
+      // storage disabled
+    }
+  }
+  /** Every stored entry (this tab's and other tabs'), oldest first. */
+  stored() {
+    const out = [];
+    try {
+      const prefix = this.prefix();
+      for (let i = 0; i < localStorage.length; i++) {
+        const key = localStorage.key(i);
+        if (!key?.startsWith(prefix)) continue;
+        try {
+          const e = JSON.parse(localStorage.getItem(key));
+          if (e?.frame?.client_msg_id) out.push(e);
+        } catch {
+          // unreadable entry: skip it
+        }
+      }
+      // Migrate the single-array format, without losing entries.
+      const legacy = localStorage.getItem(this.legacyKey());
+      if (legacy) {
+        for (const e of JSON.parse(legacy) || []) {
+          if (!e?.frame?.client_msg_id || out.some((x) => x.frame.client_msg_id === e.frame.client_msg_id)) continue;
+          out.push(e);
+          localStorage.setItem(prefix + e.frame.client_msg_id, JSON.stringify({ frame: e.frame, media: e.media, created_at: e.created_at }));
+        }
+        localStorage.removeItem(this.legacyKey());
+      }
+    } catch {
+      // storage disabled or unreadable: nothing to restore
+    }
+    return out.sort((a, b) => String(a.created_at || '').localeCompare(String(b.created_at || '')));
+  }
+  /** Drops every stored entry of this user (a deliberate logout). */
+  clearStorage() {
+    if (!me) return;
+    try {
+      const prefix = this.prefix();
+      const keys = [];
+      for (let i = 0; i < localStorage.length; i++) {
+        const key = localStorage.key(i);
+        if (key?.startsWith(prefix)) keys.push(key);
+      }
+      for (const key of keys) localStorage.removeItem(key);
+      localStorage.removeItem(this.legacyKey());
+    } catch {
+      // storage disabled
+    }
+  }
   /** Puts saved sends back on screen as pending messages. */
   restore() {
-    let saved = [];
-    try {
-      saved = JSON.parse(localStorage.getItem(this.storageKey()) || '[]');
-    } catch {
-      // unreadable: nothing to restore
-    }
-    for (const e of saved) {
+    for (const e of this.stored()) {
       const { frame } = e;
+      if (super.has(frame.client_msg_id)) continue;
       const chat = frame.to_group ? getChat('group', frame.to_group) : getChat('direct', frame.to_user);
       chat.pending.push({
         client_msg_id: frame.client_msg_id, sender_id: me.user_id, status: 'pending',
@@ -166,8 +222,12 @@ let openKey = null;
 
 const chatNodes = new Map(); // chat key -> <li>
 const msgNodes = new Map(); // message key -> <li>, for the open conversation
-/** Object URLs of media shown in the open conversation; revoked when it closes. */
-let mediaUrls = new Map(); // url -> Promise<objectURL>
+/**
+ * Object URLs of media shown in the open conversation; revoked when it closes,
+ * and at most MEDIA_CACHE of them held (least recently used revoked first).
+ */
+let mediaUrls = new Map(); // url -> {p: Promise<objectURL>, url?: objectURL once settled}
+const MEDIA_CACHE = 200;
 let atBottom = true;
 
 function newChat(kind, id) {
@@ -234,9 +294,15 @@ function chatForMessage(m) {
 
 const wantedUsers = new Set();
 let usersTimer = null;
+/** Lookups that failed (network, 5xx): id -> failed attempts. Retried with a delay. */
+const userFailures = new Map();
+const retryUsers = new Set(); // ids waiting for the retry timer
+let userRetryTimer = null;
+const USER_RETRIES = 5;
 
 function wantUser(id) {
-  if (!id || users.has(id) || wantedUsers.has(id)) return;
+  if (!id || users.has(id) || wantedUsers.has(id) || retryUsers.has(id)) return;
+  if ((userFailures.get(id) || 0) >= USER_RETRIES) return; // given up until the next (re)connect
   wantedUsers.add(id);
   usersTimer ??= setTimeout(resolveUsers, 30);
 }
@@ -246,16 +312,54 @@ async function resolveUsers() {
   usersTimer = null;
   const ids = [...wantedUsers].filter((id) => !users.has(id));
   wantedUsers.clear();
+  let failed = 0;
   for (let i = 0; i < ids.length; i += 200) {
     const batch = ids.slice(i, i + 200);
+    let found;
     try {
-      for (const u of await api.usersByIds(batch)) users.set(u.user_id, u);
+      found = await api.usersByIds(batch);
     } catch {
-      // Lookup unavailable: fall through to placeholders below.
+      // Lookup unavailable: no placeholders (that would be "Unknown user"
+      // forever); try these ids again later.
+      for (const id of batch) {
+        const n = (userFailures.get(id) || 0) + 1;
+        userFailures.set(id, n);
+        if (n < USER_RETRIES) retryUsers.add(id);
+      }
+      failed = Math.max(failed, ...batch.map((id) => userFailures.get(id)));
+      continue;
     }
-    for (const id of batch) if (!users.has(id)) users.set(id, { user_id: id, username: '', display_name: '' });
+    for (const u of found) {
+      users.set(u.user_id, u);
+      userFailures.delete(u.user_id);
+    }
+    // The server answered without these: no such user (deleted, say).
+    for (const id of batch) {
+      if (!users.has(id)) users.set(id, { user_id: id, username: '', display_name: '' });
+      userFailures.delete(id);
+    }
+  }
+  if (retryUsers.size && !userRetryTimer) {
+    // 2 s, 4 s, 8 s, 16 s between attempts.
+    const delay = Math.min(16000, 1000 * 2 ** Math.max(1, failed));
+    userRetryTimer = setTimeout(() => {
+      userRetryTimer = null;
+      for (const id of retryUsers) if (!users.has(id)) wantedUsers.add(id);
+      retryUsers.clear();
+      if (wantedUsers.size) resolveUsers();
+    }, delay);
   }
   render({ list: true, conv: true, members: true });
+}
+
+/** After a (re)connect: lookups that were given up on get another chance. */
+function retryFailedUsers() {
+  for (const [id, n] of [...userFailures]) {
+    if (n >= USER_RETRIES) {
+      userFailures.delete(id);
+      wantUser(id);
+    }
+  }
 }
 
 function userName(id) {
@@ -400,7 +504,10 @@ function createMessage(chat, m) {
   const mine = isMine(m);
   const li = el('li', { class: `msg ${mine ? 'mine' : 'theirs'}`, 'data-testid': 'message', 'data-mine': String(mine) });
   const bubble = el('div', { class: 'bubble' });
-  if (chat.kind === 'group' && !mine) bubble.append(el('div', { class: 'sender', 'data-testid': 'message-sender' }));
+  // Who wrote it, for screen readers ("You:" / "Alice:"); the visible group
+  // sender line is hidden from them instead of being read twice.
+  bubble.append(el('span', { class: 'sr-only who' }));
+  if (chat.kind === 'group' && !mine) bubble.append(el('div', { class: 'sender', 'data-testid': 'message-sender', 'aria-hidden': 'true' }));
   if (m.media) bubble.append(mediaNode(m));
   if (m.text) bubble.append(el('div', { class: 'text', 'data-testid': 'message-text', text: m.text }));
   const meta = el('div', { class: 'meta' }, el('time', {}));
@@ -446,12 +553,16 @@ function updateMessage(chat, li, m) {
   const mine = isMine(m);
   const s = mine ? tickState(m, chat.kind === 'direct' ? chat.peerWm : undefined) : '';
   const name = chat.kind === 'group' && !mine ? userName(m.sender_id) : '';
+  const who = mine ? 'You' : name || userName(m.sender_id);
   const when = m.sent_at || m.created_at;
+  const canRetry = !!(m.retry || m.file);
   // Every render visits every message: skip the ones that did not change.
-  const sig = [m.seq, s, name, when, m.progress, m.error, new Date().toDateString()].join('|');
+  const sig = [m.seq, s, name, who, when, m.progress, m.error, canRetry, new Date().toDateString()].join('|');
   if (li.sig === sig) return;
   li.sig = sig;
   li.dataset.seq = m.seq ? String(m.seq) : '';
+  const whoNode = $('.who', li);
+  if (whoNode) whoNode.textContent = `${who}: `;
   const sender = $('.sender', li);
   if (sender) sender.textContent = name;
   const time = $('time', li);
@@ -463,29 +574,31 @@ function updateMessage(chat, li, m) {
     ticks.dataset.status = s;
     if (s === 'pending') ticks.replaceChildren(icon(CLOCK));
     else ticks.textContent = TICK_TEXT[s];
-    ticks.setAttribute('aria-label', TICK_LABEL[s]);
+    ticks.setAttribute('aria-label', s === 'pending' && m.error ? 'Not sent' : TICK_LABEL[s]);
   }
   // Upload progress while the file goes up.
   let prog = $('[data-testid="upload-progress"]', li);
   if (m.progress != null) {
     if (!prog) {
       prog = el('progress', { 'data-testid': 'upload-progress', max: '1', 'aria-label': 'Upload progress' });
-      $('.bubble', li).prepend(prog);
+      $('.who', li).after(prog);
     }
     prog.value = m.progress;
   } else if (prog) {
     prog.remove();
   }
-  // A refused send: the reason and a retry button.
+  // A refused send or a failed upload: the reason, Retry and Remove.
   let err = $('.msg-error', li);
   if (m.error) {
     if (!err) {
-      err = el('div', { class: 'msg-error', role: 'alert' }, el('span'),
-        el('button', { type: 'button', class: 'text-btn', onclick: () => retrySend(chat, m) }, 'Retry'));
+      err = el('div', { class: 'msg-error', role: 'alert' }, el('span', { class: 'msg-error-text' }),
+        el('button', { type: 'button', class: 'text-btn retry', onclick: () => retrySend(chat, m) }, 'Retry'),
+        el('button', { type: 'button', class: 'text-btn remove', onclick: () => discardPending(chat, m) }, 'Remove'));
       $('.bubble', li).append(err);
     }
-    err.firstChild.textContent = m.error;
-    err.lastChild.hidden = !m.retry;
+    $('.msg-error-text', err).textContent = m.error;
+    $('.retry', err).hidden = !canRetry;
+    $('.remove', err).hidden = !!m.seq;
   } else if (err) {
     err.remove();
   }
@@ -495,17 +608,37 @@ function updateMessage(chat, li, m) {
 // Media: authorised fetches as blobs, shown through object URLs
 
 function mediaUrl(url) {
-  let p = mediaUrls.get(url);
-  if (!p) {
-    p = api.fetchBlob(url).then((b) => URL.createObjectURL(b));
-    p.catch(() => mediaUrls.delete(url)); // a later render may retry
-    mediaUrls.set(url, p);
+  const hit = mediaUrls.get(url);
+  if (hit) {
+    mediaUrls.delete(url); // most recently used goes last
+    mediaUrls.set(url, hit);
+    return hit.p;
+  }
+  return cacheMedia(url, api.fetchBlob(url).then((b) => URL.createObjectURL(b)));
+}
+
+function cacheMedia(url, p) {
+  const entry = { p };
+  const map = mediaUrls;
+  p.then((u) => { entry.url = u; }, () => {
+    if (map.get(url) === entry) map.delete(url); // a later render may retry
+  });
+  map.delete(url);
+  map.set(url, entry);
+  // Evict the least recently used settled entries (a pending one is awaited by an <img>).
+  if (map.size > MEDIA_CACHE) {
+    for (const [k, e] of map) {
+      if (map.size <= MEDIA_CACHE) break;
+      if (!e.url) continue;
+      map.delete(k);
+      URL.revokeObjectURL(e.url);
+    }
   }
   return p;
 }
 
 function revokeMedia() {
-  for (const p of mediaUrls.values()) p.then((u) => URL.revokeObjectURL(u), () => {});
+  for (const e of mediaUrls.values()) e.p.then((u) => URL.revokeObjectURL(u), () => {});
   mediaUrls = new Map();
 }
 
@@ -532,21 +665,35 @@ function mediaNode(m) {
   return a;
 }
 
-/** The thumbnail if it exists (it is made asynchronously), else the full image. */
-async function loadThumb(img, media) {
+/**
+ * The thumbnail if it exists (it is made asynchronously, so a freshly pushed
+ * message may have no thumbnail_url yet: try `<url>/thumbnail` anyway), the
+ * full image only when there is no thumbnail (404).
+ */
+async function loadThumb(img, media, retried = false) {
   const conv = openKey;
   let src;
   try {
-    src = await mediaUrl(media.thumbnail_url || media.url);
-  } catch {
+    // Already held in full (my own upload, or opened in the lightbox): no download.
+    if (!media.thumbnail_url && mediaUrls.has(media.url)) src = await mediaUrl(media.url);
+    else src = await mediaUrl(media.thumbnail_url || `${media.url}/thumbnail`);
+  } catch (e) {
     try {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
       src = await mediaUrl(media.url);
-    } catch {
+    } catch (e2) {
+      if (conv !== openKey) return;
       img.alt = 'Photo unavailable';
+      // A network blip or a 5xx: one more try a little later.
+      if (!retried && !(e2 instanceof ApiError && (e2.status === 404 || e2.status === 403))) {
+        setTimeout(() => { if (conv === openKey && img.isConnected) loadThumb(img, media, true); }, 3000);
+      }
       return;
     }
   }
-  if (conv === openKey) img.src = src;
+  if (conv !== openKey) return;
+  if (img.alt === 'Photo unavailable') img.alt = 'Photo';
+  img.src = src;
 }
 
 async function openLightbox(media) {
@@ -644,6 +791,7 @@ function loadInitial(chat) {
       addMessages(chat, r.messages);
       chat.hasMoreBefore = !!r.has_more;
       chat.loaded = true;
+      chat.statusStale = false; // statuses just came with the page
       // Messages pushed while this page was on its way may sit beyond a hole.
       if (hasGap(chat.known, Math.max(0, ...chat.msgs.keys()))) syncAfter(chat);
       if (chat.known > chat.sentWm.delivered) queueReceipt(chat, 'delivered', chat.known);
@@ -706,6 +854,11 @@ async function syncAfter(chat) {
       for (;;) {
         const before = chat.known;
         const r = await fetchHistory(chat, { after: chat.known, limit: SYNC_PAGE });
+        // The page starts above known+1: the seqs in between are invisible to
+        // me (sent while I was not a member) and never will be — step over
+        // them instead of asking for them forever.
+        const first = r.messages.find((m) => m?.seq)?.seq;
+        if (first && first > chat.known + 1) chat.known = first - 1;
         addMessages(chat, r.messages);
         if (!r.has_more || chat.known === before) break;
       }
@@ -757,14 +910,19 @@ function queueReceipt(chat, status, seq) {
 }
 
 function flushReceipts() {
+  clearTimeout(receiptTimer);
   receiptTimer = null;
-  for (const { chat, status, seq } of receiptQueue.values()) {
-    if (seq <= chat.sentWm[status]) continue;
+  for (const [k, { chat, status, seq }] of [...receiptQueue]) {
+    if (seq <= chat.sentWm[status] || chats.get(chat.key) !== chat) {
+      receiptQueue.delete(k);
+      continue;
+    }
     const ok = socket?.send({ type: 'receipt', conversation_id: chat.conversation_id, status, up_to_seq: seq });
-    // Unsent (offline): not recorded, so the post-reconnect sync sends it again.
-    if (ok) chat.sentWm[status] = seq;
+    // Unsent (offline): stays queued until the socket opens again.
+    if (!ok) continue;
+    chat.sentWm[status] = seq;
+    receiptQueue.delete(k);
   }
-  receiptQueue.clear();
 }
 
 /** The open conversation is being read: visible tab, scrolled to the bottom. */
@@ -857,7 +1015,8 @@ function onAck(f) {
     dropPending(chat, f.client_msg_id, m);
   }
   if (f.seq > chat.last_seq) notePreview(chat, chat.msgs.get(f.seq) || m);
-  chat.unread_count = 0;
+  // Sending moved my read watermark to this seq: only what came after it is unread.
+  chat.unread_count = Math.max(0, Math.min(chat.unread_count, chat.last_seq - f.seq));
   render({ list: true, conv: chat.key === openKey });
 }
 
@@ -898,6 +1057,9 @@ function onReceipt(f) {
   } else if (chat.key === openKey) {
     // A group message is "read" once every member read it: ask the server.
     refreshStatuses(chat);
+  } else if (chat.loaded) {
+    // Not on screen: refresh the ticks when it is opened again.
+    chat.statusStale = true;
   }
 }
 
@@ -926,19 +1088,38 @@ function onErrorFrame(f) {
 }
 
 function retrySend(chat, p) {
+  if (p.file) {
+    // The upload failed: send the same file again.
+    const file = p.file;
+    p.file = null;
+    p.error = null;
+    startUpload(chat, p, file);
+    render({ conv: true });
+    return;
+  }
   if (!p.retry) return;
   p.error = null;
-  outbox.set(p.client_msg_id, { frame: p.retry.frame, key: chat.key });
   p.retry = null;
-  socket.send(outbox.get(p.client_msg_id).frame);
+  sendPending(chat, p); // the same client_msg_id; the outbox entry keeps media and created_at
   render({ conv: true });
+}
+
+/** Gives up on a pending message that failed (refused send, failed upload). */
+function discardPending(chat, p) {
+  const i = chat.pending.indexOf(p);
+  if (i >= 0) chat.pending.splice(i, 1);
+  outbox.delete(p.client_msg_id);
+  p.file = null;
+  p.retry = null;
+  render({ list: true, conv: chat.key === openKey });
+  if (chat.key === openKey) ui.composer.focus();
 }
 
 function applyGroup(chat, g) {
   if (!g) return;
   chat.group = { ...chat.group, ...g };
   chat.title = g.name || chat.title;
-  setConvId(chat, g.conversation_id || g.group_id);
+  setConvId(chat, g.conversation_id); // not necessarily the group_id
   for (const m of g.members || []) wantUser(m.user_id);
   render({ list: true, conv: chat.key === openKey, members: true });
 }
@@ -952,7 +1133,7 @@ function onGroupEvent(f) {
   }
   const chat = getChat('group', f.group_id);
   applyGroup(chat, f.group);
-  setConvId(chat, f.group_id);
+  setConvId(chat, f.conversation_id);
   if (!chat.updated_at) chat.updated_at = new Date().toISOString();
   if (aboutMe && f.event === 'added') refreshChatListSoon(); // unread counts, last message
   if (chat.key === openKey && !aboutMe && f.event !== 'created') {
@@ -965,9 +1146,11 @@ function onGroupEvent(f) {
 function removeChat(chat, message) {
   chats.delete(chat.key);
   convIndex.delete(chat.conversation_id);
+  for (const [k, q] of [...receiptQueue]) if (q.chat === chat) receiptQueue.delete(k);
   if (openKey === chat.key) {
     if (ui.membersDialog.open) ui.membersDialog.close();
-    closeConversation();
+    if (ui.receiptDialog.open) ui.receiptDialog.close();
+    closeConversation({ focusSearch: true });
   }
   if (message) toast(message);
   render({ list: true, conv: true });
@@ -977,9 +1160,14 @@ function removeChat(chat, message) {
 // Chat list sync
 
 let listSyncing = null;
+let listAgain = false; // asked for while a fetch was in flight: run once more after it
 
 async function refreshChatList() {
-  if (listSyncing) return listSyncing;
+  if (listSyncing) {
+    listAgain = true;
+    return listSyncing;
+  }
+  listAgain = false;
   listSyncing = (async () => {
     const before = new Set(chats.keys()); // chats made during the fetch are not stale
     try {
@@ -1008,6 +1196,7 @@ async function refreshChatList() {
     }
     render({ list: true, conv: true });
     maybeRead();
+    if (listAgain) await refreshChatList();
   })();
   return listSyncing;
 }
@@ -1045,8 +1234,14 @@ function openChat(key) {
     atBottom = true;
     ui.composer.value = chat.draft || '';
     autosize();
+    if (ui.membersDialog.open) ui.membersDialog.close();
   }
-  render({ list: true, conv: true });
+  // Receipts came in while it was not open: its group ticks may be behind.
+  if (chat.loaded && chat.statusStale) {
+    chat.statusStale = false;
+    refreshStatuses(chat, 0);
+  }
+  render({ list: true, conv: true, members: true });
   loadInitial(chat).then(() => {
     if (chat.key === openKey) {
       ui.messages.scrollTop = ui.messages.scrollHeight;
@@ -1058,15 +1253,25 @@ function openChat(key) {
   else ui.back.focus();
 }
 
-function closeConversation() {
+function closeConversation({ focusSearch = false } = {}) {
   const key = openKey;
+  // Keep what was typed: it is back when the chat is opened again.
+  const chat = chats.get(key);
+  if (chat) chat.draft = ui.composer.value;
+  ui.composer.value = '';
+  autosize();
   openKey = null;
   revokeMedia();
   msgNodes.clear();
   ui.messages.replaceChildren();
   render({ list: true, conv: true });
-  // Back on the list (narrow screens): focus the chat we came from.
-  queueMicrotask(() => chatNodes.get(key)?.firstChild.focus());
+  // Back on the list (narrow screens): focus the chat we came from, or the
+  // search box when that chat is gone (left the group).
+  queueMicrotask(() => {
+    const node = !focusSearch && chatNodes.get(key)?.firstChild;
+    if (node?.isConnected) node.focus();
+    else ui.search.focus();
+  });
 }
 
 function startDirect(user) {
@@ -1126,8 +1331,13 @@ function sendFile(file) {
   const p = newPending(chat, {
     text: text || undefined,
     media: { content_type: file.type || 'application/octet-stream', size: file.size, name: file.name },
-    progress: 0,
   });
+  startUpload(chat, p, file);
+}
+
+/** Uploads the file of a pending message, then sends it; on failure keeps the File for Retry. */
+function startUpload(chat, p, file) {
+  p.progress = 0;
   const repaint = () => render({ conv: chat.key === openKey });
   const up = api.upload(file, (done, total) => {
     p.progress = total ? done / total : 0;
@@ -1135,9 +1345,10 @@ function sendFile(file) {
   });
   up.promise.then((r) => {
     p.progress = null;
+    if (!chat.pending.includes(p)) return; // removed meanwhile
     p.media = { media_id: r.media_id, content_type: r.content_type, size: r.size, url: r.url || `/media/${r.media_id}`, name: file.name };
     // My own picture needs no download: seed the cache with the local file.
-    if (isImage(p.media) && chat.key === openKey) mediaUrls.set(p.media.url, Promise.resolve(URL.createObjectURL(file)));
+    if (isImage(p.media) && chat.key === openKey) cacheMedia(p.media.url, Promise.resolve(URL.createObjectURL(file)));
     const node = msgNodes.get(`p:${p.client_msg_id}`);
     if (node) {
       const old = $('.media-btn, .file', node);
@@ -1148,6 +1359,8 @@ function sendFile(file) {
   }, (e) => {
     p.progress = null;
     p.error = `Upload failed: ${e.message}`;
+    // Worth another try unless the server said the file is too large.
+    p.file = e instanceof ApiError && e.status === 413 ? null : file;
     repaint();
   });
 }
@@ -1200,15 +1413,18 @@ async function createGroup(e) {
   }
 }
 
-const memberNodes = new Map();
+const memberNodes = new Map(); // user_id -> <li>, for the group in memberGroupKey
+let memberGroupKey = null;
 
 function renderMembers() {
   const chat = openChatObj();
   const list = $('.member-list', ui.membersDialog);
-  if (!chat?.group) {
+  // Nodes are keyed by user_id only: another group's list starts afresh.
+  if (!chat?.group || memberGroupKey !== chat.key) {
     list.replaceChildren();
     memberNodes.clear();
-    return;
+    memberGroupKey = chat?.group ? chat.key : null;
+    if (!chat?.group) return;
   }
   const members = chat.group.members || [];
   const iAmAdmin = members.some((m) => m.user_id === me.user_id && m.role === 'admin');
@@ -1218,7 +1434,14 @@ function renderMembers() {
     const li = el('li', { class: 'member', 'data-testid': 'member', 'data-user-id': m.user_id },
       el('span', { class: 'member-name' }), el('span', { class: 'role muted' }));
     if (m.user_id !== me.user_id) {
-      li.append(el('button', { type: 'button', class: 'text-btn danger', 'data-testid': 'remove-member', onclick: () => removeMember(chat, m.user_id) }, 'Remove'));
+      // The group is looked up at click time, not captured at first render.
+      li.append(el('button', {
+        type: 'button', class: 'text-btn danger', 'data-testid': 'remove-member',
+        onclick: () => {
+          const g = openChatObj();
+          if (g?.kind === 'group' && g.key === memberGroupKey) removeMember(g, li.dataset.userId);
+        },
+      }, 'Remove'));
     }
     return li;
   }, (li, m) => {
@@ -1258,7 +1481,7 @@ function removeMember(chat, userId) {
     const g = await api.removeMember(chat.group_id, userId);
     if (userId === me.user_id) {
       ui.membersDialog.close();
-      removeChat(chat, `You left “${chatTitle(chat)}”.`);
+      removeChat(chat, `You left “${chatTitle(chat)}”.`); // focus goes to the search box
       return;
     }
     if (g?.members) applyGroup(chat, g);
@@ -1349,10 +1572,28 @@ function showResults(found, q = '', error = '') {
 // Status: connection, toasts, announcements
 
 const CONN_TEXT = { online: 'Online', connecting: 'Connecting…', offline: 'Offline, reconnecting…' };
+let connAnnounced = null; // the last settled state told to screen readers
+let connTimer = null;
 
+/**
+ * The visible state follows every flip; screen readers hear only settled
+ * states: "offline" once it has lasted a moment, "online" once it is back.
+ */
 function showConn(state) {
   ui.conn.dataset.state = state;
   ui.conn.textContent = CONN_TEXT[state] || state;
+  clearTimeout(connTimer);
+  if (state === 'online') {
+    if (connAnnounced === 'offline') ui.connAnnouncer.textContent = 'Back online.';
+    connAnnounced = 'online';
+  } else if (connAnnounced !== 'offline') {
+    // connecting ↔ offline flips during reconnects are not announced.
+    connTimer = setTimeout(() => {
+      if (!socket || socket.state === 'online') return;
+      connAnnounced = 'offline';
+      ui.connAnnouncer.textContent = 'Offline, reconnecting…';
+    }, 3000);
+  }
 }
 
 let toastTimer = null;
@@ -1388,7 +1629,7 @@ function saveSession() {
 
 function logout(message) {
   localStorage.removeItem(STORE_KEY);
-  if (me && !message) localStorage.removeItem(outbox.storageKey()); // a deliberate logout drops unsent messages
+  if (me && !message) outbox.clearStorage(); // a deliberate logout drops unsent messages
   if (message) sessionStorage.setItem(FLASH_KEY, message);
   socket?.stop();
   revokeMedia();
@@ -1457,22 +1698,37 @@ function startSession() {
   socket.addEventListener('open', (e) => {
     // Resend what was never acknowledged; the server dedupes by client_msg_id.
     for (const { frame } of outbox.values()) socket.send(frame);
+    // Receipts produced while the socket was down.
+    flushReceipts();
+    retryFailedUsers();
     // Catch up on what was missed while offline (or between the first list
     // fetch and this socket's subscription).
     refreshChatList();
-    if (!e.detail.reconnect) return;
-    for (const chat of chats.values()) {
-      if (chat.key === openKey) {
-        syncAfter(chat);
-        refreshStatuses(chat, 0);
-      } else if (chat.loaded) {
+    const open = openChatObj();
+    if (open && !open.loaded) {
+      // Its first load failed (or it was dropped): load it now.
+      loadInitial(open).then(() => {
+        if (open.key !== openKey) return;
+        ui.messages.scrollTop = ui.messages.scrollHeight;
+        onScroll();
+        maybeRead();
+      });
+    } else if (open) {
+      syncAfter(open);
+      if (e.detail.reconnect) refreshStatuses(open, 0);
+    }
+    if (e.detail.reconnect) {
+      for (const chat of chats.values()) {
+        if (chat.key === openKey || !chat.loaded || chat.loading) continue;
         // Cached history of other chats may be stale: reload on next open.
         chat.loaded = false;
         chat.msgs.clear();
         chat.low = Infinity;
         chat.known = 0;
+        chat.statusStale = false;
       }
     }
+    maybeRead();
   });
   socket.addEventListener('close', (e) => {
     // A token the server rejects fails the upgrade; only REST can tell us it is a 401.
