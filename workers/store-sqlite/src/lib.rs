@@ -4,8 +4,8 @@
 //! at a time anyway) and a small pool of reader connections, all in WAL mode
 //! so reads never wait for the writer. Reads run in `spawn_blocking`. The
 //! writer commits every sequencer batch queued while it was busy in one
-//! transaction (group commit: one fsync for many partitions), and
-//! checkpoints the WAL while idle rather than inside a commit.
+//! transaction (group commit: one fsync for many partitions); a checkpoint
+//! thread copies the WAL into the database beside it, not inside commits.
 //! Several worker processes may share one file; SQLite's write lock then
 //! serialises their batches, and seqs stay dense because they are assigned
 //! inside the writing transaction.
@@ -52,6 +52,7 @@ struct Inner {
     writer: tokio::sync::mpsc::Sender<WriteJob>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    _checkpointer: CheckpointerGuard,
 }
 
 /// Queued writes before callers wait for the writer thread.
@@ -76,11 +77,12 @@ type PendingBatch = (
 );
 
 /// The writer thread: runs jobs in order; consecutive `Apply` jobs that are
-/// already queued share one transaction. When nothing is queued it
-/// checkpoints the WAL, so commits rarely pay for a checkpoint. Ends when the
+/// already queued share one transaction. When nothing is queued it finishes
+/// the checkpoint the background thread started (little is left to copy), so
+/// the next commit can restart the WAL from its beginning. Ends when the
 /// store is dropped.
 fn writer_loop(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
-    const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+    const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
     let mut last_checkpoint = std::time::Instant::now();
     let mut next = jobs.blocking_recv();
     while let Some(job) = next.take() {
@@ -109,15 +111,69 @@ fn writer_loop(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Write
         }
         if next.is_none() {
             if jobs.is_empty() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                // PASSIVE: copies what it can without waiting for anyone.
+                let started = std::time::Instant::now();
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
+                metrics::histogram!("msgr_store_idle_checkpoint_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 last_checkpoint = std::time::Instant::now();
             }
             next = jobs.blocking_recv();
         }
     }
+}
+
+/// Stops the checkpoint thread when the store is dropped.
+struct CheckpointerGuard(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Drop for CheckpointerGuard {
+    fn drop(&mut self) {
+        let (stop, wake) = &*self.0;
+        *stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        wake.notify_all();
+    }
+}
+
+/// Copies committed WAL pages into the database file every 100 ms on its own
+/// connection (PASSIVE never blocks the writer), so the page writes and the
+/// fsync of the main file happen beside commits rather than between them.
+fn spawn_checkpointer(conn: Connection) -> std::io::Result<CheckpointerGuard> {
+    let signal = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let theirs = Arc::clone(&signal);
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".to_owned())
+        .spawn(move || {
+            let (stop, wake) = &*theirs;
+            let mut stopped = stop
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                stopped = wake
+                    .wait_timeout(stopped, std::time::Duration::from_millis(100))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+                if *stopped {
+                    return;
+                }
+                drop(stopped);
+                let started = std::time::Instant::now();
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                let took = started.elapsed();
+                metrics::histogram!("msgr_store_checkpoint_seconds").record(took.as_secs_f64());
+                if took > std::time::Duration::from_millis(100) {
+                    tracing::warn!(ms = took.as_millis(), "slow WAL checkpoint");
+                }
+                stopped = stop
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        })?;
+    Ok(CheckpointerGuard(signal))
 }
 
 /// Commits batches in one transaction, each in its own savepoint so one
@@ -171,7 +227,14 @@ fn commit_batches<'a>(
     }
     let sync = std::time::Instant::now();
     tx.commit()?;
-    metrics::histogram!("msgr_store_commit_sync_seconds").record(sync.elapsed().as_secs_f64());
+    let synced = sync.elapsed();
+    metrics::histogram!("msgr_store_commit_sync_seconds").record(synced.as_secs_f64());
+    if synced > std::time::Duration::from_millis(100) {
+        tracing::warn!(
+            ms = synced.as_millis(),
+            "slow commit: the disk took long to sync"
+        );
+    }
     Ok(results)
 }
 
@@ -218,15 +281,17 @@ impl SqliteStore {
         }
         let mut writer = open_conn(path, durability).map_err(unavailable)?;
         migrate(&mut writer).map_err(unavailable)?;
-        // The writer thread checkpoints when idle (see `writer_loop`); SQLite's
-        // own checkpoint, run inside a commit, stays only as a bound on the WAL
-        // (32 MiB) for a writer that is never idle.
+        // Checkpoints run beside the writer (see `spawn_checkpointer` and
+        // `writer_loop`); SQLite's own, run inside a commit, stays only as a
+        // bound on the WAL (32 MiB) for a writer that is never idle.
         writer
             .pragma_update(None, "wal_autocheckpoint", 8192)
             .map_err(unavailable)?;
         let readers = (0..READERS)
             .map(|_| open_conn(path, durability).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(unavailable)?;
+        let checkpointer = spawn_checkpointer(open_conn(path, durability).map_err(unavailable)?)
             .map_err(unavailable)?;
         let (jobs, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
@@ -238,6 +303,7 @@ impl SqliteStore {
                 writer: jobs,
                 readers,
                 next_reader: AtomicUsize::new(0),
+                _checkpointer: checkpointer,
             }),
         })
     }
@@ -425,19 +491,6 @@ fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutcome> {
             {
                 return Ok(OpOutcome::Rejected(Rejection::UnknownConversation));
             }
-            if !user_exists(tx, to)? || !user_exists(tx, &m.sender_id)? {
-                return Ok(OpOutcome::Rejected(Rejection::UnknownRecipient));
-            }
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO conversations (conversation_id, kind, last_seq, updated_at)
-                 VALUES (?1, 'direct', 0, ?2)",
-            )?
-            .execute(params![m.conversation_id, m.sent_at_ms])?;
-            let mut add = tx.prepare_cached(
-                "INSERT OR IGNORE INTO members (conversation_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
-            )?;
-            add.execute(params![m.conversation_id, m.sender_id, m.sent_at_ms])?;
-            add.execute(params![m.conversation_id, to, m.sent_at_ms])?;
             (Some(to.as_str()), None)
         }
         Target::Group(g) => {
@@ -457,12 +510,39 @@ fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutcome> {
         },
         None => None,
     };
-    let seq: u64 = tx
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, updated_at = max(updated_at, ?2)
-             WHERE conversation_id = ?1 RETURNING last_seq",
-        )?
-        .query_row(params![m.conversation_id, m.sent_at_ms], |r| r.get(0))?;
+    let mut next_seq = tx.prepare_cached(
+        "UPDATE conversations SET last_seq = last_seq + 1, updated_at = max(updated_at, ?2)
+         WHERE conversation_id = ?1 RETURNING last_seq",
+    )?;
+    let seq: u64 = match next_seq
+        .query_row(params![m.conversation_id, m.sent_at_ms], |r| r.get(0))
+        .optional()?
+    {
+        Some(seq) => seq,
+        // The first message of a direct chat creates it (users are never
+        // deleted, so an existing chat needs no user checks: the hot path is
+        // one statement here).
+        None => match to_user {
+            Some(to) => {
+                if !user_exists(tx, to)? || !user_exists(tx, &m.sender_id)? {
+                    return Ok(OpOutcome::Rejected(Rejection::UnknownRecipient));
+                }
+                tx.prepare_cached(
+                    "INSERT INTO conversations (conversation_id, kind, last_seq, updated_at)
+                     VALUES (?1, 'direct', 1, ?2)",
+                )?
+                .execute(params![m.conversation_id, m.sent_at_ms])?;
+                let mut add = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO members (conversation_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
+                )?;
+                add.execute(params![m.conversation_id, m.sender_id, m.sent_at_ms])?;
+                add.execute(params![m.conversation_id, to, m.sent_at_ms])?;
+                1
+            }
+            // A member of a group whose conversation row is missing: corrupt.
+            None => return Err(rusqlite::Error::QueryReturnedNoRows),
+        },
+    };
     tx.prepare_cached(&format!(
         "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))?

@@ -154,7 +154,7 @@ async fn the_wal_is_checkpointed_in_the_background() {
         store.apply(vec![op]).await.expect("apply");
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         if i % 100 == 99 {
-            // Idle moments (the writer checkpoints at most every 250 ms).
+            // Idle moments: the writer finishes a checkpoint (at most every 500 ms).
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     }
