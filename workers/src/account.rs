@@ -143,17 +143,12 @@ async fn verify_blocking(hashing: &Semaphore, pw: String, phc: String) -> Result
 /// - `invalid_query`: empty, longer than a username, or a character no
 ///   username can hold (so it could never match).
 async fn search(ctx: &WorkerContext, req: pb::UserSearchRequest) -> Result<pb::Users, Refusal> {
-    let prefix = req.prefix.trim().to_ascii_lowercase();
-    let ok = (1..=32).contains(&prefix.len())
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !ok {
+    let Some(prefix) = validate::username_prefix(&req.prefix) else {
         return Err(Refusal::new(
             "invalid_query",
             "query must be 1-32 characters of a-z 0-9 _ . -",
         ));
-    }
+    };
     let found = ctx
         .store
         .search_users(&prefix, req.limit.clamp(1, 50))

@@ -40,15 +40,25 @@ impl ValidationError {
 /// Checks a username and returns its canonical (lowercase) form: usernames are
 /// case-insensitively unique.
 pub fn username(raw: &str) -> Result<String, ValidationError> {
-    let ok = (3..=32).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    if (3..=32).contains(&raw.len()) && username_chars(raw) {
         Ok(raw.to_ascii_lowercase())
     } else {
         Err(ValidationError::BadUsername)
     }
+}
+
+/// The canonical form of a username search prefix (trimmed, lowercase), or
+/// `None` when no username could start with it (empty, too long, or a
+/// character usernames cannot hold).
+#[must_use]
+pub fn username_prefix(raw: &str) -> Option<String> {
+    let prefix = raw.trim().to_ascii_lowercase();
+    ((1..=32).contains(&prefix.len()) && username_chars(&prefix)).then_some(prefix)
+}
+
+fn username_chars(raw: &str) -> bool {
+    raw.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Checks a password's length in bytes.
@@ -101,6 +111,14 @@ mod tests {
         assert!(username(&"a".repeat(33)).is_err());
         assert!(username("bad name").is_err());
         assert!(username("émile").is_err());
+    }
+
+    #[test]
+    fn search_prefixes_are_canonical_or_refused() {
+        assert_eq!(username_prefix(" Al ").as_deref(), Some("al"));
+        assert_eq!(username_prefix("").as_deref(), None);
+        assert_eq!(username_prefix("has space").as_deref(), None);
+        assert_eq!(username_prefix(&"a".repeat(33)).as_deref(), None);
     }
 
     #[test]
