@@ -9,9 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
-
 import { Stack, artifacts, chromiumPath } from './stack.mjs';
+import { launchBrowser, openChat, sel, send, signUp as signUpAs } from './ui.mjs';
 
 const WAIT = 15_000;
 let stack;
@@ -21,12 +20,9 @@ const users = {}; // alice, bob, carol -> { username, display }
 
 before(async () => {
   // Check the browser first: it is the one thing a fresh machine may lack.
-  const executablePath = chromiumPath();
+  chromiumPath();
   stack = await Stack.start();
-  browser = await chromium.launch({
-    executablePath,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await launchBrowser();
   for (const who of ['alice', 'bob', 'carol']) {
     const username = `${who}_${randomBytes(4).toString('hex')}`;
     users[who] = { username, display: `${who[0].toUpperCase()}${who.slice(1)} Test` };
@@ -54,8 +50,6 @@ function it(name, fn) {
   });
 }
 
-const sel = (id, extra = '') => `[data-testid="${id}"]${extra}`;
-
 /** Opens `who`'s browser (own context: own storage) on edge `edge`. */
 async function open(who, edge) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
@@ -68,19 +62,7 @@ async function open(who, edge) {
 }
 
 async function signUp(page, who) {
-  const { username, display } = users[who];
-  const form = page.locator(sel('auth-form'));
-  await form.locator('[name="username"]').fill(username);
-  await form.locator('[name="password"]').fill('correct horse battery');
-  await form.locator('[name="display_name"]').fill(display);
-  await page.click(sel('register'));
-  await page.locator(sel('me')).filter({ hasText: username }).waitFor();
-  await page.locator(sel('conn-state', '[data-state="online"]')).waitFor();
-}
-
-async function send(page, text) {
-  await page.locator(sel('composer')).fill(text);
-  await page.locator(sel('composer')).press('Enter');
+  await signUpAs(page, users[who].username, users[who].display);
 }
 
 /** The message bubble holding exactly `text`. */
@@ -90,11 +72,6 @@ function message(page, text) {
 
 async function ticks(page, text, status) {
   await message(page, text).locator(sel('ticks', `[data-status="${status}"]`)).waitFor();
-}
-
-async function openChat(page, title) {
-  await page.locator(sel('chat-item')).filter({ hasText: title }).first().click();
-  await page.locator(sel('conv-title')).filter({ hasText: title }).waitFor();
 }
 
 /** seqs of the messages shown, in DOM order. */

@@ -2,16 +2,11 @@
 // from a real stack: `just web-screenshot`.
 
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { Stack, root } from './stack.mjs';
+import { launchBrowser, openChat as open, sel, send, signUp } from './ui.mjs';
 
-import { Stack, chromiumPath, root } from './stack.mjs';
-
-const sel = (id, extra = '') => `[data-testid="${id}"]${extra}`;
 const stack = await Stack.start();
-const browser = await chromium.launch({
-  executablePath: chromiumPath(),
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
+const browser = await launchBrowser();
 try {
   const people = {};
   for (const [who, display] of [['maria', 'Maria Lopez'], ['tom', 'Tom Becker'], ['ana', 'Ana Silva']]) {
@@ -19,23 +14,15 @@ try {
     const page = await context.newPage();
     page.setDefaultTimeout(15_000);
     await page.goto(stack.edges[0]);
-    await page.locator('[name="username"]').fill(who);
-    await page.locator('[name="password"]').fill('correct horse battery');
-    await page.locator('[name="display_name"]').fill(display);
-    await page.click(sel('register'));
-    await page.locator(sel('conn-state', '[data-state="online"]')).waitFor();
+    await signUp(page, who, display);
     people[who] = { page, display };
   }
   const { maria, tom, ana } = people;
   const say = async (p, text) => {
-    await p.page.locator(sel('composer')).fill(text);
-    await p.page.locator(sel('composer')).press('Enter');
+    await send(p.page, text);
     await p.page.locator(sel('message-text'), { hasText: text }).last().waitFor();
   };
-  const openChat = async (p, title) => {
-    await p.page.locator(sel('chat-item')).filter({ hasText: title }).first().click();
-    await p.page.locator(sel('conv-title')).filter({ hasText: title }).waitFor();
-  };
+  const openChat = (p, title) => open(p.page, title);
 
   // A group chat, then a direct chat on top so both kinds show in the list.
   await maria.page.click(sel('new-group'));
