@@ -440,7 +440,8 @@ async fn w4(
     edge_pid: Option<u32>,
 ) -> anyhow::Result<Value> {
     eprintln!("W4: {n} idle connections");
-    let users = register_many(addr, prefix, 100, 8).await?;
+    // One user per connection, as on a real edge: each pays for its inbox subscription.
+    let users = register_many(addr, prefix, n, 16).await?;
     let before = edge_pid.and_then(stats::rss_kib);
     let started = Instant::now();
     let mut conns = Vec::with_capacity(n);

@@ -148,6 +148,7 @@ impl EdgeApp {
                 next_conn_id: AtomicU64::new(1),
                 shutdown,
                 media,
+                inbox: crate::ws::Inbox::default(),
                 tracker: tokio_util::task::TaskTracker::new(),
             }),
         };

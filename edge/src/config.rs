@@ -20,7 +20,7 @@ pub struct EdgeConfig {
     pub bootstrap_timeout_secs: u64,
     /// Concurrent WebSocket connections this edge accepts.
     pub max_connections: usize,
-    /// Frames queued for one connection's writer before it counts as slow.
+    /// Frames queued for one connection before it counts as slow (closed with 1013).
     pub outbox_capacity: usize,
     /// Sends of one connection awaiting their `ack` at once.
     pub max_in_flight: usize,
@@ -52,7 +52,7 @@ impl Default for EdgeConfig {
             rpc_timeout_ms: 5_000,
             bootstrap_timeout_secs: 60,
             max_connections: 19_000,
-            outbox_capacity: 256,
+            outbox_capacity: 1_024,
             max_in_flight: 1_024,
             max_frame_bytes: 256 * 1024,
             slow_client_timeout_ms: 5_000,

@@ -32,6 +32,8 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// The media object store.
     pub media: msgr_core::media::MediaStore,
+    /// Per-user inbox subscriptions of this edge's connections.
+    pub inbox: crate::ws::Inbox,
     /// Every WebSocket session, so shutdown can wait for them.
     pub tracker: tokio_util::task::TaskTracker,
 }

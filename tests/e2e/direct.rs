@@ -122,3 +122,78 @@ async fn resending_a_client_msg_id_returns_the_original_and_stores_one_copy() {
         .collect();
     assert_eq!(texts, vec![json!("once"), json!("twice")]);
 }
+
+/// Subscriptions nats-server holds on `subject` (from its monitoring endpoint).
+async fn subscriptions_on(app: &TestApp, subject: &str) -> usize {
+    let r =
+        msgr_tests::http_get_raw(app.nats.monitor_addr(), "/subsz?subs=1&limit=100000", &[]).await;
+    assert_eq!(r.status, 200, "nats-server /subsz");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("subsz JSON");
+    v["subscriptions_list"]
+        .as_array()
+        .map_or(0, |l| l.iter().filter(|s| s["subject"] == subject).count())
+}
+
+async fn wait_for_subscriptions(app: &TestApp, subject: &str, want: usize) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let n = subscriptions_on(app, subject).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{subject}: {n} subscriptions, want {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_devices_on_one_edge_share_one_inbox_subscription_until_the_last_leaves() {
+    // Arrange: bob has two devices on the same edge.
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let inbox = format!("msgr.v1.deliver.user.{}", bob.user_id);
+    let mut a = app.ws(&alice.token).await;
+    let mut phone = app.ws(&bob.token).await;
+    let mut laptop = app.ws(&bob.token).await;
+    wait_for_subscriptions(&app, &inbox, 1).await;
+
+    // Act + Assert: both devices get the message through the one subscription.
+    a.send_text_to(&bob.user_id, "s-1", "to both").await;
+    a.expect("ack", T).await;
+    assert_eq!(
+        phone.expect("message", T).await["message"]["text"],
+        "to both"
+    );
+    assert_eq!(
+        laptop.expect("message", T).await["message"]["text"],
+        "to both"
+    );
+
+    // One device leaves: the other is still served, by the same subscription.
+    drop(phone);
+    a.send_text_to(&bob.user_id, "s-2", "laptop only").await;
+    a.expect("ack", T).await;
+    assert_eq!(
+        laptop.expect("message", T).await["message"]["text"],
+        "laptop only"
+    );
+    assert_eq!(subscriptions_on(&app, &inbox).await, 1);
+
+    // The last device leaves: the edge drops its interest.
+    drop(laptop);
+    wait_for_subscriptions(&app, &inbox, 0).await;
+
+    // Coming back subscribes again, and nothing sent meanwhile is lost to history.
+    a.send_text_to(&bob.user_id, "s-3", "while away").await;
+    a.expect("ack", T).await;
+    let mut back = app.ws(&bob.token).await;
+    wait_for_subscriptions(&app, &inbox, 1).await;
+    a.send_text_to(&bob.user_id, "s-4", "welcome back").await;
+    a.expect("ack", T).await;
+    let got = back.expect("message", T).await;
+    assert_eq!(got["message"]["text"], "welcome back");
+    assert_eq!(got["message"]["seq"], 4, "seq 3 waits in history");
+}

@@ -2,10 +2,16 @@
 //!
 //! # Layout
 //! - [`frame`]: parsing and validating client frames.
-//! - [`session`]: one connection: a reader task, a writer task, a bounded outbox.
+//! - [`session`]: one connection, served by one task.
+//! - [`mailbox`]: a connection's bounded queue of frames to write.
+//! - [`inbox`]: this edge's per-user inbox subscriptions, shared by a user's devices.
 
 mod frame;
+mod inbox;
+mod mailbox;
 mod session;
+
+pub use inbox::Inbox;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -46,7 +52,7 @@ pub async fn upgrade(
         Err(e) => return ApiError::bad_request("not_websocket", e.to_string()).into_response(),
     };
     let tracker = state.tracker.clone();
-    tracker.spawn(async move {
+    let task = async move {
         match fut.await {
             Ok(mut ws) => {
                 ws.set_auto_close(true);
@@ -57,6 +63,7 @@ pub async fn upgrade(
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
         drop(permit);
-    });
+    };
+    tracker.spawn(task);
     response.into_response()
 }

@@ -1,19 +1,24 @@
-//! One WebSocket connection.
+//! One WebSocket connection, served by one task.
 //!
-//! - Before the first frame is read, the session subscribes to its user's
-//!   inbox subject, so no event for a message it sends can be missed.
-//! - The reader task parses frames, publishes commands to JetStream and
-//!   queues replies (errors, pongs) on the bounded outbox.
-//! - The writer task writes the outbox and the inbox events. A `message` event
-//!   for a `client_msg_id` this connection is waiting on becomes its `ack`;
-//!   every other connection gets a `message` frame.
-//! - A socket that accepts no bytes for `slow_client_timeout_ms` is closed
-//!   with 1013: the client reconnects and syncs history. Nothing grows
-//!   without bound: the outbox, the in-flight map and the NATS subscription
-//!   buffer are all capped.
+//! - Before the first frame is read, the connection joins its user's inbox
+//!   on this edge (subscribing if it is the user's first device here), so no
+//!   event for a message it sends can be missed.
+//! - The task keeps one pending `read_frame` pinned (it is not cancel-safe)
+//!   while it writes what arrives in the mailbox: inbox events, answers from
+//!   tasks awaiting JetStream acks, obligated pongs. A `message` event for a
+//!   `client_msg_id` this connection is waiting on becomes its `ack`.
+//! - Replies to a frame (errors, pongs) are written directly, so a client
+//!   that sends faster than it reads is throttled by its own socket.
+//! - A socket that accepts no bytes for `slow_client_timeout_ms`, or a full
+//!   mailbox, closes the connection with 1013: the client reconnects and
+//!   syncs history. Nothing grows without bound: the mailbox, the in-flight
+//!   map and the receipts awaiting acks are all capped.
+//! - An idle connection is this task (handlers are boxed so they do not
+//!   inflate it), one `Session` and the socket's buffers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,65 +27,57 @@ use bytes::Bytes;
 use fastwebsockets::{
     Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
 };
-use futures_util::StreamExt;
 use hyper::upgrade::Upgraded;
 use msgr_core::id;
 use msgr_nats::{rpc, subject};
 use msgr_schemas::client::{ReceiptStatusJson, ServerFrame};
 use msgr_schemas::pb::v1 as pb;
 use prost::Message;
-use tokio::io::WriteHalf;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::io::{ReadHalf, WriteHalf};
 
 use super::frame::{self, FrameError, Request};
+use super::mailbox::{Item, Mailbox, Next, TRY_AGAIN_LATER};
 use crate::state::EdgeState;
 
 type Io = hyper_util::rt::TokioIo<Upgraded>;
+type Rx = WebSocketRead<ReadHalf<Io>>;
+type Tx = WebSocketWrite<WriteHalf<Io>>;
 
 /// Close codes.
-const NORMAL: u16 = 1000;
 const GOING_AWAY: u16 = 1001;
 const INVALID_DATA: u16 = 1007;
 const POLICY: u16 = 1008;
 const TOO_BIG: u16 = 1009;
-const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Bad frames in a row after which a client counts as misbehaving.
 const MAX_CONSECUTIVE_ERRORS: u32 = 32;
 
-enum Out {
-    /// A serialized server frame.
-    Text(Vec<u8>),
-    /// A control frame the protocol obliges us to send (pong, close reply).
-    Control(OpCode, Vec<u8>),
-}
+/// Receipt publishes of one connection awaiting their JetStream ack.
+const MAX_RECEIPTS_IN_FLIGHT: usize = 256;
 
-/// State shared by the reader, the writer and in-flight publish tasks.
-struct Shared {
-    user_id: String,
+/// One connection's state, shared with its inbox pump and the tasks awaiting
+/// JetStream acks for it.
+pub(crate) struct Session {
+    pub(super) user_id: String,
     /// `client_msg_id` → when the frame was read, for sends awaiting their ack.
     pending: Mutex<HashMap<String, Instant>>,
-    /// Receipt publishes awaiting their JetStream ack (bounded per connection).
-    receipts_in_flight: Arc<tokio::sync::Semaphore>,
-    /// Set before `kill` is cancelled: the close code to send.
-    close_code: AtomicU16,
-    kill: CancellationToken,
+    /// Receipt publishes awaiting their JetStream ack.
+    receipts_in_flight: AtomicUsize,
+    pub(super) mailbox: Mailbox,
 }
 
-impl Shared {
-    fn close(&self, code: u16) {
-        let _ = self
-            .close_code
-            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
-        self.kill.cancel();
-    }
-
+impl Session {
     fn take_pending(&self, cmid: &str) -> Option<Instant> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(cmid)
+    }
+
+    /// Queues a frame from a background task. A connection that cannot take
+    /// it is closing (or is being closed as too slow), so it is dropped.
+    fn post(&self, bytes: Vec<u8>) {
+        self.mailbox.push(Item::Frame(bytes));
     }
 }
 
@@ -98,25 +95,32 @@ fn error_frame(e: FrameError) -> Vec<u8> {
     })
 }
 
+/// How a connection ends.
+enum End {
+    /// The peer is gone or closed first: nothing more to say.
+    Quiet,
+    /// Send a close frame with this code.
+    Close(u16),
+    /// Send a close frame, then read until the peer's close (so it sees the code).
+    CloseAndDrain(u16),
+}
+
 /// Runs one connection to completion.
 pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
-    // Subscribe, and flush so the server has the subscription, before reading
-    // any frame: an event for a message this socket sends can then not be missed.
-    let subscribed = match state.nats.subscribe(subject::deliver_user(&user_id)).await {
-        Ok(s) => state
-            .nats
-            .flush()
-            .await
-            .map(|()| s)
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let sub = match subscribed {
-        Ok(s) => s,
+    let session = Arc::new(Session {
+        user_id,
+        pending: Mutex::new(HashMap::new()),
+        receipts_in_flight: AtomicUsize::new(0),
+        mailbox: Mailbox::new(state.config.outbox_capacity),
+    });
+    let (mut rx, mut tx) = ws.split(tokio::io::split);
+    // Joined (and subscribed) before any frame is read: an event for a
+    // message this socket sends can then not be missed.
+    let membership = match state.inbox.join(&state.nats, &session).await {
+        Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "inbox subscribe failed; closing");
-            let mut ws = ws;
-            let _ = ws
+            let _ = tx
                 .write_frame(Frame::close(TRY_AGAIN_LATER, b"try again"))
                 .await;
             return;
@@ -124,86 +128,140 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
     };
     metrics::gauge!("msgr_edge_connections").increment(1.0);
     let conn_id = state.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(conn_id, user = %user_id, "connected");
-    let shared = Arc::new(Shared {
-        user_id,
-        pending: Mutex::new(HashMap::new()),
-        receipts_in_flight: Arc::new(tokio::sync::Semaphore::new(256)),
-        close_code: AtomicU16::new(0),
-        kill: CancellationToken::new(),
-    });
-    let (read, write) = ws.split(tokio::io::split);
-    let (out_tx, out_rx) = mpsc::channel(state.config.outbox_capacity.max(1));
-    let writer = tokio::spawn(write_loop(
-        state.clone(),
-        Arc::clone(&shared),
-        write,
-        out_rx,
-        sub,
-    ));
-    read_loop(&state, &shared, read, &out_tx).await;
-    shared.close(NORMAL);
-    drop(out_tx);
-    let _ = writer.await;
+    tracing::debug!(conn_id, user = %session.user_id, "connected");
+    let timeout = Duration::from_millis(state.config.slow_client_timeout_ms.max(1));
+    let mut obligated = |f: Frame<'_>| {
+        std::future::ready(session.mailbox.push_control(f.opcode, f.payload.to_vec()))
+    };
+    let end = serve(&state, &session, &mut rx, &mut tx, &mut obligated, timeout).await;
+    // Events stop now; what is still queued is for a socket about to close.
+    drop(membership);
+    match end {
+        End::Quiet => {
+            // A close echo the reader owes the peer.
+            for (op, payload) in session.mailbox.take_control() {
+                let f = Frame::new(true, op, None, Payload::Owned(payload));
+                if write(&mut tx, f, timeout).await.is_err() {
+                    break;
+                }
+            }
+        }
+        End::Close(code) | End::CloseAndDrain(code) => {
+            let reason: &[u8] = match code {
+                GOING_AWAY => b"server shutting down",
+                TOO_BIG => b"frame too large",
+                POLICY => b"too many bad frames",
+                TRY_AGAIN_LATER => b"too slow; reconnect and sync",
+                _ => b"",
+            };
+            let closed = tokio::time::timeout(
+                Duration::from_secs(1),
+                tx.write_frame(Frame::close(code, reason)),
+            )
+            .await;
+            if matches!(end, End::CloseAndDrain(_)) && matches!(closed, Ok(Ok(()))) {
+                drain(&mut rx, &mut obligated).await;
+            }
+        }
+    }
     metrics::gauge!("msgr_edge_connections").decrement(1.0);
     tracing::debug!(conn_id, "disconnected");
 }
 
-async fn read_loop(
+/// Writes one frame; a socket that takes nothing for `timeout` is too slow.
+async fn write(tx: &mut Tx, f: Frame<'_>, timeout: Duration) -> Result<(), End> {
+    match tokio::time::timeout(timeout, tx.write_frame(f)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Quiet),
+        Err(_) => {
+            metrics::counter!("msgr_edge_slow_clients_closed_total").increment(1);
+            Err(End::Close(TRY_AGAIN_LATER))
+        }
+    }
+}
+
+/// The connection's loop: until it ends, write what the mailbox holds while
+/// a frame read is pending, and handle each frame read.
+async fn serve<F, R>(
     state: &EdgeState,
-    shared: &Arc<Shared>,
-    mut rx: WebSocketRead<tokio::io::ReadHalf<Io>>,
-    out: &mpsc::Sender<Out>,
-) {
-    let control_tx = out.clone();
-    let mut obligated = move |f: Frame<'_>| {
-        let r = control_tx
-            .try_send(Out::Control(f.opcode, f.payload.to_vec()))
-            .map_err(|_| "outbox full");
-        std::future::ready(r)
-    };
+    session: &Arc<Session>,
+    rx: &mut Rx,
+    tx: &mut Tx,
+    obligated: &mut F,
+    timeout: Duration,
+) -> End
+where
+    F: FnMut(Frame<'_>) -> R,
+    R: std::future::Future<Output = Result<(), &'static str>>,
+{
     let mut consecutive_errors = 0u32;
     loop {
-        let frame = tokio::select! {
-            () = state.shutdown.cancelled() => {
-                shared.close(GOING_AWAY);
-                return drain(&mut rx, &mut obligated).await;
+        // Kept across mailbox writes: dropping a half-read frame would
+        // desynchronize the stream.
+        let mut read = pin!(rx.read_frame(obligated));
+        let frame = loop {
+            tokio::select! {
+                biased;
+                () = state.shutdown.cancelled() => return End::CloseAndDrain(GOING_AWAY),
+                next = session.mailbox.next() => {
+                    let f = match next {
+                        Next::Control(op, payload) => Frame::new(true, op, None, Payload::Owned(payload)),
+                        Next::Item(Item::Frame(bytes)) => Frame::text(Payload::Owned(bytes)),
+                        Next::Item(Item::Event(payload)) => match delivery_frame(session, &payload) {
+                            Some(bytes) => Frame::text(Payload::Owned(bytes)),
+                            None => continue,
+                        },
+                        Next::Close(code) => return End::Close(code),
+                    };
+                    if let Err(end) = write(tx, f, timeout).await {
+                        if matches!(end, End::Close(TRY_AGAIN_LATER)) {
+                            tracing::info!(user = %session.user_id, "closing a client that cannot keep up");
+                        }
+                        return end;
+                    }
+                }
+                f = &mut read => break f,
             }
-            () = shared.kill.cancelled() => return,
-            f = rx.read_frame(&mut obligated) => f,
         };
         let frame = match frame {
             Ok(f) => f,
-            Err(WebSocketError::FrameTooLarge) => return shared.close(TOO_BIG),
-            Err(WebSocketError::InvalidUTF8) => return shared.close(INVALID_DATA),
-            Err(_) => return,
+            Err(WebSocketError::FrameTooLarge) => return End::Close(TOO_BIG),
+            Err(WebSocketError::InvalidUTF8) => return End::Close(INVALID_DATA),
+            Err(_) => return End::Quiet,
         };
         // Fragmented messages would need reassembly without a size bound;
         // clients send each JSON frame whole (browsers always do).
         if !frame.fin || frame.opcode == OpCode::Continuation {
-            return shared.close(TOO_BIG);
+            return End::Close(TOO_BIG);
         }
         let reply = match frame.opcode {
-            OpCode::Text => handle_text(state, shared, out, &frame.payload).await,
+            // Boxed: the handlers' futures are large and needed only while a
+            // frame is handled, not by every idle connection.
+            OpCode::Text => Box::pin(handle_text(state, session, &frame.payload)).await,
             OpCode::Binary => Err(FrameError::new(
                 "binary_not_supported",
                 "frames are JSON text",
             )),
-            OpCode::Close => return,
-            _ => Ok(()),
+            OpCode::Close => return End::Quiet,
+            _ => Ok(None),
         };
-        match reply {
-            Ok(()) => consecutive_errors = 0,
+        let reply = match reply {
+            Ok(r) => {
+                consecutive_errors = 0;
+                r
+            }
             Err(e) => {
                 consecutive_errors += 1;
-                if !push(shared, out, error_frame(e)).await {
-                    return;
-                }
-                if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
-                    shared.close(POLICY);
-                    return drain(&mut rx, &mut obligated).await;
-                }
+                Some(error_frame(e))
             }
+        };
+        if let Some(bytes) = reply {
+            if let Err(end) = write(tx, Frame::text(Payload::Owned(bytes)), timeout).await {
+                return end;
+            }
+        }
+        if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+            return End::CloseAndDrain(POLICY);
         }
     }
 }
@@ -211,7 +269,7 @@ async fn read_loop(
 /// After we sent a close frame: read and discard until the client's close (or
 /// a short deadline), so the socket is not reset while our close is in
 /// flight and the client gets to see the close code.
-async fn drain<F, R>(rx: &mut WebSocketRead<tokio::io::ReadHalf<Io>>, obligated: &mut F)
+async fn drain<F, R>(rx: &mut Rx, obligated: &mut F)
 where
     F: FnMut(Frame<'_>) -> R,
     R: std::future::Future<Output = Result<(), &'static str>>,
@@ -227,43 +285,31 @@ where
     .await;
 }
 
-/// Queues a frame for the writer, waiting while the outbox is full (that
-/// throttles a client that sends faster than it reads). False once closing.
-async fn push(shared: &Shared, out: &mpsc::Sender<Out>, bytes: Vec<u8>) -> bool {
-    tokio::select! {
-        () = shared.kill.cancelled() => false,
-        r = out.send(Out::Text(bytes)) => r.is_ok(),
-    }
-}
-
+/// Handles one text frame; `Ok(Some(frame))` is a reply to write now.
 async fn handle_text(
     state: &EdgeState,
-    shared: &Arc<Shared>,
-    out: &mpsc::Sender<Out>,
+    session: &Arc<Session>,
     payload: &[u8],
-) -> Result<(), FrameError> {
+) -> Result<Option<Vec<u8>>, FrameError> {
     match frame::parse(payload)? {
-        Request::Ping => {
-            push(shared, out, encode(&ServerFrame::Pong)).await;
-            Ok(())
-        }
-        Request::Send(f) => send(state, shared, out, f).await,
-        Request::Receipt(r) => receipt(state, shared, out, r).await,
+        Request::Ping => Ok(Some(encode(&ServerFrame::Pong))),
+        Request::Send(f) => send(state, session, f).await.map(|()| None),
+        Request::Receipt(r) => receipt(state, session, r).await.map(|()| None),
         Request::Typing(t) => {
             if let Some((a, b)) = id::direct_members(&t.conversation_id) {
-                if a == shared.user_id || b == shared.user_id {
-                    let peer = subject::deliver_user(if a == shared.user_id { b } else { a });
+                if a == session.user_id || b == session.user_id {
+                    let peer = subject::deliver_user(if a == session.user_id { b } else { a });
                     let d = pb::Delivery {
                         event: Some(pb::delivery::Event::Typing(pb::TypingEvent {
                             conversation_id: t.conversation_id,
-                            user_id: shared.user_id.clone(),
+                            user_id: session.user_id.clone(),
                         })),
                     };
                     // Ephemeral: a lost typing event is harmless.
                     let _ = state.nats.publish(peer, d.encode_to_vec().into()).await;
                 }
             }
-            Ok(())
+            Ok(None)
         }
     }
 }
@@ -282,11 +328,10 @@ fn sending_error(code: &'static str, message: &str, cmid: &str) -> FrameError {
 /// `rate_limited` (too many sends awaiting acks), `unavailable` (bus down).
 async fn send(
     state: &EdgeState,
-    shared: &Arc<Shared>,
-    out: &mpsc::Sender<Out>,
+    session: &Arc<Session>,
     f: msgr_schemas::client::SendFrame,
 ) -> Result<(), FrameError> {
-    let me = shared.user_id.clone();
+    let me = session.user_id.clone();
     let cmid = f.client_msg_id.clone();
     let (conversation_id, target) = match (&f.to_user, &f.to_group) {
         (Some(u), _) => {
@@ -328,7 +373,7 @@ async fn send(
         }
     };
     {
-        let mut pending = shared
+        let mut pending = session
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -370,7 +415,7 @@ async fn send(
     let ack_future = match publish {
         Ok(f) => f,
         Err(e) => {
-            shared.take_pending(&cmid);
+            session.take_pending(&cmid);
             tracing::warn!(error = %e, "publish failed");
             return Err(sending_error(
                 "unavailable",
@@ -380,7 +425,7 @@ async fn send(
         }
     };
     // Await the PubAck off the read path so a client can pipeline sends.
-    let (state, shared, out) = (state.clone(), Arc::clone(shared), out.clone());
+    let (state, session) = (state.clone(), Arc::clone(session));
     tokio::spawn(async move {
         match ack_future.await {
             Ok(ack) => {
@@ -389,15 +434,15 @@ async fn send(
                 if ack.duplicate {
                     // JetStream dropped a resend inside its window: the original
                     // may be stored already, so answer from the store.
-                    resolve_duplicate(&state, &shared, &out, &cmid).await;
+                    resolve_duplicate(&state, &session, &cmid).await;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "publish not acknowledged");
-                if shared.take_pending(&cmid).is_some() {
+                if session.take_pending(&cmid).is_some() {
                     let e =
                         sending_error("unavailable", "could not accept the message; retry", &cmid);
-                    push(&shared, &out, error_frame(e)).await;
+                    session.post(error_frame(e));
                 }
             }
         }
@@ -405,14 +450,9 @@ async fn send(
     Ok(())
 }
 
-async fn resolve_duplicate(
-    state: &EdgeState,
-    shared: &Shared,
-    out: &mpsc::Sender<Out>,
-    cmid: &str,
-) {
+async fn resolve_duplicate(state: &EdgeState, session: &Session, cmid: &str) {
     let req = pb::LookupRequest {
-        sender_id: shared.user_id.clone(),
+        sender_id: session.user_id.clone(),
         client_msg_id: cmid.to_owned(),
     };
     for attempt in 0..5u32 {
@@ -425,8 +465,8 @@ async fn resolve_duplicate(
         .await
         {
             Ok(pb::LookupResult { message: Some(m) }) => {
-                if shared.take_pending(cmid).is_some() {
-                    push(shared, out, encode(&ack_frame(&m))).await;
+                if session.take_pending(cmid).is_some() {
+                    session.post(encode(&ack_frame(&m)));
                 }
                 return;
             }
@@ -437,13 +477,13 @@ async fn resolve_duplicate(
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
     }
     // Never stored (it was refused earlier) and no event coming: say so.
-    if shared.take_pending(cmid).is_some() {
+    if session.take_pending(cmid).is_some() {
         let e = sending_error(
             "unavailable",
             "the message was not stored; send it with a new client_msg_id",
             cmid,
         );
-        push(shared, out, error_frame(e)).await;
+        session.post(error_frame(e));
     }
 }
 
@@ -463,8 +503,7 @@ fn ack_frame(m: &pb::StoredMessage) -> ServerFrame {
 /// are checked by the sequencer), `unavailable`.
 async fn receipt(
     state: &EdgeState,
-    shared: &Arc<Shared>,
-    out: &mpsc::Sender<Out>,
+    session: &Arc<Session>,
     r: msgr_schemas::client::ReceiptFrame,
 ) -> Result<(), FrameError> {
     let conv = r.conversation_id;
@@ -475,7 +514,7 @@ async fn receipt(
         ));
     }
     if let Some((a, b)) = id::direct_members(&conv) {
-        if a != shared.user_id && b != shared.user_id {
+        if a != session.user_id && b != session.user_id {
             return Err(FrameError::new(
                 "not_member",
                 "not a member of this conversation",
@@ -484,7 +523,7 @@ async fn receipt(
     }
     let cmd = pb::ReceiptCommand {
         conversation_id: conv.clone(),
-        user_id: shared.user_id.clone(),
+        user_id: session.user_id.clone(),
         status: match r.status {
             ReceiptStatusJson::Delivered => pb::ReceiptStatus::Delivered,
             ReceiptStatusJson::Read => pb::ReceiptStatus::Read,
@@ -492,113 +531,48 @@ async fn receipt(
         up_to_seq: r.up_to_seq,
         at_ms: msgr_core::time::now_ms(),
     };
-    let Ok(permit) = Arc::clone(&shared.receipts_in_flight).try_acquire_owned() else {
+    // Counted before the publish so the bound holds for every frame read.
+    if session.receipts_in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_RECEIPTS_IN_FLIGHT {
+        session.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
         return Err(FrameError::new(
             "rate_limited",
             "too many receipts awaiting confirmation",
         ));
-    };
+    }
+    let in_flight = InFlight(Arc::clone(session));
     let subject = subject::in_receipt(id::partition_of(&conv, state.partitions), &conv);
     let fut = state
         .js
         .publish(subject, cmd.encode_to_vec().into())
         .await
         .map_err(|_| FrameError::new("unavailable", "could not record the receipt; retry"))?;
-    let (shared, out) = (Arc::clone(shared), out.clone());
     tokio::spawn(async move {
-        let _permit = permit;
         if fut.await.is_err() {
-            push(
-                &shared,
-                &out,
-                error_frame(FrameError::new(
-                    "unavailable",
-                    "could not record the receipt; retry",
-                )),
-            )
-            .await;
+            in_flight.0.post(error_frame(FrameError::new(
+                "unavailable",
+                "could not record the receipt; retry",
+            )));
         }
     });
     Ok(())
 }
 
-async fn write_loop(
-    state: EdgeState,
-    shared: Arc<Shared>,
-    mut ws: WebSocketWrite<WriteHalf<Io>>,
-    mut out: mpsc::Receiver<Out>,
-    mut sub: async_nats::Subscriber,
-) {
-    let timeout = Duration::from_millis(state.config.slow_client_timeout_ms.max(1));
-    loop {
-        let bytes: Vec<u8> = tokio::select! {
-            biased;
-            o = out.recv() => match o {
-                Some(Out::Text(b)) => b,
-                Some(Out::Control(op, payload)) => {
-                    let is_close = op == OpCode::Close;
-                    let f = Frame::new(true, op, None, Payload::Owned(payload));
-                    if !matches!(tokio::time::timeout(timeout, ws.write_frame(f)).await, Ok(Ok(()))) || is_close {
-                        shared.kill.cancel();
-                        break;
-                    }
-                    continue;
-                }
-                None => break,
-            },
-            () = shared.kill.cancelled() => {
-                let code = match shared.close_code.load(Ordering::SeqCst) { 0 => NORMAL, c => c };
-                let reason: &[u8] = match code {
-                    GOING_AWAY => b"server shutting down",
-                    TOO_BIG => b"frame too large",
-                    POLICY => b"too many bad frames",
-                    TRY_AGAIN_LATER => b"too slow; reconnect and sync",
-                    _ => b"",
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.write_frame(Frame::close(code, reason))).await;
-                break;
-            }
-            m = sub.next() => match m {
-                Some(m) => match delivery_frame(&shared, &m.payload) {
-                    Some(b) => b,
-                    None => continue,
-                },
-                None => break,
-            },
-        };
-        let f = Frame::text(Payload::Borrowed(&bytes));
-        match tokio::time::timeout(timeout, ws.write_frame(f)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                shared.kill.cancel();
-                break;
-            }
-            Err(_) => {
-                metrics::counter!("msgr_edge_slow_clients_closed_total").increment(1);
-                tracing::info!(user = %shared.user_id, "closing a client that cannot keep up");
-                shared.close(TRY_AGAIN_LATER);
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(200),
-                    ws.write_frame(Frame::close(
-                        TRY_AGAIN_LATER,
-                        b"too slow; reconnect and sync",
-                    )),
-                )
-                .await;
-                break;
-            }
-        }
+/// One receipt publish awaiting its ack; released however the task ends.
+struct InFlight(Arc<Session>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
-    let _ = sub.unsubscribe().await;
 }
 
 /// Turns an inbox event into the frame for this connection (if any).
-fn delivery_frame(shared: &Shared, payload: &Bytes) -> Option<Vec<u8>> {
+fn delivery_frame(session: &Session, payload: &Bytes) -> Option<Vec<u8>> {
     let d = pb::Delivery::decode(payload.clone()).ok()?;
     let frame = match d.event? {
         pb::delivery::Event::Message(m) => {
-            if m.sender_id == shared.user_id {
-                if let Some(t0) = shared.take_pending(&m.client_msg_id) {
+            if m.sender_id == session.user_id {
+                if let Some(t0) = session.take_pending(&m.client_msg_id) {
                     metrics::histogram!("msgr_edge_ack_seconds").record(t0.elapsed().as_secs_f64());
                     return Some(encode(&ack_frame(&m)));
                 }
@@ -617,7 +591,7 @@ fn delivery_frame(shared: &Shared, payload: &Bytes) -> Option<Vec<u8>> {
         },
         pb::delivery::Event::Rejected(r) => {
             // Only the connection that sent it is waiting for an answer.
-            shared.take_pending(&r.client_msg_id)?;
+            session.take_pending(&r.client_msg_id)?;
             ServerFrame::Error {
                 code: r.code,
                 message: r.message,
@@ -637,7 +611,7 @@ fn delivery_frame(shared: &Shared, payload: &Bytes) -> Option<Vec<u8>> {
             return serde_json::to_vec(&frame).ok();
         }
         pb::delivery::Event::Typing(t) => {
-            if t.user_id == shared.user_id {
+            if t.user_id == session.user_id {
                 return None;
             }
             ServerFrame::Typing {

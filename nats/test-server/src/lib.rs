@@ -144,6 +144,12 @@ impl TestNats {
         self.port
     }
 
+    /// The monitoring endpoint's address (`/subsz`, `/connz`, ...).
+    #[must_use]
+    pub fn monitor_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.monitor_port))
+    }
+
     /// Stops the server (SIGKILL); the store directory is kept for [`Self::restart`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
