@@ -138,3 +138,14 @@ bench *ARGS: tools
     for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
     echo "bench stack: edge $edge, worker $worker, nats $nats ($(nproc) cores)"
     ./target/release/msgr-bench --url http://127.0.0.1:18080 --pids "edge=$edge,worker=$worker,nats=$nats" {{ARGS}}
+    # W4 again on a fresh edge in `wildcard` inbox mode (one subscription to every inbox).
+    # Not beside the first edge: it would receive every event of W1-W3 too.
+    args=" {{ARGS}} "
+    if [[ "$args" == *" --url"* ]] || { [[ "$args" == *"--workloads"* ]] && [[ "$args" != *w4* ]]; }; then exit 0; fi
+    kill "$edge"; wait "$edge" 2>/dev/null || true
+    MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=wildcard RUST_LOG=warn \
+      ./target/release/msgr-edge >"$dir/edge-wildcard.log" 2>&1 & edge=$!; pids+=($edge)
+    for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
+    echo "W4 on an edge with MSGR_INBOX=wildcard (pid $edge)"
+    keep=$(grep -oE -- '--(idle|out)[= ][^ ]+' <<<"$args" || true)
+    ./target/release/msgr-bench --url http://127.0.0.1:18080 --pids "edge=$edge" $keep --workloads w4 --label wildcard

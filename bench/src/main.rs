@@ -48,9 +48,14 @@ struct Cli {
     /// Shorter phases, for a smoke run.
     #[arg(long)]
     quick: bool,
-    /// W4: idle connections to open.
-    #[arg(long, default_value_t = 10_000)]
-    idle: usize,
+    /// W4: idle connections to hold, in steps (each one measured). 19,000 stays
+    /// under the 20,000 open-files limit of the generator and the edge.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000, 19_000])]
+    idle: Vec<usize>,
+    /// Store results as `<workload>_<label>` and merge them into an existing
+    /// `latest.json` (e.g. a second run against an edge configured differently).
+    #[arg(long)]
+    label: Option<String>,
     /// W2: highest rate to try (msg/s).
     #[arg(long, default_value_t = 64_000)]
     max_rate: u64,
@@ -313,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
             "w4" => report
                 .insert(
                     "w4",
-                    w4(addr, &format!("w4-{run_id}"), cli.idle, edge_pid).await?,
+                    w4(addr, &format!("w4-{run_id}"), &cli.idle, edge_pid).await?,
                 )
                 .map_or((), |_| ()),
             "w5" => report
@@ -326,12 +331,28 @@ async fn main() -> anyhow::Result<()> {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
     });
-    let doc = json!({"machine": machine, "results": report});
+    let mut results = serde_json::Map::new();
+    let latest = cli.out.join("latest.json");
+    if cli.label.is_some() {
+        // Keep what an earlier run of this `just bench` wrote.
+        if let Ok(prev) = std::fs::read(&latest) {
+            if let Ok(Value::Object(mut prev)) = serde_json::from_slice::<Value>(&prev) {
+                if let Some(Value::Object(r)) = prev.remove("results") {
+                    results = r;
+                }
+            }
+        }
+    }
+    for (k, v) in report {
+        let key = match &cli.label {
+            Some(l) => format!("{k}_{l}"),
+            None => k.to_owned(),
+        };
+        results.insert(key, v);
+    }
+    let doc = json!({"machine": machine, "results": results});
     std::fs::create_dir_all(&cli.out)?;
-    std::fs::write(
-        cli.out.join("latest.json"),
-        serde_json::to_string_pretty(&doc)?,
-    )?;
+    std::fs::write(&latest, serde_json::to_string_pretty(&doc)?)?;
     print_table(&doc);
     plot(&doc, &cli.out.join("latency.svg"))?;
     eprintln!(
@@ -436,50 +457,61 @@ async fn w3(
 async fn w4(
     addr: SocketAddr,
     prefix: &str,
-    n: usize,
+    levels: &[usize],
     edge_pid: Option<u32>,
 ) -> anyhow::Result<Value> {
-    eprintln!("W4: {n} idle connections");
-    // One user per connection, as on a real edge: each pays for its inbox subscription.
+    let n = levels.iter().copied().max().unwrap_or(0);
+    eprintln!("W4: idle connections, held at {levels:?}");
+    // One user per connection, as on a real edge: each pays for its inbox interest.
     let users = register_many(addr, prefix, n, 16).await?;
     let before = edge_pid.and_then(stats::rss_kib);
-    let started = Instant::now();
     let mut conns = Vec::with_capacity(n);
     let mut failed = 0usize;
-    for i in 0..n {
-        // Several loopback source addresses: more than one address's worth of ports.
-        let from = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % 4) as u8));
-        match connect_ws(addr, &users[i % users.len()].token, Some(from)).await {
-            Ok(ws) => conns.push(ws),
-            Err(_) => failed += 1,
+    let mut out = Vec::new();
+    let mut connecting = Duration::ZERO;
+    let mut sorted = levels.to_vec();
+    sorted.sort_unstable();
+    for level in sorted {
+        let started = Instant::now();
+        let mut i = conns.len() + failed;
+        while conns.len() < level && i < n {
+            // Several loopback source addresses: more than one address's worth of ports.
+            let from = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % 4) as u8));
+            match connect_ws(addr, &users[i].token, Some(from)).await {
+                Ok(ws) => conns.push(ws),
+                Err(_) => failed += 1,
+            }
+            i += 1;
+            if i % 1000 == 0 {
+                eprint!("\r    {} open", conns.len());
+            }
         }
-        if i % 1000 == 999 {
-            eprint!("\r    {} open", conns.len());
-        }
+        connecting += started.elapsed();
+        eprintln!();
+        // Let allocations from the connect burst settle before reading RSS.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = edge_pid.and_then(stats::rss_kib);
+        let per_conn = match (before, after) {
+            (Some(b), Some(a)) if !conns.is_empty() => {
+                Some(a.saturating_sub(b) as f64 / conns.len() as f64)
+            }
+            _ => None,
+        };
+        let rate = conns.len() as f64 / connecting.as_secs_f64();
+        eprintln!(
+            "    {} open (failed {failed}) at {rate:.0}/s; edge RSS per connection {per_conn:?} KiB",
+            conns.len(),
+        );
+        out.push(
+            json!({"requested": level, "open": conns.len(), "failed": failed,
+            "connect_per_s": rate,
+            "edge_rss_before_mib": before.map(|b| b as f64 / 1024.0),
+            "edge_rss_after_mib": after.map(|a| a as f64 / 1024.0),
+            "edge_kib_per_connection": per_conn}),
+        );
     }
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = edge_pid.and_then(stats::rss_kib);
-    let per_conn = match (before, after) {
-        (Some(b), Some(a)) if !conns.is_empty() => {
-            Some(a.saturating_sub(b) as f64 / conns.len() as f64)
-        }
-        _ => None,
-    };
-    eprintln!(
-        "    open {} (failed {failed}) at {:.0}/s; edge RSS per connection {:?} KiB",
-        conns.len(),
-        conns.len() as f64 / secs,
-        per_conn
-    );
-    let open = conns.len();
     drop(conns);
-    Ok(
-        json!({"requested": n, "open": open, "failed": failed, "connect_per_s": open as f64 / secs,
-        "edge_rss_before_mib": before.map(|b| b as f64 / 1024.0), "edge_rss_after_mib": after.map(|a| a as f64 / 1024.0),
-        "edge_kib_per_connection": per_conn}),
-    )
+    Ok(json!(out))
 }
 
 async fn w5(addr: SocketAddr, prefix: &str) -> anyhow::Result<Value> {
@@ -641,13 +673,19 @@ fn print_table(doc: &Value) {
             &json!(g["expected"].as_u64().unwrap_or(0) - g["deliveries"].as_u64().unwrap_or(0)),
         );
     }
-    if !r["w4"].is_null() {
-        println!(
-            "W4 {} idle connections open, {:.0}/s, {} KiB edge RSS each",
-            r["w4"]["open"],
-            r["w4"]["connect_per_s"].as_f64().unwrap_or(0.0),
-            r["w4"]["edge_kib_per_connection"]
-        );
+    for (key, w4) in r.as_object().into_iter().flatten() {
+        if key != "w4" && !key.starts_with("w4_") {
+            continue;
+        }
+        let mode = key.strip_prefix("w4_").unwrap_or("");
+        for l in w4.as_array().into_iter().flatten() {
+            println!(
+                "W4 {mode} {} idle connections open, {:.0}/s, {:.1} KiB edge RSS each",
+                l["open"],
+                l["connect_per_s"].as_f64().unwrap_or(0.0),
+                l["edge_kib_per_connection"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
     }
     if !r["w5"].is_null() {
         row(

@@ -117,12 +117,18 @@ impl EdgeApp {
             .name("msgr-edge")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            // Per-connection inbox buffer: a connection further behind than this
-            // loses events and re-syncs, instead of growing memory.
-            .subscription_capacity(1024)
+            // Events wait here only until the pump or dispatcher moves them to
+            // connection mailboxes (which are bounded per connection).
+            .subscription_capacity(match config.inbox {
+                crate::ws::InboxMode::PerUser => 1024,
+                crate::ws::InboxMode::Wildcard => 65_536,
+            })
             .connect(&config.nats.url)
             .await
             .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
+        let inbox = crate::ws::Inbox::start(config.inbox, &nats)
+            .await
+            .context("subscribing to inboxes")?;
         let boot = bootstrap(&nats, Duration::from_secs(config.bootstrap_timeout_secs)).await?;
         let verifier = TokenVerifier::from_public_bytes(&boot.token_public_key)
             .map_err(|e| anyhow::anyhow!("bad token public key from bootstrap: {e}"))?;
@@ -148,7 +154,7 @@ impl EdgeApp {
                 next_conn_id: AtomicU64::new(1),
                 shutdown,
                 media,
-                inbox: crate::ws::Inbox::default(),
+                inbox,
                 tracker: tokio_util::task::TaskTracker::new(),
             }),
         };

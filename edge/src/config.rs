@@ -20,6 +20,11 @@ pub struct EdgeConfig {
     pub bootstrap_timeout_secs: u64,
     /// Concurrent WebSocket connections this edge accepts.
     pub max_connections: usize,
+    /// How this edge subscribes to inbox subjects: `per_user` (default; NATS
+    /// sends the edge only its users' events) or `wildcard` (one subscription
+    /// to every inbox: less memory per connection, but every edge receives
+    /// every event; for one or two edges).
+    pub inbox: crate::ws::InboxMode,
     /// Frames queued for one connection before it counts as slow (closed with 1013).
     pub outbox_capacity: usize,
     /// Sends of one connection awaiting their `ack` at once.
@@ -52,6 +57,7 @@ impl Default for EdgeConfig {
             rpc_timeout_ms: 5_000,
             bootstrap_timeout_secs: 60,
             max_connections: 19_000,
+            inbox: crate::ws::InboxMode::PerUser,
             outbox_capacity: 1_024,
             max_in_flight: 1_024,
             max_frame_bytes: 256 * 1024,

@@ -32,7 +32,20 @@ pub fn is_receipt(subject: &str) -> bool {
 /// Payload: `msgr.v1.Delivery`.
 #[must_use]
 pub fn deliver_user(user_id: &str) -> String {
-    format!("msgr.v1.deliver.user.{user_id}")
+    format!("{DELIVER_USER_PREFIX}{user_id}")
+}
+
+const DELIVER_USER_PREFIX: &str = "msgr.v1.deliver.user.";
+
+/// Every user's inbox (for an edge that takes all events and routes them itself).
+pub const DELIVER_USER_ALL: &str = "msgr.v1.deliver.user.*";
+
+/// The user whose inbox `subject` is, if it is one.
+#[must_use]
+pub fn deliver_user_of(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(DELIVER_USER_PREFIX)
+        .filter(|u| !u.is_empty() && !u.contains('.'))
 }
 
 /// Every stored message of a conversation, for integrators (core NATS).
@@ -77,5 +90,13 @@ mod tests {
         assert!(!is_receipt(&in_send(3, "d_a_b")));
         assert!(is_receipt(&in_receipt(0, "g1")));
         assert_eq!(in_partition(7), "msgr.v1.in.7.>");
+    }
+
+    #[test]
+    fn inbox_subjects_name_their_user() {
+        assert_eq!(deliver_user_of(&deliver_user("u123")), Some("u123"));
+        assert_eq!(deliver_user_of("msgr.v1.deliver.user."), None);
+        assert_eq!(deliver_user_of("msgr.v1.deliver.user.a.b"), None);
+        assert_eq!(deliver_user_of("msgr.v1.stored.x"), None);
     }
 }

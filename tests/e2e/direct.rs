@@ -197,3 +197,47 @@ async fn a_users_devices_on_one_edge_share_one_inbox_subscription_until_the_last
     assert_eq!(got["message"]["text"], "welcome back");
     assert_eq!(got["message"]["seq"], 4, "seq 3 waits in history");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_edge_routes_every_inbox_with_one_subscription() {
+    // Arrange: an edge in `wildcard` mode; bob has two devices, carol one.
+    let app = TestApp::spawn_with_edge(|c| c.inbox = msgr_edge::ws::InboxMode::Wildcard).await;
+    let (alice, bob, carol) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("carol").await,
+    );
+    let mut a = app.ws(&alice.token).await;
+    let mut phone = app.ws(&bob.token).await;
+    let mut laptop = app.ws(&bob.token).await;
+    let mut c = app.ws(&carol.token).await;
+    assert_eq!(subscriptions_on(&app, "msgr.v1.deliver.user.*").await, 1);
+    let per_user = format!("msgr.v1.deliver.user.{}", bob.user_id);
+    assert_eq!(subscriptions_on(&app, &per_user).await, 0);
+
+    // Act
+    a.send_text_to(&bob.user_id, "w-1", "for bob").await;
+
+    // Assert: acked to the sender, pushed to both of bob's devices, not to carol.
+    assert_eq!(a.expect("ack", T).await["seq"], 1);
+    assert_eq!(
+        phone.expect("message", T).await["message"]["text"],
+        "for bob"
+    );
+    assert_eq!(
+        laptop.expect("message", T).await["message"]["text"],
+        "for bob"
+    );
+    let stray = c.drain(std::time::Duration::from_millis(300)).await;
+    assert!(stray.is_empty(), "carol got others' events: {stray:?}");
+
+    // A device that left gets nothing; one that comes back is routed again.
+    drop(phone);
+    drop(laptop);
+    a.send_text_to(&bob.user_id, "w-3", "while away").await;
+    a.expect("ack", T).await;
+    let mut back = app.ws(&bob.token).await;
+    a.send_text_to(&bob.user_id, "w-4", "welcome back").await;
+    a.expect("ack", T).await;
+    assert_eq!(back.expect("message", T).await["message"]["seq"], 3);
+}

@@ -11,7 +11,7 @@ mod inbox;
 mod mailbox;
 mod session;
 
-pub use inbox::Inbox;
+pub use inbox::{Inbox, InboxMode};
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -116,7 +116,9 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
     let (mut rx, mut tx) = ws.split(tokio::io::split);
     // Joined (and subscribed) before any frame is read: an event for a
     // message this socket sends can then not be missed.
-    let membership = match state.inbox.join(&state.nats, &session).await {
+    // Boxed, like the writes and handlers below: only the idle loop's own
+    // state should live in every connection's task.
+    let membership = match Box::pin(state.inbox.join(&state.nats, &session)).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "inbox subscribe failed; closing");
@@ -213,7 +215,7 @@ where
                         },
                         Next::Close(code) => return End::Close(code),
                     };
-                    if let Err(end) = write(tx, f, timeout).await {
+                    if let Err(end) = Box::pin(write(tx, f, timeout)).await {
                         if matches!(end, End::Close(TRY_AGAIN_LATER)) {
                             tracing::info!(user = %session.user_id, "closing a client that cannot keep up");
                         }
@@ -256,7 +258,8 @@ where
             }
         };
         if let Some(bytes) = reply {
-            if let Err(end) = write(tx, Frame::text(Payload::Owned(bytes)), timeout).await {
+            if let Err(end) = Box::pin(write(tx, Frame::text(Payload::Owned(bytes)), timeout)).await
+            {
                 return end;
             }
         }
