@@ -482,7 +482,7 @@ async fn w4(
                 Err(_) => failed += 1,
             }
             i += 1;
-            if i % 1000 == 0 {
+            if i.is_multiple_of(1000) {
                 eprint!("\r    {} open", conns.len());
             }
         }
