@@ -55,7 +55,8 @@ up: tools build
     ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
     for _ in $(seq 100); do ready "http://127.0.0.1:8222/healthz?js-enabled-only=true" && break; sleep 0.1; done
     ./target/release/msgr-worker all & pids+=($!); echo $! > data/worker.pid
-    ./target/release/msgr-edge & pids+=($!); echo $! > data/edge.pid
+    # One edge takes every event anyway: one wildcard inbox subscription instead of one per user.
+    MSGR_INBOX="${MSGR_INBOX:-wildcard}" ./target/release/msgr-edge & pids+=($!); echo $! > data/edge.pid
     for _ in $(seq 300); do ready http://127.0.0.1:8080/healthz && break; sleep 0.1; done
     echo "msgr is up: http://127.0.0.1:8080  (metrics: :8080/metrics, worker :9464/metrics; Ctrl-C stops)"
     wait -n "${pids[@]}"
@@ -149,3 +150,28 @@ bench *ARGS: tools
     echo "W4 on an edge with MSGR_INBOX=wildcard (pid $edge)"
     keep=$(grep -oE -- '--(idle|out)[= ][^ ]+' <<<"$args" || true)
     ./target/release/msgr-bench --url http://127.0.0.1:18080 --pids "edge=$edge" $keep --workloads w4 --label wildcard
+    # Two edges on this machine, each held at 19,000 by its own generator process (one
+    # process may not open more than 20,000 files), with the connections overlapping.
+    kill "$edge"; wait "$edge" 2>/dev/null || true
+    for port in 18080 18081; do
+      MSGR_LISTEN=127.0.0.1:$port MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=wildcard RUST_LOG=warn \
+        ./target/release/msgr-edge >"$dir/edge-$port.log" 2>&1 & pids+=($!)
+      for _ in $(seq 300); do ready http://127.0.0.1:$port/healthz && break; sleep 0.1; done
+    done
+    edge=${pids[-2]}; edge2=${pids[-1]}
+    echo "W4 on two edges at once (pids $edge, $edge2)"
+    ./target/release/msgr-bench --url http://127.0.0.1:18080 --pids "edge=$edge" --workloads w4 \
+      --idle 19000 --hold 60 --out "$dir/e1" & g1=$!
+    ./target/release/msgr-bench --url http://127.0.0.1:18081 --pids "edge=$edge2" --workloads w4 \
+      --idle 19000 --hold 60 --out "$dir/e2" & g2=$!
+    wait "$g1"; wait "$g2"
+    out=$(grep -oE -- '--out[= ][^ ]+' <<<"$args" | sed -E 's/--out[= ]//' || true)
+    python3 - "${out:-bench/results}/latest.json" "$dir/e1/latest.json" "$dir/e2/latest.json" <<'PY'
+    import json, sys
+    latest, parts = sys.argv[1], sys.argv[2:]
+    doc = json.load(open(latest))
+    doc["results"]["w4_two_edges"] = [json.load(open(p))["results"]["w4"][0] for p in parts]
+    json.dump(doc, open(latest, "w"), indent=2)
+    for i, r in enumerate(doc["results"]["w4_two_edges"], 1):
+        print(f"W4 two edges: edge {i} held {r['open']} ({r.get('alive_after_hold')} alive after {r.get('held_secs')} s), {r['edge_kib_per_connection']:.1f} KiB each")
+    PY

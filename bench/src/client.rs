@@ -164,3 +164,19 @@ pub(crate) async fn send_text(
         .await?;
     Ok(())
 }
+
+/// A JSON `ping` answered by a `pong` within 5 s: the connection is alive.
+pub(crate) async fn ping(ws: &mut Ws) -> anyhow::Result<()> {
+    send_text(&mut ws.tx, r#"{"type":"ping"}"#).await?;
+    let deadline = std::time::Duration::from_secs(5);
+    tokio::time::timeout(deadline, async {
+        while let Some(v) = next_json(&mut ws.rx).await {
+            if v["type"] == "pong" {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("closed")
+    })
+    .await
+    .context("no pong")?
+}

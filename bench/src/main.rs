@@ -56,6 +56,10 @@ struct Cli {
     /// `latest.json` (e.g. a second run against an edge configured differently).
     #[arg(long)]
     label: Option<String>,
+    /// W4: keep the connections open this many seconds after the last step
+    /// (so generators against several edges overlap), then check them.
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
     /// W2: highest rate to try (msg/s).
     #[arg(long, default_value_t = 64_000)]
     max_rate: u64,
@@ -318,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
             "w4" => report
                 .insert(
                     "w4",
-                    w4(addr, &format!("w4-{run_id}"), &cli.idle, edge_pid).await?,
+                    w4(addr, &format!("w4-{run_id}"), &cli.idle, cli.hold, edge_pid).await?,
                 )
                 .map_or((), |_| ()),
             "w5" => report
@@ -458,6 +462,7 @@ async fn w4(
     addr: SocketAddr,
     prefix: &str,
     levels: &[usize],
+    hold: u64,
     edge_pid: Option<u32>,
 ) -> anyhow::Result<Value> {
     let n = levels.iter().copied().max().unwrap_or(0);
@@ -509,6 +514,24 @@ async fn w4(
             "edge_rss_after_mib": after.map(|a| a as f64 / 1024.0),
             "edge_kib_per_connection": per_conn}),
         );
+    }
+    if hold > 0 {
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+        // Still open after the hold: every connection answers a ping.
+        let mut alive = 0usize;
+        for ws in &mut conns {
+            if client::ping(ws).await.is_ok() {
+                alive += 1;
+            }
+        }
+        eprintln!(
+            "    after {hold} s: {alive} of {} answer a ping",
+            conns.len()
+        );
+        if let Some(last) = out.last_mut() {
+            last["held_secs"] = json!(hold);
+            last["alive_after_hold"] = json!(alive);
+        }
     }
     drop(conns);
     Ok(json!(out))
