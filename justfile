@@ -138,18 +138,32 @@ bench *ARGS: tools
       ./target/release/msgr-edge >"$dir/edge.log" 2>&1 & edge=$!; pids+=($edge)
     for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
     echo "bench stack: edge $edge, worker $worker, nats $nats ($(nproc) cores)"
-    ./target/release/msgr-bench --url http://127.0.0.1:18080 --pids "edge=$edge,worker=$worker,nats=$nats" {{ARGS}}
-    # W4 again on a fresh edge in `wildcard` inbox mode (one subscription to every inbox).
-    # Not beside the first edge: it would receive every event of W1-W3 too.
     args=" {{ARGS}} "
-    if [[ "$args" == *" --url"* ]] || { [[ "$args" == *"--workloads"* ]] && [[ "$args" != *w4* ]]; }; then exit 0; fi
-    kill "$edge"; wait "$edge" 2>/dev/null || true
-    MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=wildcard RUST_LOG=warn \
-      ./target/release/msgr-edge >"$dir/edge-wildcard.log" 2>&1 & edge=$!; pids+=($edge)
-    for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
-    echo "W4 on an edge with MSGR_INBOX=wildcard (pid $edge)"
-    keep=$(grep -oE -- '--(idle|out)[= ][^ ]+' <<<"$args" || true)
-    ./target/release/msgr-bench --url http://127.0.0.1:18080 --pids "edge=$edge" $keep --workloads w4 --label wildcard
+    if [[ "$args" == *" --url"* ]]; then ./target/release/msgr-bench {{ARGS}}; exit; fi
+    wl=$(grep -oE -- '--workloads[= ][^ ]+' <<<"$args" | sed -E 's/--workloads[= ]//' || true)
+    wl=${wl:-w1,w2,w3,w4,w5}
+    keep=$(grep -oE -- '--(quick|max-rate[= ][^ ]+|idle[= ][^ ]+|out[= ][^ ]+)' <<<"$args" | tr '\n' ' ' || true)
+    others=$(tr ',' '\n' <<<"$wl" | grep -vx w4 | paste -sd, - || true)
+    bench() { ./target/release/msgr-bench --url http://127.0.0.1:18080 $keep "$@"; }
+    if [ -n "$others" ]; then
+      bench --pids "edge=$edge,worker=$worker,nats=$nats" --workloads "$others"
+    fi
+    if ! tr ',' '\n' <<<"$wl" | grep -qx w4; then exit 0; fi
+    merge=(); [ -n "$others" ] && merge=(--merge)
+    # W4 on fresh edges only: memory freed by earlier workloads would be reused and
+    # flatter the per-connection figure. First the default `per_user` inbox mode, then
+    # `wildcard` (one subscription to every inbox).
+    restart_edge() {
+      kill "$edge"; wait "$edge" 2>/dev/null || true
+      MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=$1 RUST_LOG=warn \
+        ./target/release/msgr-edge >"$dir/edge-$1.log" 2>&1 & edge=$!; pids+=($edge)
+      for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
+      echo "W4 on a fresh edge with MSGR_INBOX=$1 (pid $edge)"
+    }
+    restart_edge per_user
+    bench --pids "edge=$edge" --workloads w4 "${merge[@]}"
+    restart_edge wildcard
+    bench --pids "edge=$edge" --workloads w4 --label wildcard
     # Two edges on this machine, each held at 19,000 by its own generator process (one
     # process may not open more than 20,000 files), with the connections overlapping.
     kill "$edge"; wait "$edge" 2>/dev/null || true

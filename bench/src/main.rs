@@ -52,10 +52,13 @@ struct Cli {
     /// under the 20,000 open-files limit of the generator and the edge.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000, 19_000])]
     idle: Vec<usize>,
-    /// Store results as `<workload>_<label>` and merge them into an existing
-    /// `latest.json` (e.g. a second run against an edge configured differently).
+    /// Store results as `<workload>_<label>` (implies `--merge`), e.g. for a
+    /// second run against an edge configured differently.
     #[arg(long)]
     label: Option<String>,
+    /// Merge results into an existing `latest.json` instead of replacing it.
+    #[arg(long)]
+    merge: bool,
     /// W4: keep the connections open this many seconds after the last step
     /// (so generators against several edges overlap), then check them.
     #[arg(long, default_value_t = 0)]
@@ -337,7 +340,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut results = serde_json::Map::new();
     let latest = cli.out.join("latest.json");
-    if cli.label.is_some() {
+    if cli.merge || cli.label.is_some() {
         // Keep what an earlier run of this `just bench` wrote.
         if let Ok(prev) = std::fs::read(&latest) {
             if let Ok(Value::Object(mut prev)) = serde_json::from_slice::<Value>(&prev) {
