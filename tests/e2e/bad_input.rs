@@ -221,3 +221,21 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_are_unaffected(
         .await;
     assert_eq!(h["messages"].as_array().map(Vec::len), Some(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ping_frames_is_answered_and_the_socket_stays_open() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let mut ws = app.ws(&alice.token).await;
+
+    // Act: far more pings than the edge queues control frames for, back to back.
+    for i in 0..200u8 {
+        ws.send_ping_frame(&[i]).await;
+    }
+    ws.send_json(&json!({"type":"ping"})).await;
+
+    // Assert: still open and answering (pongs may be merged: only the latest
+    // ping needs one).
+    assert_eq!(ws.expect("pong", T).await["type"], "pong");
+}

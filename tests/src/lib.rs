@@ -585,6 +585,12 @@ impl WsClient {
         self.ws.write_frame(frame).await.expect("ws write");
     }
 
+    /// A WebSocket ping control frame (not the JSON `ping`).
+    pub async fn send_ping_frame(&mut self, payload: &[u8]) {
+        let frame = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(payload));
+        self.ws.write_frame(frame).await.expect("ws write");
+    }
+
     pub async fn send_binary(&mut self, b: &[u8]) {
         self.ws
             .write_frame(Frame::binary(Payload::Borrowed(b)))

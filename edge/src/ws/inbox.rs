@@ -44,6 +44,8 @@ type Users = Mutex<HashMap<String, Arc<UserInbox>>>;
 pub struct Inbox {
     mode: InboxMode,
     users: Arc<Users>,
+    /// `wildcard`: set when the one subscription ended; joins then fail.
+    dead: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct UserInbox {
@@ -71,12 +73,13 @@ impl Inbox {
     /// If the wildcard subscription cannot be made.
     pub async fn start(mode: InboxMode, nats: &async_nats::Client) -> anyhow::Result<Self> {
         let users = Arc::new(Users::default());
+        let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if mode == InboxMode::Wildcard {
             let sub = nats.subscribe(subject::DELIVER_USER_ALL).await?;
             nats.flush().await?;
-            tokio::spawn(dispatch(Arc::clone(&users), sub));
+            tokio::spawn(dispatch(Arc::clone(&users), Arc::clone(&dead), sub));
         }
-        Ok(Self { mode, users })
+        Ok(Self { mode, users, dead })
     }
 
     /// Users with a connection here.
@@ -91,6 +94,9 @@ impl Inbox {
         nats: &async_nats::Client,
         session: &Arc<Session>,
     ) -> Result<Membership<'_>, String> {
+        if self.dead.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("the inbox subscription has ended".to_owned());
+        }
         let user_id = session.user_id.clone();
         let entry = {
             let mut users = lock(&self.users);
@@ -120,7 +126,12 @@ impl Inbox {
                         .await
                         .map_err(|e| e.to_string())?;
                     nats.flush().await.map_err(|e| e.to_string())?;
-                    tokio::spawn(pump(Arc::clone(&entry), sub));
+                    tokio::spawn(pump(
+                        Arc::clone(&self.users),
+                        membership.user_id.clone(),
+                        Arc::clone(&entry),
+                        sub,
+                    ));
                     Ok::<(), String>(())
                 })
                 .await?;
@@ -154,7 +165,12 @@ fn deliver(entry: &UserInbox, payload: &bytes::Bytes) {
 }
 
 /// `per_user`: one user's subscription → that user's connections.
-async fn pump(entry: Arc<UserInbox>, mut sub: async_nats::Subscriber) {
+async fn pump(
+    users: Arc<Users>,
+    user_id: String,
+    entry: Arc<UserInbox>,
+    mut sub: async_nats::Subscriber,
+) {
     metrics::gauge!("msgr_edge_inbox_subscriptions").increment(1.0);
     loop {
         tokio::select! {
@@ -163,7 +179,15 @@ async fn pump(entry: Arc<UserInbox>, mut sub: async_nats::Subscriber) {
             m = sub.next() => match m {
                 Some(m) => deliver(&entry, &m.payload),
                 None => {
-                    // The client is gone for good: let devices reconnect elsewhere.
+                    // The client is gone for good. Forget this entry first, so a
+                    // device joining now subscribes anew instead of sharing a dead
+                    // subscription; then let the current ones reconnect.
+                    {
+                        let mut users = lock(&users);
+                        if users.get(&user_id).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+                            users.remove(&user_id);
+                        }
+                    }
                     for s in lock(&entry.sessions).iter() {
                         s.mailbox.close(TRY_AGAIN_LATER);
                     }
@@ -177,7 +201,11 @@ async fn pump(entry: Arc<UserInbox>, mut sub: async_nats::Subscriber) {
 }
 
 /// `wildcard`: every inbox → the users connected here.
-async fn dispatch(users: Arc<Users>, mut sub: async_nats::Subscriber) {
+async fn dispatch(
+    users: Arc<Users>,
+    dead: Arc<std::sync::atomic::AtomicBool>,
+    mut sub: async_nats::Subscriber,
+) {
     while let Some(m) = sub.next().await {
         let Some(user) = subject::deliver_user_of(&m.subject) else {
             continue;
@@ -188,6 +216,7 @@ async fn dispatch(users: Arc<Users>, mut sub: async_nats::Subscriber) {
         }
     }
     tracing::warn!("inbox subscription ended; closing every connection");
+    dead.store(true, std::sync::atomic::Ordering::Release);
     for entry in lock(&users).values() {
         for s in lock(&entry.sessions).iter() {
             s.mailbox.close(TRY_AGAIN_LATER);

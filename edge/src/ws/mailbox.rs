@@ -83,10 +83,18 @@ impl Mailbox {
         true
     }
 
-    /// Queues a control frame ahead of everything else.
+    /// Queues a control frame ahead of everything else. A pong replaces one
+    /// still queued (RFC 6455 5.5.3 allows answering only the latest ping),
+    /// so a burst of pings cannot fill the queue.
     pub(super) fn push_control(&self, op: OpCode, payload: Vec<u8>) -> Result<(), &'static str> {
         let mut q = self.lock();
-        if q.control.len() >= MAX_CONTROL {
+        if op == OpCode::Pong {
+            if let Some(slot) = q.control.iter_mut().find(|(o, _)| *o == OpCode::Pong) {
+                slot.1 = payload;
+                return Ok(());
+            }
+        }
+        if q.control.len() >= MAX_CONTROL && op != OpCode::Close {
             return Err("too many control frames queued");
         }
         q.control.push_back((op, payload));
@@ -184,13 +192,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn control_frames_are_bounded() {
+    async fn a_burst_of_pings_keeps_one_pong_and_a_close_always_fits() {
         let m = Mailbox::new(1);
-        for _ in 0..MAX_CONTROL {
-            m.push_control(OpCode::Pong, vec![])
-                .expect("below the bound");
+        for i in 0..100u8 {
+            m.push_control(OpCode::Pong, vec![i])
+                .expect("pongs replace each other");
         }
-        assert!(m.push_control(OpCode::Pong, vec![]).is_err());
-        assert_eq!(m.take_control().len(), MAX_CONTROL);
+        m.push_control(OpCode::Close, vec![3, 232])
+            .expect("a close is always queued");
+        let queued = m.take_control();
+        assert_eq!(queued.len(), 2);
+        assert_eq!(
+            queued[0],
+            (OpCode::Pong, vec![99]),
+            "the latest ping is answered"
+        );
+        assert_eq!(queued[1].0, OpCode::Close);
     }
 }

@@ -118,7 +118,13 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
     // message this socket sends can then not be missed.
     // Boxed, like the writes and handlers below: only the idle loop's own
     // state should live in every connection's task.
-    let membership = match Box::pin(state.inbox.join(&state.nats, &session)).await {
+    let joined = tokio::select! {
+        () = state.shutdown.cancelled() => Err("shutting down".to_owned()),
+        r = tokio::time::timeout(state.rpc_timeout(), Box::pin(state.inbox.join(&state.nats, &session))) => {
+            r.unwrap_or_else(|_| Err("no answer from NATS".to_owned()))
+        }
+    };
+    let membership = match joined {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "inbox subscribe failed; closing");
@@ -202,8 +208,9 @@ where
         // desynchronize the stream.
         let mut read = pin!(rx.read_frame(obligated));
         let frame = loop {
+            // Not biased: a steady stream of events must not starve reading
+            // (pings, closes), nor a chatty client its events.
             tokio::select! {
-                biased;
                 () = state.shutdown.cancelled() => return End::CloseAndDrain(GOING_AWAY),
                 next = session.mailbox.next() => {
                     let f = match next {
@@ -213,7 +220,8 @@ where
                             Some(bytes) => Frame::text(Payload::Owned(bytes)),
                             None => continue,
                         },
-                        Next::Close(code) => return End::Close(code),
+                        // Drained, so the client sees the code rather than a reset.
+                        Next::Close(code) => return End::CloseAndDrain(code),
                     };
                     if let Err(end) = Box::pin(write(tx, f, timeout)).await {
                         if matches!(end, End::Close(TRY_AGAIN_LATER)) {
@@ -385,7 +393,12 @@ async fn send(
             // the connection at its limit forever; the client resends anyway.
             pending.retain(|_, t| t.elapsed() < Duration::from_secs(60));
         }
-        if pending.len() >= state.config.max_in_flight && !pending.contains_key(&cmid) {
+        if pending.contains_key(&cmid) {
+            // Already on its way from this connection: its ack will come once,
+            // and publishing it again would only cost work (and a lookup).
+            return Ok(());
+        }
+        if pending.len() >= state.config.max_in_flight {
             return Err(sending_error(
                 "rate_limited",
                 "too many messages awaiting acks",
@@ -479,11 +492,13 @@ async fn resolve_duplicate(state: &EdgeState, session: &Session, cmid: &str) {
         }
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
     }
-    // Never stored (it was refused earlier) and no event coming: say so.
+    // Not found yet: either refused earlier or still waiting for a worker.
+    // A new client_msg_id could then duplicate it, so ask for a later resend
+    // of the same one (the store answers it once the window has passed).
     if session.take_pending(cmid).is_some() {
         let e = sending_error(
             "unavailable",
-            "the message was not stored; send it with a new client_msg_id",
+            "not confirmed yet; resend later with the same client_msg_id",
             cmid,
         );
         session.post(error_frame(e));
