@@ -60,7 +60,6 @@ struct UserInbox {
 /// A connection's place in the inbox; leaving is dropping it.
 pub(crate) struct Membership<'a> {
     inbox: &'a Inbox,
-    user_id: String,
     entry: Arc<UserInbox>,
     session: Arc<Session>,
 }
@@ -82,11 +81,6 @@ impl Inbox {
         Ok(Self { mode, users, dead })
     }
 
-    /// Users with a connection here.
-    pub fn users(&self) -> usize {
-        lock(&self.users).len()
-    }
-
     /// Registers `session` for its user's events, subscribing if it is the
     /// user's first connection here (`per_user`). Returns once events flow.
     pub(crate) async fn join(
@@ -97,7 +91,7 @@ impl Inbox {
         if self.dead.load(std::sync::atomic::Ordering::Acquire) {
             return Err("the inbox subscription has ended".to_owned());
         }
-        let user_id = session.user_id.clone();
+        let user_id = &session.user_id;
         let entry = {
             let mut users = lock(&self.users);
             let entry = Arc::clone(users.entry(user_id.clone()).or_insert_with(|| {
@@ -113,7 +107,6 @@ impl Inbox {
         // Built before the await, so a failed subscribe still leaves cleanly.
         let membership = Membership {
             inbox: self,
-            user_id,
             entry: Arc::clone(&entry),
             session: Arc::clone(session),
         };
@@ -122,13 +115,13 @@ impl Inbox {
                 .live
                 .get_or_try_init(|| async {
                     let sub = nats
-                        .subscribe(subject::deliver_user(&membership.user_id))
+                        .subscribe(subject::deliver_user(user_id))
                         .await
                         .map_err(|e| e.to_string())?;
                     nats.flush().await.map_err(|e| e.to_string())?;
                     tokio::spawn(pump(
                         Arc::clone(&self.users),
-                        membership.user_id.clone(),
+                        user_id.clone(),
                         Arc::clone(&entry),
                         sub,
                     ));
@@ -146,14 +139,24 @@ impl Drop for Membership<'_> {
         let mut sessions = lock(&self.entry.sessions);
         sessions.retain(|s| !Arc::ptr_eq(s, &self.session));
         if sessions.is_empty() {
-            if users
-                .get(&self.user_id)
-                .is_some_and(|e| Arc::ptr_eq(e, &self.entry))
-            {
-                users.remove(&self.user_id);
-            }
+            forget(&mut users, &self.session.user_id, &self.entry);
             self.entry.stop.notify_one();
         }
+    }
+}
+
+/// Removes `user_id`'s entry if it is still `entry` (a newer one may have
+/// replaced it), so the next connection of that user starts afresh.
+fn forget(users: &mut HashMap<String, Arc<UserInbox>>, user_id: &str, entry: &Arc<UserInbox>) {
+    if users.get(user_id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+        users.remove(user_id);
+    }
+}
+
+/// Asks every connection of `entry` to reconnect (1013).
+fn close_all(entry: &UserInbox) {
+    for s in lock(&entry.sessions).iter() {
+        s.mailbox.close(TRY_AGAIN_LATER);
     }
 }
 
@@ -182,15 +185,8 @@ async fn pump(
                     // The client is gone for good. Forget this entry first, so a
                     // device joining now subscribes anew instead of sharing a dead
                     // subscription; then let the current ones reconnect.
-                    {
-                        let mut users = lock(&users);
-                        if users.get(&user_id).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
-                            users.remove(&user_id);
-                        }
-                    }
-                    for s in lock(&entry.sessions).iter() {
-                        s.mailbox.close(TRY_AGAIN_LATER);
-                    }
+                    forget(&mut lock(&users), &user_id, &entry);
+                    close_all(&entry);
                     break;
                 }
             },
@@ -218,8 +214,6 @@ async fn dispatch(
     tracing::warn!("inbox subscription ended; closing every connection");
     dead.store(true, std::sync::atomic::Ordering::Release);
     for entry in lock(&users).values() {
-        for s in lock(&entry.sessions).iter() {
-            s.mailbox.close(TRY_AGAIN_LATER);
-        }
+        close_all(entry);
     }
 }
