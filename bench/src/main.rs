@@ -11,7 +11,7 @@
 //! - W5 history: 1,000 messages paged 100 at a time; a 500-conversation chat list.
 
 mod client;
-mod stats;
+use msgr_bench::stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::client::{connect_ws, next_json, register_many, send_text, User};
-use crate::stats::{summarize, CpuMeter, ProcUsage, Summary};
+use msgr_bench::stats::{summarize, CpuMeter, ProcUsage, Summary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +66,9 @@ struct Cli {
     /// W2: highest rate to try (msg/s).
     #[arg(long, default_value_t = 64_000)]
     max_rate: u64,
+    /// W2: first rate to try (msg/s); later steps double it.
+    #[arg(long, default_value_t = 1_000)]
+    start_rate: u64,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -282,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
                 let users = register_many(addr, &format!("w2-{run_id}"), 200, 8).await?;
                 let pairs = Pairs::connect(addr, &users).await?;
                 let mut phases = Vec::new();
-                let mut rate = 1_000u64;
+                let mut rate = cli.start_rate.max(1);
                 let mut held = None;
                 while rate <= cli.max_rate {
                     eprintln!("W2: {rate} msg/s for {long} s");
