@@ -109,6 +109,21 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# A fresh nats-server of its own; flags pass through (`just bench-floor --rates 2000,8000`);
+# results in bench/results/floor.json.
+# The floor under W1/W2: one direct message's NATS operations, no edge, worker or store.
+bench-floor *ARGS: tools
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p msgr-bench --bins
+    dir=$(mktemp -d /tmp/msgr-floor.XXXXXX)
+    nats-server -a 127.0.0.1 -p 24222 -m 28222 -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 & nats=$!
+    trap 'kill $nats 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT INT TERM
+    ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
+    for _ in $(seq 100); do ready "http://127.0.0.1:28222/healthz?js-enabled-only=true" && break; sleep 0.1; done
+    out=(--out bench/results/floor.json); [[ " {{ARGS}} " == *" --out"* ]] && out=()
+    ./target/release/msgr-bus-floor --nats nats://127.0.0.1:24222 --nats-pid "$nats" "${out[@]}" {{ARGS}}
+
 # Remove all local data (messages, accounts, keys, JetStream state).
 [confirm("Delete ./data (all messages, accounts and keys)?")]
 clean-data:
@@ -142,7 +157,7 @@ bench *ARGS: tools
     if [[ "$args" == *" --url"* ]]; then ./target/release/msgr-bench {{ARGS}}; exit; fi
     wl=$(grep -oE -- '--workloads[= ][^ ]+' <<<"$args" | sed -E 's/--workloads[= ]//' || true)
     wl=${wl:-w1,w2,w3,w4,w5}
-    keep=$(grep -oE -- '--(quick|max-rate[= ][^ ]+|idle[= ][^ ]+|out[= ][^ ]+)' <<<"$args" | tr '\n' ' ' || true)
+    keep=$(grep -oE -- '--(quick|max-rate[= ][^ ]+|start-rate[= ][^ ]+|idle[= ][^ ]+|out[= ][^ ]+)' <<<"$args" | tr '\n' ' ' || true)
     others=$(tr ',' '\n' <<<"$wl" | grep -vx w4 | paste -sd, - || true)
     bench() { ./target/release/msgr-bench --url http://127.0.0.1:18080 $keep "$@"; }
     if [ -n "$others" ]; then

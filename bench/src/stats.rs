@@ -4,16 +4,16 @@ use serde::Serialize;
 
 /// Percentiles of a set of latencies, in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Summary {
-    pub(crate) count: usize,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) p999_ms: f64,
-    pub(crate) max_ms: f64,
+pub struct Summary {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
 }
 
 /// Summarises latencies given in microseconds.
-pub(crate) fn summarize(mut us: Vec<u64>) -> Summary {
+pub fn summarize(mut us: Vec<u64>) -> Summary {
     if us.is_empty() {
         return Summary::default();
     }
@@ -32,7 +32,7 @@ pub(crate) fn summarize(mut us: Vec<u64>) -> Summary {
 }
 
 /// CPU seconds (user + system) a process has used so far.
-pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after ')'.
     let rest = stat.rsplit_once(')')?.1;
@@ -42,7 +42,7 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// Resident memory of a process, in KiB.
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+pub fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
@@ -55,22 +55,22 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU use of the named processes between two readings.
 #[derive(Debug, Clone)]
-pub(crate) struct CpuMeter {
+pub struct CpuMeter {
     procs: Vec<(String, u32, f64)>,
     started: std::time::Instant,
 }
 
 /// One process's share over a window.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct ProcUsage {
-    pub(crate) name: String,
+pub struct ProcUsage {
+    pub name: String,
     /// Cores used on average (1.0 = one full core).
-    pub(crate) cpu_cores: f64,
-    pub(crate) rss_mib: f64,
+    pub cpu_cores: f64,
+    pub rss_mib: f64,
 }
 
 impl CpuMeter {
-    pub(crate) fn start(procs: &[(String, u32)]) -> Self {
+    pub fn start(procs: &[(String, u32)]) -> Self {
         let procs = procs
             .iter()
             .map(|(n, p)| (n.clone(), *p, cpu_seconds(*p).unwrap_or(0.0)))
@@ -81,7 +81,7 @@ impl CpuMeter {
         }
     }
 
-    pub(crate) fn stop(&self) -> Vec<ProcUsage> {
+    pub fn stop(&self) -> Vec<ProcUsage> {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         self.procs
             .iter()

@@ -1,0 +1,301 @@
+//! The floor under W1/W2: what one direct message costs the bus alone.
+//!
+//! Not a product workload (`msgr-bench` speaks only the public API). This
+//! tool plays the edge and the worker with nothing else to do, against the
+//! stream and consumers the worker creates (`msgr_nats::stream::ensure_all`),
+//! and makes the NATS operations one stored direct message makes:
+//! - "edge": a JetStream publish with `Nats-Msg-Id`, its PubAck awaited off
+//!   the send path;
+//! - "worker": a pull from the partition's consumer, the integrator event,
+//!   the two inbox publishes (recipient and sender), then the ack;
+//! - "edge": both inbox copies received through a wildcard subscription.
+//!
+//! No store, no WebSocket, no JSON: the latency and the CPU it reports are
+//! the bus's own, a lower bound for any edge + worker on the same machine.
+//! Run it against a nats-server of its own (`just bench-floor`): a worker on
+//! the same server would take the commands.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use bytes::Bytes;
+use clap::Parser;
+use futures_util::{FutureExt, StreamExt};
+use msgr_bench::stats::{summarize, CpuMeter};
+use msgr_nats::{stream as streams, subject};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "msgr-bus-floor",
+    about = "NATS-only cost of the message path (no edge, no worker, no store)"
+)]
+struct Cli {
+    /// A nats-server with JetStream that no msgr worker uses.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// The nats-server's pid, to report its CPU use.
+    #[arg(long)]
+    nats_pid: Option<u32>,
+    /// Offered rates (msg/s), one step each; stops after the first step that
+    /// is not held (p99 over 100 ms, a loss, or under 95 % of the rate sent).
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000])]
+    rates: Vec<u64>,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Conversation partitions (as the worker's `partitions`).
+    #[arg(long, default_value_t = 16)]
+    partitions: u32,
+    /// Write the steps as JSON here.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+/// Conversations the load is spread over (W1/W2 use 100 pairs).
+const CONVERSATIONS: u64 = 100;
+/// Payload size, about that of a short text's `SendCommand`.
+const PAYLOAD: usize = 120;
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+fn conv(i: u64) -> String {
+    format!("floor{i}")
+}
+
+/// The payload: send time, sequence number, conversation index, padding.
+fn payload(sent_us: u64, n: u64, c: u64) -> Bytes {
+    let mut p = Vec::with_capacity(PAYLOAD);
+    p.extend_from_slice(&sent_us.to_le_bytes());
+    p.extend_from_slice(&n.to_le_bytes());
+    p.extend_from_slice(&c.to_le_bytes());
+    p.resize(PAYLOAD, b'x');
+    Bytes::from(p)
+}
+
+fn field(p: &[u8], i: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        p.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+    ))
+}
+
+/// What the "edge" heard back.
+#[derive(Default)]
+struct Heard {
+    /// Recipient copies: latency from publish, in microseconds.
+    latencies: Vec<u64>,
+    /// Sender copies (the ack path).
+    sender_copies: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    now_us();
+    let edge = async_nats::ConnectOptions::new()
+        .name("floor-edge")
+        .subscription_capacity(65_536)
+        .connect(&cli.nats)
+        .await
+        .with_context(|| format!("connecting to {}", cli.nats))?;
+    let worker = async_nats::ConnectOptions::new()
+        .name("floor-worker")
+        .connect(&cli.nats)
+        .await?;
+    let wjs = jetstream::new(worker.clone());
+    streams::ensure_all(&wjs, cli.partitions, Duration::from_secs(5), 256, 1)
+        .await
+        .context("creating the command stream (use a nats-server no worker uses)")?;
+
+    // Worker side: one task per partition, as the sequencer runs them.
+    for p in 0..cli.partitions {
+        let consumer: jetstream::consumer::PullConsumer = wjs
+            .get_consumer_from_stream(streams::sequencer_consumer(p), streams::IN_STREAM)
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer SEQ_{p}: {e}"))?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(256)
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("pulling SEQ_{p}: {e}"))?;
+        let nats = worker.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(first)) = messages.next().await {
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => batch.push(m),
+                        _ => break,
+                    }
+                }
+                for m in &batch {
+                    let c = field(&m.payload, 2).unwrap_or(0);
+                    let body = m.payload.clone();
+                    let _ = nats
+                        .publish(subject::evt_message(&conv(c)), body.clone())
+                        .await;
+                    for user in [format!("r{c}"), format!("s{c}")] {
+                        let _ = nats
+                            .publish(subject::deliver_user(&user), body.clone())
+                            .await;
+                    }
+                }
+                for m in &batch {
+                    let _ = m.ack().await;
+                }
+            }
+        });
+    }
+
+    // Edge side: every inbox through one wildcard subscription.
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let mut inbox = edge.subscribe(subject::DELIVER_USER_ALL).await?;
+    edge.flush().await?;
+    {
+        let heard = Arc::clone(&heard);
+        tokio::spawn(async move {
+            while let Some(m) = inbox.next().await {
+                let at = now_us();
+                let recipient =
+                    subject::deliver_user_of(&m.subject).is_some_and(|u| u.starts_with('r'));
+                let mut h = heard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if recipient {
+                    if let Some(sent) = field(&m.payload, 0) {
+                        h.latencies.push(at.saturating_sub(sent));
+                    }
+                } else {
+                    h.sender_copies += 1;
+                }
+            }
+        });
+    }
+
+    let ejs = jetstream::new(edge.clone());
+    let unacked = Arc::new(AtomicU64::new(0));
+    let mut procs = Vec::new();
+    if let Some(pid) = cli.nats_pid {
+        procs.push(("nats".to_owned(), pid));
+    }
+    procs.push(("floor tool".to_owned(), std::process::id()));
+    let mut steps = Vec::new();
+    let mut n = 0u64;
+    println!(
+        "{:>8} {:>8} {:>6} {:>8} {:>8} {:>8}  cpu (cores)",
+        "msg/s", "sent", "lost", "p50 ms", "p99 ms", "max ms"
+    );
+    for &rate in &cli.rates {
+        *heard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Heard::default();
+        let meter = CpuMeter::start(&procs);
+        let started = Instant::now();
+        let total = rate * cli.secs;
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        while sent < total && started.elapsed() < Duration::from_secs(cli.secs + 5) {
+            tick.tick().await;
+            let due = (started.elapsed().as_micros() as u64 * rate / 1_000_000).min(total);
+            while sent < due {
+                let c = n % CONVERSATIONS;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("floor:{n}").as_str());
+                let ack = ejs
+                    .publish_with_headers(
+                        subject::in_send((c % u64::from(cli.partitions)) as u32, &conv(c)),
+                        headers,
+                        payload(now_us(), n, c),
+                    )
+                    .await?;
+                let unacked = Arc::clone(&unacked);
+                tokio::spawn(async move {
+                    if ack.await.is_err() {
+                        unacked.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                n += 1;
+                sent += 1;
+            }
+        }
+        let send_secs = started.elapsed().as_secs_f64();
+        // Stragglers: up to 5 s for every recipient copy.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let got = heard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .latencies
+                .len() as u64;
+            if got >= sent {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let usage = meter.stop();
+        let h = std::mem::take(
+            &mut *heard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let lost = sent.saturating_sub(h.latencies.len() as u64);
+        let e2e = summarize(h.latencies);
+        let held =
+            e2e.p99_ms <= 100.0 && lost == 0 && sent as f64 >= 0.95 * (rate * cli.secs) as f64;
+        let cpu: Vec<String> = usage
+            .iter()
+            .map(|u| format!("{} {:.2}", u.name, u.cpu_cores))
+            .collect();
+        println!(
+            "{rate:>8} {sent:>8} {lost:>6} {:>8.2} {:>8.2} {:>8.2}  {}{}",
+            e2e.p50_ms,
+            e2e.p99_ms,
+            e2e.max_ms,
+            cpu.join(", "),
+            if held { "" } else { "  (not held)" }
+        );
+        steps.push(json!({
+            "offered_per_s": rate,
+            "sent": sent,
+            "send_secs": send_secs,
+            "lost": lost,
+            "sender_copies": h.sender_copies,
+            "e2e": e2e,
+            "processes": usage,
+            "held": held,
+        }));
+        if !held {
+            break;
+        }
+    }
+    let failed_acks = unacked.load(Ordering::Relaxed);
+    if failed_acks > 0 {
+        println!("{failed_acks} publishes were not acknowledged");
+    }
+    if let Some(out) = &cli.out {
+        let doc = json!({
+            "machine": {
+                "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+                "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
+            },
+            "partitions": cli.partitions,
+            "unacked_publishes": failed_acks,
+            "steps": steps,
+        });
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, serde_json::to_vec_pretty(&doc)?)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Shared by the bench binaries: latency summaries and process readings.
+
+pub mod stats;
