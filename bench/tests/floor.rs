@@ -5,7 +5,7 @@
 use std::process::Command;
 
 #[test]
-fn the_floor_tool_gets_every_message_back_and_reports_the_step_held() {
+fn the_floor_tool_gets_every_message_back_and_writes_its_report() {
     let nats = msgr_nats_test_server::TestNats::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("floor.json");
