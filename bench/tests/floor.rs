@@ -38,3 +38,23 @@ fn the_floor_tool_gets_every_message_back_and_writes_its_report() {
         .as_array()
         .is_some_and(|p| p.iter().any(|u| u["name"] == "floor tool")));
 }
+
+#[test]
+fn the_floor_tool_refuses_a_server_whose_command_stream_exists() {
+    let nats = msgr_nats_test_server::TestNats::start();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_msgr-bus-floor"))
+            .args(["--nats", &nats.url(), "--rates", "100", "--secs", "1"])
+            .output()
+            .expect("running msgr-bus-floor")
+    };
+    // The first run creates the stream, as a worker would have.
+    assert!(run().status.success());
+    let second = run();
+    assert!(
+        !second.status.success(),
+        "a second run on the same server must refuse"
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("needs a nats-server of its own"), "{err}");
+}

@@ -12,8 +12,9 @@
 //!
 //! No store, no WebSocket, no JSON: the latency and the CPU it reports are
 //! the bus's own, a lower bound for any edge + worker on the same machine.
-//! Run it against a nats-server of its own (`just bench-floor`): a worker on
-//! the same server would take the commands.
+//! Run it against a nats-server of its own (`just bench-floor`); it refuses a
+//! server where the command stream already exists, so it never takes a real
+//! system's commands.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,6 +111,15 @@ async fn main() -> anyhow::Result<()> {
         .connect(&cli.nats)
         .await?;
     let wjs = jetstream::new(worker.clone());
+    // Pulling from a running system's consumers would take its users' messages.
+    if wjs.get_stream(streams::IN_STREAM).await.is_ok() {
+        anyhow::bail!(
+            "{} already exists on {}: msgr-bus-floor needs a nats-server of its own \
+             (`just bench-floor` starts one)",
+            streams::IN_STREAM,
+            cli.nats
+        );
+    }
     streams::ensure_all(&wjs, cli.partitions, Duration::from_secs(5), 256, 1)
         .await
         .context("creating the command stream (use a nats-server no worker uses)")?;
