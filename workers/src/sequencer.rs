@@ -379,7 +379,11 @@ async fn members(
 /// Publishes one delivery to every user in `to` without waiting for each:
 /// core NATS publishes are buffered and flushed together.
 async fn fan_out(ctx: &WorkerContext, to: &[String], delivery: &pb::Delivery) {
-    let payload = Bytes::from(delivery.encode_to_vec());
+    fan_out_encoded(ctx, to, Bytes::from(delivery.encode_to_vec())).await;
+}
+
+/// [`fan_out`] of an already encoded `Delivery`.
+async fn fan_out_encoded(ctx: &WorkerContext, to: &[String], payload: Bytes) {
     for user in to {
         if let Err(e) = ctx
             .nats
@@ -418,29 +422,23 @@ async fn emit(
             metrics::counter!("msgr_worker_commands_total",
                 "outcome" => if fresh { "stored" } else { "duplicate" })
             .increment(1);
-            let pbm = convert::message(m, None);
+            // Encoded once: the inbox payload wraps the event's bytes.
+            let event = convert::message(m, None).encode_to_vec();
+            let delivery = message_delivery(&event);
             // At least once: a redelivered command re-announces what it stored.
+            if let Err(e) = ctx
+                .nats
+                .publish(subject::evt_message(&m.conversation_id), event.into())
+                .await
             {
-                if let Err(e) = ctx
-                    .nats
-                    .publish(
-                        subject::evt_message(&m.conversation_id),
-                        pbm.encode_to_vec().into(),
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %e, "event publish failed");
-                }
+                tracing::warn!(error = %e, "event publish failed");
             }
-            let d = pb::Delivery {
-                event: Some(pb::delivery::Event::Message(pbm)),
-            };
             let mut to = members(ctx, cache, &m.conversation_id, Some(m.seq)).await;
             // The sender's own inbox carries its ack: never skip it.
             if !to.contains(&m.sender_id) {
                 to.push(m.sender_id.clone());
             }
-            fan_out(ctx, &to, &d).await;
+            fan_out_encoded(ctx, &to, delivery).await;
         }
         (OpOutcome::Rejected(r), Decoded::Send(s)) => {
             let message = match r {
@@ -495,5 +493,48 @@ async fn emit(
             metrics::counter!("msgr_worker_commands_total", "outcome" => "no_change").increment(1);
         }
         (OpOutcome::Advanced { .. }, Decoded::Send(_)) => {}
+    }
+}
+
+/// The encoded `Delivery` whose event is the encoded `StoredMessage` given:
+/// field 1 (`message`), length-delimited, around the same bytes.
+fn message_delivery(stored_message: &[u8]) -> Bytes {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut buf = Vec::with_capacity(stored_message.len() + 6);
+    encode_key(1, WireType::LengthDelimited, &mut buf);
+    encode_varint(stored_message.len() as u64, &mut buf);
+    buf.extend_from_slice(stored_message);
+    Bytes::from(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_delivery_is_the_same_bytes_as_encoding_the_delivery() {
+        for text_len in [0usize, 5, 200, 70_000] {
+            let m = pb::StoredMessage {
+                message_id: "m01".to_owned(),
+                client_msg_id: "c-1".to_owned(),
+                conversation_id: "d_a_b".to_owned(),
+                seq: 42,
+                sender_id: "ua".to_owned(),
+                text: Some("x".repeat(text_len)),
+                ..Default::default()
+            };
+            let whole = pb::Delivery {
+                event: Some(pb::delivery::Event::Message(m.clone())),
+            }
+            .encode_to_vec();
+            let spliced = message_delivery(&m.encode_to_vec());
+            assert_eq!(
+                spliced.as_ref(),
+                whole.as_slice(),
+                "text of {text_len} bytes"
+            );
+            let back = pb::Delivery::decode(spliced).expect("decodes");
+            assert_eq!(back.event, Some(pb::delivery::Event::Message(m)));
+        }
     }
 }
