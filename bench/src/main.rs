@@ -11,7 +11,6 @@
 //! - W5 history: 1,000 messages paged 100 at a time; a 500-conversation chat list.
 
 mod client;
-use msgr_bench::stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::client::{connect_ws, next_json, register_many, send_text, User};
-use msgr_bench::stats::{summarize, CpuMeter, ProcUsage, Summary};
+use msgr_bench::stats::{self, summarize, CpuMeter, ProcUsage, Summary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -337,10 +336,7 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown workload {other}"),
         }
     }
-    let machine = json!({
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
-    });
+    let machine = stats::machine();
     let mut results = serde_json::Map::new();
     let latest = cli.out.join("latest.json");
     if cli.merge || cli.label.is_some() {

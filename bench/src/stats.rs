@@ -31,6 +31,19 @@ pub fn summarize(mut us: Vec<u64>) -> Summary {
     }
 }
 
+/// The machine a run measured: core count and CPU model, for the JSON results.
+pub fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    serde_json::json!({
+        "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+        "cpu": cpu,
+    })
+}
+
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

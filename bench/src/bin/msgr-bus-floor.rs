@@ -25,7 +25,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::{FutureExt, StreamExt};
-use msgr_bench::stats::{summarize, CpuMeter};
+use msgr_bench::stats::{self, summarize, CpuMeter};
 use msgr_nats::{stream as streams, subject};
 use serde_json::json;
 
@@ -293,10 +293,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(out) = &cli.out {
         let doc = json!({
-            "machine": {
-                "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
-                "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
-            },
+            "machine": stats::machine(),
             "partitions": cli.partitions,
             "unacked_publishes": failed_acks,
             "steps": steps,
