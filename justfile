@@ -161,7 +161,8 @@ bench *ARGS: tools
     others=$(tr ',' '\n' <<<"$wl" | grep -vx w4 | paste -sd, - || true)
     bench() { ./target/release/msgr-bench --url http://127.0.0.1:18080 $keep "$@"; }
     if [ -n "$others" ]; then
-      bench --pids "edge=$edge,worker=$worker,nats=$nats" --workloads "$others"
+      bench --pids "edge=$edge,worker=$worker,nats=$nats" --workloads "$others" \
+        --metrics http://127.0.0.1:18080/metrics,http://127.0.0.1:19464/metrics
     fi
     if ! tr ',' '\n' <<<"$wl" | grep -qx w4; then exit 0; fi
     merge=(); [ -n "$others" ] && merge=(--merge)

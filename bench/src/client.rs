@@ -47,6 +47,29 @@ pub(crate) async fn http(
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
+/// GETs `url` (`http://IP:PORT/path`) and returns the body as text, e.g. a
+/// server's Prometheus `/metrics`.
+pub(crate) async fn get_text(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr: SocketAddr = host
+        .parse()
+        .with_context(|| format!("{url}: host must be IP:PORT"))?;
+    let stream = TcpStream::connect(addr).await.context("connect")?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri(format!("/{path}"))
+        .header("host", host)
+        .body(Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    anyhow::ensure!(resp.status().is_success(), "{url}: HTTP {}", resp.status());
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Registers and logs in `username` through the public API.
 pub(crate) async fn register(addr: SocketAddr, username: &str) -> anyhow::Result<User> {
     let creds = json!({"username": username, "password": "bench-password-1"});

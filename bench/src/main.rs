@@ -23,7 +23,8 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::client::{connect_ws, next_json, register_many, send_text, User};
+use crate::client::{connect_ws, get_text, next_json, register_many, send_text, User};
+use msgr_bench::prom::{self, Stage};
 use msgr_bench::stats::{self, summarize, CpuMeter, ProcUsage, Summary};
 
 #[derive(Debug, Parser)]
@@ -68,6 +69,11 @@ struct Cli {
     /// W2: first rate to try (msg/s); later steps double it.
     #[arg(long, default_value_t = 1_000)]
     start_rate: u64,
+    /// Prometheus endpoints to read around each W1/W2 phase, comma-separated;
+    /// their latency histograms show which hop a tail comes from. Default: the
+    /// edge's `/metrics` at `--url`.
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -88,6 +94,55 @@ struct RatePhase {
     ack: Summary,
     generator_cpu_cores: f64,
     server: Vec<ProcUsage>,
+    /// The servers' latency histograms over the phase (empty if unreadable).
+    stages: Vec<Stage>,
+}
+
+/// Every `*_seconds` histogram the `metrics` endpoints export, merged (the
+/// edge's and the worker's names do not overlap). An endpoint that cannot be
+/// read is reported once per phase and left out.
+async fn scrape(metrics: &[String]) -> std::collections::BTreeMap<String, prom::Hist> {
+    let mut all = std::collections::BTreeMap::new();
+    for url in metrics {
+        match get_text(url).await {
+            Ok(text) => all.extend(prom::histograms(&text)),
+            Err(e) => eprintln!("    (no server histograms from {url}: {e:#})"),
+        }
+    }
+    all
+}
+
+/// The hops of one message, in the order it takes them, as the servers name
+/// their histograms: the edge's publish until the PubAck, the wait in the
+/// stream before the sequencer reads the command, the store write (queueing
+/// for the writer included) and its fsync, and the edge's frame-in to ack-out.
+const FLOW: &[&str] = &[
+    "edge_publish",
+    "worker_command_age",
+    "worker_persist",
+    "store_commit_sync",
+    "edge_ack",
+];
+
+/// Prints a phase's hot-path stages on one line, in flow order (the JSON has
+/// every histogram).
+fn print_stages(stages: &[Stage]) {
+    let line: Vec<String> = FLOW
+        .iter()
+        .filter_map(|name| stages.iter().find(|s| s.name == *name))
+        .map(|s| format!("{} p50≤{} p99≤{}", s.name, ms(s.p50_le_ms), ms(s.p99_le_ms)))
+        .collect();
+    if !line.is_empty() {
+        eprintln!("    server (ms): {}", line.join(", "));
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "∞".to_owned()
+    }
 }
 
 /// Per-phase latency samples, one collector per client (no shared hot lock).
@@ -164,7 +219,15 @@ impl Pairs {
     }
 
     /// Sends at `rate` msg/s in aggregate for `secs`, then waits 5 s for stragglers.
-    async fn phase(&self, phase: u32, rate: u64, secs: u64, procs: &[(String, u32)]) -> RatePhase {
+    async fn phase(
+        &self,
+        phase: u32,
+        rate: u64,
+        secs: u64,
+        procs: &[(String, u32)],
+        metrics: &[String],
+    ) -> RatePhase {
+        let before = scrape(metrics).await;
         let n = self.writers.len() as u64;
         let period = Duration::from_secs_f64(n as f64 / rate as f64);
         let start = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -207,6 +270,7 @@ impl Pairs {
         let gen_cpu = (stats::cpu_seconds(std::process::id()).unwrap_or(me) - me)
             / wall.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(5)).await;
+        let stages = prom::stages(&before, &scrape(metrics).await);
         let take = |v: &[Samples]| -> Vec<u64> {
             v.iter()
                 .flat_map(|s| {
@@ -232,6 +296,7 @@ impl Pairs {
             ack: summarize(ack),
             generator_cpu_cores: gen_cpu,
             server,
+            stages,
         }
     }
 }
@@ -257,6 +322,11 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let edge_pid = procs.iter().find(|(n, _)| n == "edge").map(|(_, p)| *p);
+    let metrics = if cli.metrics.is_empty() {
+        vec![format!("http://{addr}/metrics")]
+    } else {
+        cli.metrics.clone()
+    };
     let run_id = format!("{}", std::process::id());
     let mut report: HashMap<&str, Value> = HashMap::new();
     let (short, long) = if cli.quick { (3, 3) } else { (20, 15) };
@@ -270,11 +340,12 @@ async fn main() -> anyhow::Result<()> {
                 let mut phases = Vec::new();
                 for (i, rate) in [500u64, 2_000].into_iter().enumerate() {
                     eprintln!("W1: {rate} msg/s for {short} s");
-                    let p = pairs.phase(i as u32, rate, short, &procs).await;
+                    let p = pairs.phase(i as u32, rate, short, &procs, &metrics).await;
                     eprintln!(
                         "    p50 {:.2} ms  p99 {:.2} ms  lost {}",
                         p.e2e.p50_ms, p.e2e.p99_ms, p.lost
                     );
+                    print_stages(&p.stages);
                     phases.push(p);
                 }
                 report.insert("w1", serde_json::to_value(&phases)?);
@@ -289,12 +360,13 @@ async fn main() -> anyhow::Result<()> {
                 while rate <= cli.max_rate {
                     eprintln!("W2: {rate} msg/s for {long} s");
                     let p = pairs
-                        .phase(100 + phases.len() as u32, rate, long, &procs)
+                        .phase(100 + phases.len() as u32, rate, long, &procs, &metrics)
                         .await;
                     eprintln!(
                         "    p50 {:.2} ms  p99 {:.2} ms  sent {} lost {}",
                         p.e2e.p50_ms, p.e2e.p99_ms, p.sent, p.lost
                     );
+                    print_stages(&p.stages);
                     // The generator itself may fall behind: judge the rate it achieved.
                     let ok = p.e2e.p99_ms <= 100.0
                         && p.lost == 0
