@@ -21,6 +21,13 @@ pub struct Lease {
     ttl: Duration,
 }
 
+/// A renewal that succeeded, to apply with [`Lease::renewed`].
+#[derive(Debug)]
+pub struct Renewed {
+    revision: u64,
+    started: Instant,
+}
+
 /// Why a lease could not be acquired or renewed.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -63,19 +70,41 @@ impl Lease {
     /// # Errors
     /// [`LeaseError::Taken`] if the entry changed hands; a store failure.
     pub async fn renew(&mut self, bucket: &kv::Store) -> Result<(), LeaseError> {
-        let started = Instant::now();
-        match bucket
-            .update(&self.key, self.owner.clone(), self.revision)
-            .await
-        {
-            Ok(revision) => {
-                self.revision = revision;
-                self.valid_until = started + self.ttl.mul_f32(0.8);
-                Ok(())
+        let renewed = self.renewal(bucket).await?;
+        self.renewed(renewed);
+        Ok(())
+    }
+
+    /// The renewal request on its own, borrowing nothing, so the holder can
+    /// keep working (and keep checking [`Lease::is_valid`]) while it is in
+    /// flight; apply its outcome with [`Lease::renewed`].
+    pub fn renewal(
+        &self,
+        bucket: &kv::Store,
+    ) -> impl std::future::Future<Output = Result<Renewed, LeaseError>> + Send + 'static {
+        let (bucket, key, owner, revision) = (
+            bucket.clone(),
+            self.key.clone(),
+            self.owner.clone(),
+            self.revision,
+        );
+        async move {
+            let started = Instant::now();
+            match bucket.update(&key, owner, revision).await {
+                Ok(revision) => Ok(Renewed { revision, started }),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    Err(LeaseError::Taken)
+                }
+                Err(e) => Err(LeaseError::Store(e.to_string())),
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(LeaseError::Taken),
-            Err(e) => Err(LeaseError::Store(e.to_string())),
         }
+    }
+
+    /// Applies a successful [`Lease::renewal`]: the TTL counts from before
+    /// its request was sent.
+    pub fn renewed(&mut self, r: Renewed) {
+        self.revision = r.revision;
+        self.valid_until = r.started + self.ttl.mul_f32(0.8);
     }
 
     /// Gives the lease up at once so a standby need not wait for the TTL.

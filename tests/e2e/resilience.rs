@@ -159,3 +159,33 @@ async fn a_second_worker_takes_over_without_breaking_order() {
     }
     drop(standby);
 }
+
+/// A worker that stops gracefully gives its partitions up, with the revision
+/// of its latest renewal (renewals run beside the batches): a standby takes
+/// over at its next poll instead of waiting for the lease to age out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_hands_its_partitions_over_before_the_lease_ttl() {
+    let ttl_ms = 10_000;
+    let mut app = TestApp::spawn_with_worker(|w| w.lease_ttl_ms = ttl_ms).await;
+    let standby = app.start_extra_worker().await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    a.send_text_to(&bob.user_id, "h-1", "before").await;
+    let ack = a.expect("ack", T).await;
+    assert_eq!(ack["seq"], 1);
+    // Past a renewal (every TTL/4): the release must carry its revision.
+    tokio::time::sleep(Duration::from_millis(ttl_ms / 4 + 1_000)).await;
+
+    app.kill_worker().await; // in-process: a graceful stop
+    let stopped = std::time::Instant::now();
+    a.send_text_to(&bob.user_id, "h-2", "after").await;
+    let ack = a.expect("ack", Duration::from_secs(30)).await;
+    let took = stopped.elapsed();
+    assert_eq!(ack["client_msg_id"], "h-2");
+    assert_eq!(ack["seq"], 2);
+    assert!(
+        took < Duration::from_millis(ttl_ms / 2),
+        "the standby took {took:?}: the lease was not released and had to age out"
+    );
+    drop(standby);
+}

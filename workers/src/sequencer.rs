@@ -143,25 +143,44 @@ async fn own_partition(
     let mut renew = tokio::time::interval(ctx.lease_ttl() / 4);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew.tick().await;
-    let mut lag = tokio::time::interval(Duration::from_secs(5));
+    // The renewal and the lag gauge are round trips to the JetStream API,
+    // which take milliseconds on a busy server: they run beside the batches,
+    // never between them. `lease.is_valid()` still gates every commit.
+    let mut renewals = tokio::task::JoinSet::new();
+    let _lag = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(report_lag(consumer, p)));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
+                // Release with the newest revision, or the purge would fail
+                // (and the lease would only age out).
+                if let Ok(Some(Ok(Ok(r)))) =
+                    tokio::time::timeout(Duration::from_secs(1), renewals.join_next()).await
+                {
+                    lease.renewed(r);
+                }
                 lease.release(&ctx.leases).await;
                 return Ok(());
             }
-            _ = renew.tick() => {
-                if let Err(e) = lease.renew(&ctx.leases).await {
-                    if !lease.is_valid() || matches!(e, LeaseError::Taken) {
-                        return Err(anyhow::anyhow!("lease lost: {e}"));
-                    }
-                    tracing::warn!(partition = p, error = %e, "lease renewal failed; retrying");
-                }
+            _ = renew.tick(), if renewals.is_empty() => {
+                let renewal = lease.renewal(&ctx.leases);
+                renewals.spawn(async move {
+                    let started = Instant::now();
+                    let r = renewal.await;
+                    metrics::histogram!("msgr_worker_lease_renew_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    r
+                });
             }
-            _ = lag.tick() => {
-                if let Ok(info) = consumer.info().await {
-                    metrics::gauge!("msgr_worker_consumer_lag", "partition" => p.to_string())
-                        .set(info.num_pending as f64);
+            Some(done) = renewals.join_next(), if !renewals.is_empty() => {
+                match done {
+                    Ok(Ok(r)) => lease.renewed(r),
+                    Ok(Err(e)) => {
+                        if !lease.is_valid() || matches!(e, LeaseError::Taken) {
+                            return Err(anyhow::anyhow!("lease lost: {e}"));
+                        }
+                        tracing::warn!(partition = p, error = %e, "lease renewal failed; retrying");
+                    }
+                    Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal task failed; retrying"),
                 }
             }
             first = messages.next() => {
@@ -187,6 +206,19 @@ async fn own_partition(
                 }
                 process_batch(ctx, batch, &lease).await;
             }
+        }
+    }
+}
+
+/// Publishes the partition's consumer lag every 5 s until aborted.
+async fn report_lag(consumer: jetstream::consumer::PullConsumer, p: u32) {
+    let mut consumer = consumer;
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        if let Ok(info) = consumer.info().await {
+            metrics::gauge!("msgr_worker_consumer_lag", "partition" => p.to_string())
+                .set(info.num_pending as f64);
         }
     }
 }
