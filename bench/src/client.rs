@@ -22,6 +22,16 @@ pub(crate) struct User {
     pub(crate) token: String,
 }
 
+/// One HTTP request on a fresh connection; returns status and body.
+async fn send(addr: SocketAddr, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+    let stream = TcpStream::connect(addr).await.context("connect")?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
 /// One HTTP request on a fresh connection; returns status and JSON body.
 pub(crate) async fn http(
     addr: SocketAddr,
@@ -30,9 +40,6 @@ pub(crate) async fn http(
     token: Option<&str>,
     body: Option<Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let stream = TcpStream::connect(addr).await.context("connect")?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -41,9 +48,7 @@ pub(crate) async fn http(
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let resp = sender.send_request(req.body(Full::new(bytes))?).await?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let (status, body) = send(addr, req.body(Full::new(bytes))?).await?;
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
@@ -57,16 +62,12 @@ pub(crate) async fn get_text(url: &str) -> anyhow::Result<String> {
     let addr: SocketAddr = host
         .parse()
         .with_context(|| format!("{url}: host must be IP:PORT"))?;
-    let stream = TcpStream::connect(addr).await.context("connect")?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let req = hyper::Request::builder()
         .uri(format!("/{path}"))
         .header("host", host)
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    anyhow::ensure!(resp.status().is_success(), "{url}: HTTP {}", resp.status());
-    let body = resp.into_body().collect().await?.to_bytes();
+        .body(Full::new(Bytes::new()))?;
+    let (status, body) = send(addr, req).await?;
+    anyhow::ensure!((200..300).contains(&status), "{url}: HTTP {status}");
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 

@@ -211,8 +211,7 @@ async fn own_partition(
 }
 
 /// Publishes the partition's consumer lag every 5 s until aborted.
-async fn report_lag(consumer: jetstream::consumer::PullConsumer, p: u32) {
-    let mut consumer = consumer;
+async fn report_lag(mut consumer: jetstream::consumer::PullConsumer, p: u32) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         every.tick().await;
