@@ -158,6 +158,7 @@ async fn own_partition(
                 {
                     lease.renewed(r);
                 }
+                hand_over(ctx, messages, &lease).await;
                 lease.release(&ctx.leases).await;
                 return Ok(());
             }
@@ -207,6 +208,34 @@ async fn own_partition(
                 process_batch(ctx, batch, &lease).await;
             }
         }
+    }
+}
+
+/// Stops pulling before the lease is released. Commands the server has
+/// already handed to this holder are applied (the lease is still ours), and
+/// the unsubscribe is flushed: a pull request left open would take commands
+/// that arrive after the release, and the next holder would find them
+/// unacked and have to wait `ack_wait` before it may pull in order.
+async fn hand_over(
+    ctx: &WorkerContext,
+    mut messages: jetstream::consumer::pull::Stream,
+    lease: &Lease,
+) {
+    let mut handed = Vec::new();
+    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+        handed.push(m);
+    }
+    drop(messages);
+    // Past the lease they stay unacked and go to the next holder.
+    while !handed.is_empty() && lease.is_valid() {
+        let rest = handed.split_off(handed.len().min(ctx.config.batch_max.max(1)));
+        process_batch(ctx, handed, lease).await;
+        handed = rest;
+    }
+    match tokio::time::timeout(Duration::from_secs(1), ctx.nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "flush before lease release failed"),
+        Err(_) => tracing::debug!("flush before lease release timed out"),
     }
 }
 
