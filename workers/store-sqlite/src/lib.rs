@@ -176,8 +176,8 @@ fn spawn_checkpointer(conn: Connection) -> std::io::Result<CheckpointerGuard> {
     Ok(CheckpointerGuard(signal))
 }
 
-/// Commits batches in one transaction, each in its own savepoint so one
-/// batch's failure does not undo the others, and answers each caller.
+/// Commits batches in one transaction (see [`commit_batches`]) and answers
+/// each caller.
 fn commit_group(conn: &mut Connection, jobs: Vec<PendingBatch>) {
     let started = std::time::Instant::now();
     metrics::histogram!("msgr_store_commit_batches").record(jobs.len() as f64);
