@@ -116,6 +116,7 @@ bench-floor *ARGS: tools
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p msgr-bench --bins
+    sync # as in `bench`: no writeback burst of the build's output mid-run
     dir=$(mktemp -d /tmp/msgr-floor.XXXXXX)
     nats-server -a 127.0.0.1 -p 24222 -m 28222 -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 & nats=$!
     trap 'kill $nats 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT INT TERM
@@ -136,6 +137,9 @@ bench *ARGS: tools
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p msgr-edge -p msgr-workers -p msgr-bench --bins
+    # Write the build's output to disk now: the kernel flushes dirty pages 30 s after
+    # they were written, and that burst stalled the store's fsync mid-run (184 ms).
+    sync
     dir=$(mktemp -d /tmp/msgr-bench.XXXXXX)
     # W4 opens thousands of sockets: use the hard open-files limit.
     ulimit -n "$(ulimit -Hn)" || true

@@ -115,12 +115,14 @@ async fn scrape(metrics: &[String]) -> std::collections::BTreeMap<String, prom::
 /// The hops of one message, in the order it takes them, as the servers name
 /// their histograms: the edge's publish until the PubAck, the wait in the
 /// stream before the sequencer reads the command, the store write (queueing
-/// for the writer included) and its fsync, and the edge's frame-in to ack-out.
+/// for the writer included) and its fsync, the fan-out and acks after it, and
+/// the edge's frame-in to ack-out.
 const FLOW: &[&str] = &[
     "edge_publish",
     "worker_command_age",
     "worker_persist",
     "store_commit_sync",
+    "worker_emit",
     "edge_ack",
 ];
 

@@ -314,7 +314,8 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, leas
             }
         }
     };
-    metrics::histogram!("msgr_worker_persist_seconds").record(started.elapsed().as_secs_f64());
+    let persisted = Instant::now();
+    metrics::histogram!("msgr_worker_persist_seconds").record((persisted - started).as_secs_f64());
     let mut cache = MemberCache::new();
     for (outcome, d) in outcomes.iter().zip(&decoded) {
         emit(ctx, &mut cache, outcome, d, now).await;
@@ -324,6 +325,9 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, leas
             tracing::warn!(error = %e, "ack failed; the command will be redelivered and deduplicated");
         }
     }
+    // The fan-out and the acks hold the partition too: a NATS client whose
+    // outbound buffer is full would show here, not in the persist time.
+    metrics::histogram!("msgr_worker_emit_seconds").record(persisted.elapsed().as_secs_f64());
 }
 
 struct Poison {
