@@ -211,59 +211,42 @@ fn commit_batches(
     conn: &mut Connection,
     batches: &[&[Op]],
 ) -> rusqlite::Result<Vec<StoreResult<Vec<OpOutcome>>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(batches.len());
-    for ops in batches {
-        match apply_ops(&tx, ops) {
-            Ok(out) => results.push(Ok(out)),
-            Err(e) => {
-                tracing::debug!(error = %e, "a batch failed; redoing the group with savepoints");
-                break;
-            }
-        }
+    if let Some(results) = commit_group_tx(conn, batches, false)? {
+        return Ok(results);
     }
-    if results.len() < batches.len() {
-        drop(tx); // rolls back
-        return commit_with_savepoints(conn, batches);
-    }
-    commit_synced(tx)?;
-    Ok(results)
+    Ok(commit_group_tx(conn, batches, true)?.unwrap_or_default())
 }
 
-fn commit_with_savepoints(
+/// One attempt of [`commit_batches`]. Without savepoints, a failing batch
+/// rolls the whole transaction back and the answer is `None`.
+fn commit_group_tx(
     conn: &mut Connection,
     batches: &[&[Op]],
-) -> rusqlite::Result<Vec<StoreResult<Vec<OpOutcome>>>> {
+    savepoints: bool,
+) -> rusqlite::Result<Option<Vec<StoreResult<Vec<OpOutcome>>>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batches.len());
     for ops in batches {
-        tx.execute_batch("SAVEPOINT batch")?;
+        if savepoints {
+            tx.execute_batch("SAVEPOINT batch")?;
+        }
         match apply_ops(&tx, ops) {
             Ok(out) => {
-                tx.execute_batch("RELEASE batch")?;
+                if savepoints {
+                    tx.execute_batch("RELEASE batch")?;
+                }
                 results.push(Ok(out));
             }
-            Err(e) => {
+            Err(e) if savepoints => {
                 tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
                 results.push(Err(unavailable(e)));
             }
+            Err(e) => {
+                tracing::debug!(error = %e, "a batch failed; redoing the group with savepoints");
+                return Ok(None); // dropping `tx` rolls it back
+            }
         }
     }
-    commit_synced(tx)?;
-    Ok(results)
-}
-
-fn apply_ops(tx: &Connection, ops: &[Op]) -> rusqlite::Result<Vec<OpOutcome>> {
-    ops.iter()
-        .map(|op| match op {
-            Op::Append(m) => append(tx, m),
-            Op::Receipt(w) => receipt(tx, w),
-        })
-        .collect()
-}
-
-/// Commits, timing the part that waits for the disk.
-fn commit_synced(tx: rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let sync = std::time::Instant::now();
     tx.commit()?;
     let synced = sync.elapsed();
@@ -274,7 +257,16 @@ fn commit_synced(tx: rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             "slow commit: the disk took long to sync"
         );
     }
-    Ok(())
+    Ok(Some(results))
+}
+
+fn apply_ops(tx: &Connection, ops: &[Op]) -> rusqlite::Result<Vec<OpOutcome>> {
+    ops.iter()
+        .map(|op| match op {
+            Op::Append(m) => append(tx, m),
+            Op::Receipt(w) => receipt(tx, w),
+        })
+        .collect()
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
