@@ -161,7 +161,7 @@ bench *ARGS: tools
     if [[ "$args" == *" --url"* ]]; then ./target/release/msgr-bench {{ARGS}}; exit; fi
     wl=$(grep -oE -- '--workloads[= ][^ ]+' <<<"$args" | sed -E 's/--workloads[= ]//' || true)
     wl=${wl:-w1,w2,w3,w4,w5}
-    keep=$(grep -oE -- '--(quick|max-rate[= ][^ ]+|start-rate[= ][^ ]+|idle[= ][^ ]+|out[= ][^ ]+)' <<<"$args" | tr '\n' ' ' || true)
+    keep=$(grep -oE -- '--(quick|max-rate[= ][^ ]+|start-rate[= ][^ ]+|refine[= ][^ ]+|idle[= ][^ ]+|out[= ][^ ]+)' <<<"$args" | tr '\n' ' ' || true)
     others=$(tr ',' '\n' <<<"$wl" | grep -vx w4 | paste -sd, - || true)
     bench() { ./target/release/msgr-bench --url http://127.0.0.1:18080 $keep "$@"; }
     if [ -n "$others" ]; then

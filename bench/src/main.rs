@@ -69,6 +69,11 @@ struct Cli {
     /// W2: first rate to try (msg/s); later steps double it.
     #[arg(long, default_value_t = 1_000)]
     start_rate: u64,
+    /// W2: after the first step that fails, this many more steps halve the gap
+    /// between it and the last rate held (a doubling alone says "2,000" for a
+    /// server that holds 3,500).
+    #[arg(long, default_value_t = 2)]
+    refine: u32,
     /// Prometheus endpoints to read around each W1/W2 phase, comma-separated;
     /// their latency histograms show which hop a tail comes from. Default: the
     /// edge's `/metrics` at `--url`.
@@ -359,7 +364,13 @@ async fn main() -> anyhow::Result<()> {
                 let mut phases = Vec::new();
                 let mut rate = cli.start_rate.max(1);
                 let mut held = None;
+                let mut failed = None;
+                let mut refine = cli.refine;
                 while rate <= cli.max_rate {
+                    if failed.is_some() {
+                        // Let the backlog of the failed step drain first.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
                     eprintln!("W2: {rate} msg/s for {long} s");
                     let p = pairs
                         .phase(100 + phases.len() as u32, rate, long, &procs, &metrics)
@@ -374,13 +385,25 @@ async fn main() -> anyhow::Result<()> {
                         && p.lost == 0
                         && p.sent as f64 >= 0.95 * (rate * long) as f64;
                     phases.push(p);
-                    if !ok {
-                        break;
+                    if ok {
+                        held = Some(rate);
+                    } else {
+                        failed = Some(rate);
                     }
-                    held = Some(rate);
-                    rate *= 2;
+                    rate = match (held, failed) {
+                        (_, None) => rate * 2,
+                        (Some(lo), Some(hi)) if refine > 0 && hi - lo >= 200 => {
+                            refine -= 1;
+                            // Halfway, on a round 100 msg/s.
+                            (lo + (hi - lo) / 2) / 100 * 100
+                        }
+                        _ => break,
+                    };
                 }
-                report.insert("w2", json!({"highest_rate_held": held, "steps": phases}));
+                report.insert(
+                    "w2",
+                    json!({"highest_rate_held": held, "lowest_rate_failed": failed, "steps": phases}),
+                );
             }
             "w3" => {
                 let mut out = Vec::new();
@@ -763,7 +786,10 @@ fn print_table(doc: &Value) {
         );
     }
     if !r["w2"].is_null() {
-        println!("W2 highest rate held: {}", r["w2"]["highest_rate_held"]);
+        println!(
+            "W2 highest rate held: {} (lowest failed: {})",
+            r["w2"]["highest_rate_held"], r["w2"]["lowest_rate_failed"]
+        );
     }
     for g in r["w3"].as_array().into_iter().flatten() {
         row(
