@@ -117,6 +117,7 @@ bench-floor *ARGS: tools
     set -euo pipefail
     cargo build --release -p msgr-bench --bins
     sync # as in `bench`: no writeback burst of the build's output mid-run
+    python3 bench/ports_free.py 24222 28222
     dir=$(mktemp -d /tmp/msgr-floor.XXXXXX)
     nats-server -a 127.0.0.1 -p 24222 -m 28222 -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 & nats=$!
     trap 'kill $nats 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT INT TERM
@@ -140,6 +141,7 @@ bench *ARGS: tools
     # Write the build's output to disk now: the kernel flushes dirty pages 30 s after
     # they were written, and that burst stalled the store's fsync mid-run (184 ms).
     sync
+    python3 bench/ports_free.py 14222 18222 19464 18080 18081
     dir=$(mktemp -d /tmp/msgr-bench.XXXXXX)
     # W4 opens thousands of sockets: use the hard open-files limit.
     ulimit -n "$(ulimit -Hn)" || true
@@ -156,6 +158,9 @@ bench *ARGS: tools
     MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 RUST_LOG=warn \
       ./target/release/msgr-edge >"$dir/edge.log" 2>&1 & edge=$!; pids+=($edge)
     for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
+    for p in $nats $worker $edge; do
+      kill -0 "$p" 2>/dev/null || { echo "bench: a server exited at start:" >&2; tail -n 3 "$dir"/*.log >&2; exit 1; }
+    done
     echo "bench stack: edge $edge, worker $worker, nats $nats ($(nproc) cores)"
     args=" {{ARGS}} "
     if [[ "$args" == *" --url"* ]]; then ./target/release/msgr-bench {{ARGS}}; exit; fi
