@@ -83,6 +83,25 @@ struct Cli {
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
+/// W2's next rate after a step at `rate`: double until a step fails, then
+/// (while `refine` lasts) halfway between the highest rate held and the lowest
+/// that failed, on a round 100 msg/s. `None` ends W2.
+fn next_w2_rate(
+    rate: u64,
+    held: Option<u64>,
+    failed: Option<u64>,
+    refine: &mut u32,
+) -> Option<u64> {
+    match (held, failed) {
+        (_, None) => Some(rate * 2),
+        (Some(lo), Some(hi)) if *refine > 0 && hi.saturating_sub(lo) >= 200 => {
+            *refine -= 1;
+            Some((lo + (hi - lo) / 2) / 100 * 100)
+        }
+        _ => None,
+    }
+}
+
 /// Microseconds since the generator started (one clock for all tasks).
 fn now_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
@@ -390,15 +409,10 @@ async fn main() -> anyhow::Result<()> {
                     } else {
                         failed = Some(rate);
                     }
-                    rate = match (held, failed) {
-                        (_, None) => rate * 2,
-                        (Some(lo), Some(hi)) if refine > 0 && hi - lo >= 200 => {
-                            refine -= 1;
-                            // Halfway, on a round 100 msg/s.
-                            (lo + (hi - lo) / 2) / 100 * 100
-                        }
-                        _ => break,
-                    };
+                    match next_w2_rate(rate, held, failed, &mut refine) {
+                        Some(next) => rate = next,
+                        None => break,
+                    }
                 }
                 report.insert(
                     "w2",
@@ -884,4 +898,48 @@ fn plot(doc: &Value, path: &std::path::Path) -> anyhow::Result<()> {
     chart.configure_series_labels().border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_w2_rate;
+
+    #[test]
+    fn w2_doubles_until_a_step_fails_then_halves_the_gap() {
+        let mut refine = 2;
+        assert_eq!(
+            next_w2_rate(1_000, Some(1_000), None, &mut refine),
+            Some(2_000)
+        );
+        // 4,000 failed after 2,000 held: try 3,000, then 3,500 if that holds.
+        assert_eq!(
+            next_w2_rate(4_000, Some(2_000), Some(4_000), &mut refine),
+            Some(3_000)
+        );
+        assert_eq!(
+            next_w2_rate(3_000, Some(3_000), Some(4_000), &mut refine),
+            Some(3_500)
+        );
+        // Refinement used up.
+        assert_eq!(
+            next_w2_rate(3_500, Some(3_500), Some(4_000), &mut refine),
+            None
+        );
+    }
+
+    #[test]
+    fn w2_stops_without_a_rate_held_or_a_gap_worth_a_step() {
+        let mut refine = 2;
+        assert_eq!(next_w2_rate(1_000, None, Some(1_000), &mut refine), None);
+        assert_eq!(
+            next_w2_rate(2_100, Some(2_000), Some(2_100), &mut refine),
+            None
+        );
+        assert_eq!(refine, 2);
+        let mut none = 0;
+        assert_eq!(
+            next_w2_rate(4_000, Some(2_000), Some(4_000), &mut none),
+            None
+        );
+    }
 }
