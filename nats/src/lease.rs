@@ -108,7 +108,8 @@ impl Lease {
     }
 
     /// Gives the lease up at once so a standby need not wait for the TTL.
-    pub async fn release(self, bucket: &kv::Store) {
+    /// The holder must not act on it afterwards.
+    pub async fn release(&self, bucket: &kv::Store) {
         if let Err(e) = bucket
             .purge_expect_revision(&self.key, Some(self.revision))
             .await

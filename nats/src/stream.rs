@@ -1,5 +1,7 @@
 //! Stream, consumer and bucket definitions as code. Workers call
-//! [`ensure_all`] at start; it is idempotent and checks that the partition
+//! [`ensure_all`] at start and again whenever the bus may have lost them (a
+//! reconnect, a periodic check, an error naming a missing stream): it is
+//! idempotent, creates only what is missing, and checks that the partition
 //! count matches the stream's (changing it would reorder conversations).
 
 use std::time::Duration;
@@ -129,21 +131,7 @@ pub async fn ensure_all(
         )
         .await
         .map_err(js_err)?;
-    let bucket = match js.get_key_value(LEASE_BUCKET).await {
-        Ok(b) => b,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: LEASE_BUCKET.to_owned(),
-                history: 1,
-                // An entry not renewed within the TTL ages out: the lease is free.
-                max_age: lease_ttl,
-                storage: stream::StorageType::Memory,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(js_err)?,
-    };
+    let bucket = lease_bucket(js, lease_ttl, replicas).await?;
     // Holders renew on their own TTL; a bucket expiring entries sooner would
     // hand a live holder's partition to a standby.
     let existing = bucket.status().await.map_err(js_err)?.max_age();
@@ -154,4 +142,50 @@ pub async fn ensure_all(
         });
     }
     Ok(bucket)
+}
+
+/// The lease bucket, created if missing. File storage: a lease must outlive
+/// a restart of the server (with memory storage the bucket vanished, every
+/// renewal failed with "no stream found", and nothing re-created it). A
+/// memory bucket left by an earlier release is replaced once; its holders
+/// then re-acquire.
+async fn lease_bucket(
+    js: &jetstream::Context,
+    lease_ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, EnsureError> {
+    let stream_name = format!("KV_{LEASE_BUCKET}");
+    match js.get_stream(&stream_name).await {
+        Ok(mut s) => {
+            let info = s.info().await.map_err(js_err)?;
+            if info.config.storage == stream::StorageType::File {
+                return js.get_key_value(LEASE_BUCKET).await.map_err(js_err);
+            }
+            tracing::warn!("replacing the memory-backed lease bucket with a file-backed one");
+            js.delete_key_value(LEASE_BUCKET).await.map_err(js_err)?;
+        }
+        Err(e) if is_not_found(&e.kind()) => {}
+        Err(e) => return Err(js_err(e)),
+    }
+    match js
+        .create_key_value(kv::Config {
+            bucket: LEASE_BUCKET.to_owned(),
+            history: 1,
+            // An entry not renewed within the TTL ages out: the lease is free.
+            max_age: lease_ttl,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(b) => Ok(b),
+        // Another worker made it first.
+        Err(_) => js.get_key_value(LEASE_BUCKET).await.map_err(js_err),
+    }
+}
+
+fn is_not_found(kind: &jetstream::context::GetStreamErrorKind) -> bool {
+    matches!(kind, jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
