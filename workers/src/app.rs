@@ -40,6 +40,7 @@ pub struct WorkerApp {
     ctx: Arc<WorkerContext>,
     roles: Vec<Role>,
     metrics: Option<tokio::net::TcpListener>,
+    link: tokio::sync::watch::Receiver<msgr_nats::connect::Link>,
 }
 
 fn load_or_create_key(path: &Path) -> anyhow::Result<TokenSigner> {
@@ -75,16 +76,22 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<TokenSigner> {
     TokenSigner::from_secret_bytes(&bytes).map_err(|e| anyhow::anyhow!("reading back key: {e}"))
 }
 
-/// Connects to NATS, retrying until it answers (it may still be starting).
-pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .subscription_capacity(8192)
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+/// Connects to NATS (any of the comma-separated servers), retrying until one
+/// answers (it may still be starting); returns the client and its link state.
+pub async fn connect_nats(
+    url: &str,
+    name: &str,
+) -> anyhow::Result<(
+    async_nats::Client,
+    tokio::sync::watch::Receiver<msgr_nats::connect::Link>,
+)> {
+    msgr_nats::connect::connect(
+        url,
+        name,
+        async_nats::ConnectOptions::new().subscription_capacity(8192),
+    )
+    .await
+    .with_context(|| format!("connecting to NATS at {url}"))
 }
 
 impl WorkerApp {
@@ -155,17 +162,18 @@ impl WorkerApp {
 
         let media = msgr_core::media::open(&config.media, &config.data_dir)
             .map_err(|e| anyhow::anyhow!("media store: {e}"))?;
-        let nats = connect_nats(&config.nats.url, "msgr-worker").await?;
+        let (nats, link) = connect_nats(&config.nats.url, "msgr-worker").await?;
         let js = async_nats::jetstream::new(nats.clone());
-        let leases = msgr_nats::stream::ensure_all(
-            &js,
-            config.partitions,
-            Duration::from_millis(config.lease_ttl_ms.max(200)),
-            config.batch_max.max(1),
-            config.replicas.max(1),
-        )
-        .await
-        .context("creating streams and consumers")?;
+        let bus = crate::context::BusSpec {
+            partitions: config.partitions,
+            lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(200)),
+            max_ack_pending: config.batch_max.max(1),
+            replicas: config.replicas.max(1),
+        };
+        let leases = bus
+            .ensure(&js)
+            .await
+            .context("creating streams and consumers")?;
 
         let metrics = if config.metrics_listen.is_empty() {
             None
@@ -194,9 +202,13 @@ impl WorkerApp {
                 instance_id,
                 dummy_hash,
                 media,
+                bus,
+                health: msgr_nats::health::Health::new(),
+                bus_check: tokio::sync::Notify::new(),
             }),
             roles,
             metrics,
+            link,
         })
     }
 
@@ -220,6 +232,7 @@ impl WorkerApp {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.metrics {
             let token = shutdown.clone();
+            let health = self.ctx.health.clone();
             tasks.spawn(async move {
                 let handle = msgr_core::telemetry::prometheus();
                 let app = axum::Router::new()
@@ -227,13 +240,26 @@ impl WorkerApp {
                         "/metrics",
                         axum::routing::get(move || std::future::ready(handle.render())),
                     )
-                    .route("/healthz", axum::routing::get(|| std::future::ready("ok")));
+                    .route(
+                        "/healthz",
+                        axum::routing::get(move || std::future::ready(healthz(&health))),
+                    );
                 axum::serve(listener, app)
                     .with_graceful_shutdown(token.cancelled_owned())
                     .await
                     .context("metrics server")
             });
         }
+        tokio::spawn(msgr_nats::connect::report_link(
+            self.link.clone(),
+            self.ctx.health.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::keeper::run(
+            Arc::clone(&self.ctx),
+            self.link.clone(),
+            shutdown.clone(),
+        ));
         for role in &self.roles {
             let (ctx, token) = (Arc::clone(&self.ctx), shutdown.clone());
             match role {
@@ -263,4 +289,18 @@ impl WorkerApp {
         let _ = self.ctx.nats.flush().await;
         result
     }
+}
+
+/// `/healthz`: 200 `{"status":"ready"}`, or 503 with what keeps this worker
+/// from making progress (NATS link, bus definitions, store, leases).
+fn healthz(health: &msgr_nats::health::Health) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (status, body) = health.report();
+    (
+        axum::http::StatusCode::from_u16(status)
+            .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

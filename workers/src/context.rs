@@ -24,6 +24,42 @@ pub struct WorkerContext {
     pub dummy_hash: String,
     /// The media object store (thumbnails).
     pub media: msgr_core::media::MediaStore,
+    /// What this worker needs on the bus, to re-create it when missing.
+    pub bus: BusSpec,
+    /// What keeps this worker from making progress (`/healthz`).
+    pub health: msgr_nats::health::Health,
+    /// Wakes the bus keeper to check the bus now (after an error that
+    /// suggests something it depends on is gone).
+    pub bus_check: tokio::sync::Notify,
+}
+
+/// The streams, consumers and lease bucket a worker depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct BusSpec {
+    pub partitions: u32,
+    pub lease_ttl: Duration,
+    pub max_ack_pending: usize,
+    pub replicas: usize,
+}
+
+impl BusSpec {
+    /// Creates whatever is missing; returns the lease bucket.
+    ///
+    /// # Errors
+    /// JetStream failures, or definitions that conflict with this worker's.
+    pub async fn ensure(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<jetstream::kv::Store, msgr_nats::stream::EnsureError> {
+        msgr_nats::stream::ensure_all(
+            js,
+            self.partitions,
+            self.lease_ttl,
+            self.max_ack_pending,
+            self.replicas,
+        )
+        .await
+    }
 }
 
 impl WorkerContext {

@@ -7,6 +7,7 @@
 //! - [`query`]: history, chat list, lookup over request/reply.
 //! - [`group`]: group create/add/remove, group page, per-member receipts.
 //! - [`media`]: media registration/authorization and the thumbnail worker.
+//! - `keeper`: re-creates streams, consumers and buckets the bus may have lost.
 //! - [`config`]: configuration. `context`, `convert`, `rpc`: shared plumbing.
 
 pub mod account;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod context;
 mod convert;
 pub mod group;
+mod keeper;
 pub mod media;
 pub mod query;
 mod rpc;

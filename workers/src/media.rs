@@ -109,27 +109,43 @@ pub async fn run_thumbnails(
     ctx: Arc<WorkerContext>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: jetstream::consumer::PullConsumer = ctx
-        .js
-        .get_consumer_from_stream(THUMBNAIL_CONSUMER, MEDIA_STREAM)
-        .await
-        .map_err(|e| anyhow::anyhow!("consumer {THUMBNAIL_CONSUMER}: {e}"))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(4)
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("pulling {THUMBNAIL_CONSUMER}: {e}"))?;
+    // Re-opened whenever it dies (the bus lost the stream or consumer and
+    // the keeper re-creates them): this role never stops the worker.
+    let mut messages: Option<jetstream::consumer::pull::Stream> = None;
     loop {
+        let stream = match messages.as_mut() {
+            Some(m) => m,
+            None => match open_thumbnail_stream(&ctx).await {
+                Ok(m) => {
+                    ctx.health.clear("thumbnails");
+                    messages.insert(m)
+                }
+                Err(e) => {
+                    ctx.bus_check.notify_one();
+                    ctx.health.set("thumbnails", e.to_string());
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            },
+        };
         let msg = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            m = messages.next() => match m {
+            m = stream.next() => match m {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
+                    use jetstream::consumer::pull::MessagesErrorKind as K;
                     tracing::warn!(error = %e, "thumbnail pull error");
+                    if matches!(e.kind(), K::ConsumerDeleted | K::NoResponders) {
+                        messages = None;
+                    }
                     continue;
                 }
-                None => return Err(anyhow::anyhow!("thumbnail message stream ended")),
+                None => {
+                    messages = None;
+                    continue;
+                }
             },
         };
         let outcome = match pb::MediaUploaded::decode(msg.payload.clone()) {
@@ -151,6 +167,24 @@ pub async fn run_thumbnails(
             tracing::warn!(error = %e, "thumbnail ack failed");
         }
     }
+}
+
+async fn open_thumbnail_stream(
+    ctx: &WorkerContext,
+) -> anyhow::Result<jetstream::consumer::pull::Stream> {
+    let consumer: jetstream::consumer::PullConsumer = ctx
+        .js
+        .get_consumer_from_stream(THUMBNAIL_CONSUMER, MEDIA_STREAM)
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {THUMBNAIL_CONSUMER}: {e}"))?;
+    consumer
+        .stream()
+        .max_messages_per_batch(4)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("pulling {THUMBNAIL_CONSUMER}: {e}"))
 }
 
 struct Permanent(String);

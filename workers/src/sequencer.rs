@@ -65,10 +65,12 @@ async fn partition_loop(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let key = format!("seq.{p}");
+    let health_key = format!("partition {p}");
     let ttl = ctx.lease_ttl();
     while !shutdown.is_cancelled() {
         match Lease::acquire(&ctx.leases, &key, &ctx.instance_id, ttl).await {
             Ok(lease) => {
+                ctx.health.clear(&health_key);
                 tracing::debug!(partition = p, "sequencer lease acquired");
                 metrics::gauge!("msgr_worker_partitions_owned").increment(1.0);
                 let res = own_partition(&ctx, p, lease, &shutdown).await;
@@ -77,8 +79,13 @@ async fn partition_loop(
                     tracing::warn!(partition = p, error = %e, "partition processing stopped");
                 }
             }
-            Err(LeaseError::Taken) => {}
+            Err(LeaseError::Taken) => ctx.health.clear(&health_key),
             Err(LeaseError::Store(e)) => {
+                // The bucket may be gone (a restarted server): have it
+                // re-created rather than failing here until someone restarts us.
+                ctx.bus_check.notify_one();
+                ctx.health
+                    .set(&health_key, format!("cannot take its lease: {e}"));
                 tracing::warn!(partition = p, error = %e, "lease store error")
             }
         }
@@ -93,53 +100,128 @@ async fn partition_loop(
     Ok(())
 }
 
-/// Processes partition `p` while `lease` stays valid.
+/// How a pull session of a held partition ended.
+enum PullEnd {
+    /// Shutting down; the lease was handed over.
+    Shutdown,
+    /// The pull subscription died (consumer gone, errors that persist): the
+    /// lease is still held, open it again.
+    Lost(String),
+}
+
+/// Keeps `lease` renewed for `d` (or until shutdown: `Ok(false)`).
+async fn hold(
+    ctx: &WorkerContext,
+    lease: &mut Lease,
+    d: Duration,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep((ctx.lease_ttl() / 4).min(deadline - tokio::time::Instant::now())) => {}
+        }
+        if let Err(e) = lease.renew(&ctx.leases).await {
+            if matches!(e, LeaseError::Taken) || !lease.is_valid() {
+                return Err(anyhow::anyhow!("lease lost: {e}"));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Processes partition `p` while `lease` stays valid, re-opening its pull
+/// subscription whenever it dies (the bus restarted, the consumer was
+/// re-created) without giving the lease up.
 async fn own_partition(
     ctx: &WorkerContext,
     p: u32,
     mut lease: Lease,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: jetstream::consumer::PullConsumer = ctx
-        .js
-        .get_consumer_from_stream(streams::sequencer_consumer(p), streams::IN_STREAM)
-        .await
-        .map_err(|e| anyhow::anyhow!("consumer SEQ_{p}: {e}"))?;
-    // Commands a previous holder pulled but never acked come back only after
-    // ack_wait; pulling before that would let newer commands overtake them.
-    let mut consumer = consumer;
-    if let Ok(info) = consumer.info().await {
-        if info.num_ack_pending > 0 {
-            let wait = info.config.ack_wait + Duration::from_millis(500);
-            tracing::info!(
-                partition = p,
-                pending = info.num_ack_pending,
-                ?wait,
-                "waiting for the previous holder's commands"
-            );
-            let deadline = tokio::time::Instant::now() + wait;
-            while tokio::time::Instant::now() < deadline {
-                tokio::select! {
-                    () = shutdown.cancelled() => {
-                        lease.release(&ctx.leases).await;
-                        return Ok(());
-                    }
-                    () = tokio::time::sleep((ctx.lease_ttl() / 4).min(deadline - tokio::time::Instant::now())) => {}
+    let health_key = format!("partition {p}");
+    loop {
+        let consumer: jetstream::consumer::PullConsumer = match ctx
+            .js
+            .get_consumer_from_stream(streams::sequencer_consumer(p), streams::IN_STREAM)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.bus_check.notify_one();
+                ctx.health
+                    .set(&health_key, format!("cannot open its consumer: {e}"));
+                if !hold(ctx, &mut lease, Duration::from_millis(500), shutdown).await? {
+                    lease.release(&ctx.leases).await;
+                    return Ok(());
                 }
-                if let Err(e) = lease.renew(&ctx.leases).await {
-                    return Err(anyhow::anyhow!("lease lost while waiting: {e}"));
+                continue;
+            }
+        };
+        ctx.health.clear(&health_key);
+        // Commands a previous holder (or this one, before its subscription
+        // died) pulled but never acked come back only after ack_wait; pulling
+        // before that would let newer commands overtake them.
+        let mut consumer = consumer;
+        if let Ok(info) = consumer.info().await {
+            if info.num_ack_pending > 0 {
+                let wait = info.config.ack_wait + Duration::from_millis(500);
+                tracing::info!(
+                    partition = p,
+                    pending = info.num_ack_pending,
+                    ?wait,
+                    "waiting for unacked commands to come back"
+                );
+                if !hold(ctx, &mut lease, wait, shutdown).await? {
+                    lease.release(&ctx.leases).await;
+                    return Ok(());
                 }
             }
         }
+        let messages = match consumer
+            .stream()
+            .max_messages_per_batch(ctx.config.batch_max)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "pulling failed; retrying");
+                if !hold(ctx, &mut lease, Duration::from_millis(500), shutdown).await? {
+                    lease.release(&ctx.leases).await;
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        match pull(ctx, p, &mut lease, consumer, messages, shutdown).await? {
+            PullEnd::Shutdown => return Ok(()),
+            PullEnd::Lost(why) => {
+                tracing::warn!(
+                    partition = p,
+                    why,
+                    "pull subscription lost; opening it again"
+                );
+                ctx.bus_check.notify_one();
+            }
+        }
     }
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(ctx.config.batch_max)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(10))
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("pulling SEQ_{p}: {e}"))?;
+}
+
+/// Pulls and applies batches while the lease holds. `Err` when the lease is
+/// lost; the partition then goes back to whoever takes it next.
+async fn pull(
+    ctx: &WorkerContext,
+    p: u32,
+    lease: &mut Lease,
+    consumer: jetstream::consumer::PullConsumer,
+    mut messages: jetstream::consumer::pull::Stream,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<PullEnd> {
+    use jetstream::consumer::pull::MessagesErrorKind as K;
     let mut renew = tokio::time::interval(ctx.lease_ttl() / 4);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew.tick().await;
@@ -148,6 +230,10 @@ async fn own_partition(
     // never between them. `lease.is_valid()` still gates every commit.
     let mut renewals = tokio::task::JoinSet::new();
     let _lag = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(report_lag(consumer, p)));
+    // Pull errors are expected while the link is down (the client re-issues
+    // its pull request on reconnect); ones that persist with the link up
+    // mean the subscription is dead.
+    let mut failing_since: Option<Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -158,9 +244,9 @@ async fn own_partition(
                 {
                     lease.renewed(r);
                 }
-                hand_over(ctx, messages, &lease).await;
+                hand_over(ctx, messages, lease).await;
                 lease.release(&ctx.leases).await;
-                return Ok(());
+                return Ok(PullEnd::Shutdown);
             }
             _ = renew.tick(), if renewals.is_empty() => {
                 let renewal = lease.renewal(&ctx.leases);
@@ -179,6 +265,7 @@ async fn own_partition(
                         if !lease.is_valid() || matches!(e, LeaseError::Taken) {
                             return Err(anyhow::anyhow!("lease lost: {e}"));
                         }
+                        ctx.bus_check.notify_one();
                         tracing::warn!(partition = p, error = %e, "lease renewal failed; retrying");
                     }
                     Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal task failed; retrying"),
@@ -188,11 +275,20 @@ async fn own_partition(
                 let first = match first {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
-                        tracing::warn!(partition = p, error = %e, "pull error");
+                        if matches!(e.kind(), K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded) {
+                            return Ok(PullEnd::Lost(e.to_string()));
+                        }
+                        let link_up = ctx.nats.connection_state() == async_nats::connection::State::Connected;
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        if link_up && since.elapsed() > PULL_ERRORS_TOLERATED {
+                            return Ok(PullEnd::Lost(e.to_string()));
+                        }
+                        tracing::debug!(partition = p, error = %e, "pull error");
                         continue;
                     }
-                    None => return Err(anyhow::anyhow!("SEQ_{p} message stream ended")),
+                    None => return Ok(PullEnd::Lost("the message stream ended".to_owned())),
                 };
+                failing_since = None;
                 let mut batch = vec![first];
                 while batch.len() < ctx.config.batch_max {
                     match messages.next().now_or_never() {
@@ -205,11 +301,15 @@ async fn own_partition(
                 if !lease.is_valid() {
                     return Err(anyhow::anyhow!("lease expired before commit"));
                 }
-                process_batch(ctx, batch, &lease).await;
+                process_batch(ctx, batch, lease).await;
             }
         }
     }
 }
+
+/// How long pull errors may last with the link up before the subscription
+/// counts as dead and is opened again.
+const PULL_ERRORS_TOLERATED: Duration = Duration::from_secs(3);
 
 /// Stops pulling before the lease is released. Commands the server has
 /// already handed to this holder are applied (the lease is still ours), and
@@ -301,8 +401,12 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, leas
     let mut backoff = Duration::from_millis(50);
     let outcomes = loop {
         match ctx.store.apply(ops.clone()).await {
-            Ok(o) => break o,
+            Ok(o) => {
+                ctx.health.clear("store");
+                break o;
+            }
             Err(e) if lease.is_valid() => {
+                ctx.health.set("store", format!("writes fail: {e}"));
                 tracing::error!(error = %e, "store batch failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
