@@ -113,19 +113,24 @@ impl EdgeApp {
     pub async fn build(config: EdgeConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         // Install the recorder before anything records a metric.
         let _ = msgr_core::telemetry::prometheus();
-        let nats = async_nats::ConnectOptions::new()
-            .name("msgr-edge")
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
+        let (nats, link) = msgr_nats::connect::connect(
+            &config.nats.url,
+            "msgr-edge",
             // Events wait here only until the pump or dispatcher moves them to
             // connection mailboxes (which are bounded per connection).
-            .subscription_capacity(match config.inbox {
+            async_nats::ConnectOptions::new().subscription_capacity(match config.inbox {
                 crate::ws::InboxMode::PerUser => 1024,
                 crate::ws::InboxMode::Wildcard => 65_536,
-            })
-            .connect(&config.nats.url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
+            }),
+        )
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
+        let health = msgr_nats::health::Health::new();
+        tokio::spawn(msgr_nats::connect::report_link(
+            link,
+            health.clone(),
+            shutdown.clone(),
+        ));
         let inbox = crate::ws::Inbox::start(config.inbox, &nats)
             .await
             .context("subscribing to inboxes")?;
@@ -156,6 +161,7 @@ impl EdgeApp {
                 media,
                 inbox,
                 tracker: tokio_util::task::TaskTracker::new(),
+                health,
             }),
         };
         Ok(Self { state, listener })

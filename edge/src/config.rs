@@ -29,6 +29,12 @@ pub struct EdgeConfig {
     pub outbox_capacity: usize,
     /// Sends of one connection awaiting their `ack` at once.
     pub max_in_flight: usize,
+    /// Bytes of those sends the edge keeps to publish again if the bus lost
+    /// them (sends past it get `rate_limited` until acks arrive).
+    pub max_in_flight_bytes: usize,
+    /// A send with no `ack` after this long is looked up in the store: acked
+    /// if it is stored, published again if not (the ack event may be lost).
+    pub ack_check_ms: u64,
     /// Largest WebSocket message accepted (bigger ones close the socket with 1009).
     pub max_frame_bytes: usize,
     /// A connection whose socket accepts no data for this long is closed (1013).
@@ -60,6 +66,8 @@ impl Default for EdgeConfig {
             inbox: crate::ws::InboxMode::PerUser,
             outbox_capacity: 1_024,
             max_in_flight: 1_024,
+            max_in_flight_bytes: 4 * 1024 * 1024,
+            ack_check_ms: 3_000,
             max_frame_bytes: 256 * 1024,
             slow_client_timeout_ms: 5_000,
             max_body_bytes: 64 * 1024,

@@ -36,6 +36,8 @@ pub struct Inner {
     pub inbox: crate::ws::Inbox,
     /// Every WebSocket session, so shutdown can wait for them.
     pub tracker: tokio_util::task::TaskTracker,
+    /// What keeps this edge from serving (the NATS link), for `/healthz`.
+    pub health: msgr_nats::health::Health,
 }
 
 impl std::ops::Deref for EdgeState {
@@ -48,5 +50,10 @@ impl std::ops::Deref for EdgeState {
 impl Inner {
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.config.rpc_timeout_ms.max(1))
+    }
+
+    /// How long a send may wait for its `ack` before the edge asks the store.
+    pub fn ack_check_after(&self) -> Duration {
+        Duration::from_millis(self.config.ack_check_ms.max(100))
     }
 }

@@ -3,9 +3,19 @@
 use axum::response::IntoResponse;
 
 /// # `GET /healthz`
-/// 200 once the edge serves (it only starts serving after bootstrap).
-pub async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ready"}))
+/// 200 `{"status":"ready"}` while the edge can serve (it only starts serving
+/// after bootstrap); 503 `{"status":"unhealthy","problems":[…]}` while it
+/// cannot (no NATS link), so a load balancer sends clients elsewhere.
+pub async fn healthz(
+    axum::extract::State(state): axum::extract::State<crate::state::EdgeState>,
+) -> impl IntoResponse {
+    let (status, body) = state.health.report();
+    (
+        axum::http::StatusCode::from_u16(status)
+            .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }
 
 /// # `GET /metrics`

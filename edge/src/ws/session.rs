@@ -55,23 +55,100 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 32;
 /// Receipt publishes of one connection awaiting their JetStream ack.
 const MAX_RECEIPTS_IN_FLIGHT: usize = 256;
 
+/// A send awaiting its `ack`, kept so that it can be answered even if the
+/// bus loses the event that carries its ack (or the command itself).
+struct PendingSend {
+    /// When its frame was read.
+    read_at: Instant,
+    /// The encoded command and its subject, to publish again if it was lost.
+    cmd: Bytes,
+    subject: String,
+    /// When to ask the store about it next.
+    next_check: Instant,
+    /// Checks so far (the interval between them grows).
+    checks: u32,
+    /// When the last check started (the read, before any).
+    last_check: Instant,
+    /// A check is running.
+    checking: bool,
+}
+
+/// Sends awaiting acks, and the bytes they hold.
+#[derive(Default)]
+struct Pending {
+    sends: HashMap<String, PendingSend>,
+    bytes: usize,
+}
+
+impl Pending {
+    fn remove(&mut self, cmid: &str) -> Option<PendingSend> {
+        let p = self.sends.remove(cmid)?;
+        self.bytes -= p.cmd.len();
+        Some(p)
+    }
+}
+
+/// A pending send is looked up at most this often when the client resends it.
+const RESEND_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often a connection with pending sends looks for ones due a check.
+const CHECK_TICK: Duration = Duration::from_millis(500);
+/// Checks a connection starts at once (the rest wait for the next tick).
+const CHECKS_PER_TICK: usize = 8;
+/// After this long without an answer a send is given up with `unavailable`
+/// (resend it with the same `client_msg_id`): past JetStream's duplicate
+/// window (120 s), so a publish again is a real one.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(150);
+
 /// One connection's state, shared with its inbox pump and the tasks awaiting
 /// JetStream acks for it.
 pub(crate) struct Session {
     pub(super) user_id: String,
-    /// `client_msg_id` → when the frame was read, for sends awaiting their ack.
-    pending: Mutex<HashMap<String, Instant>>,
+    /// Sends awaiting their ack, by `client_msg_id`.
+    pending: Mutex<Pending>,
     /// Receipt publishes awaiting their JetStream ack.
     receipts_in_flight: AtomicUsize,
     pub(super) mailbox: Mailbox,
 }
 
 impl Session {
-    fn take_pending(&self, cmid: &str) -> Option<Instant> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(cmid)
+    }
+
+    /// Forgets a pending send, returning when its frame was read.
+    fn take_pending(&self, cmid: &str) -> Option<Instant> {
+        self.pending().remove(cmid).map(|p| p.read_at)
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending().sends.is_empty()
+    }
+
+    /// Starts a check of every pending send that is due one (a few at a time).
+    fn check_due(self: &Arc<Self>, state: &EdgeState) {
+        let now = Instant::now();
+        let due: Vec<String> = {
+            let mut pending = self.pending();
+            let due: Vec<String> = pending
+                .sends
+                .iter()
+                .filter(|(_, p)| !p.checking && p.next_check <= now)
+                .take(CHECKS_PER_TICK)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &due {
+                if let Some(p) = pending.sends.get_mut(k) {
+                    p.checking = true;
+                    p.last_check = now;
+                }
+            }
+            due
+        };
+        for cmid in due {
+            tokio::spawn(check_pending(state.clone(), Arc::clone(self), cmid));
+        }
     }
 
     /// Queues a frame from a background task. A connection that cannot take
@@ -109,7 +186,7 @@ enum End {
 pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
     let session = Arc::new(Session {
         user_id,
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(Pending::default()),
         receipts_in_flight: AtomicUsize::new(0),
         mailbox: Mailbox::new(state.config.outbox_capacity),
     });
@@ -203,15 +280,29 @@ where
     R: std::future::Future<Output = Result<(), &'static str>>,
 {
     let mut consecutive_errors = 0u32;
+    // Armed only while sends await acks (boxed: idle connections carry none).
+    let mut recheck: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         // Kept across mailbox writes: dropping a half-read frame would
         // desynchronize the stream.
         let mut read = pin!(rx.read_frame(obligated));
         let frame = loop {
+            if recheck.is_none() && session.has_pending() {
+                recheck = Some(Box::pin(tokio::time::sleep(CHECK_TICK)));
+            }
             // Not biased: a steady stream of events must not starve reading
             // (pings, closes), nor a chatty client its events.
             tokio::select! {
                 () = state.shutdown.cancelled() => return End::CloseAndDrain(GOING_AWAY),
+                () = async {
+                    match recheck.as_mut() {
+                        Some(t) => t.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    recheck = None;
+                    session.check_due(state);
+                }
                 next = session.mailbox.next() => {
                     let f = match next {
                         Next::Control(op, payload) => Frame::new(true, op, None, Payload::Owned(payload)),
@@ -383,30 +474,6 @@ async fn send(
             ))
         }
     };
-    {
-        let mut pending = session
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pending.len() >= state.config.max_in_flight {
-            // Entries whose answer was lost (dropped push, crash) must not pin
-            // the connection at its limit forever; the client resends anyway.
-            pending.retain(|_, t| t.elapsed() < Duration::from_secs(60));
-        }
-        if pending.contains_key(&cmid) {
-            // Already on its way from this connection: its ack will come once,
-            // and publishing it again would only cost work (and a lookup).
-            return Ok(());
-        }
-        if pending.len() >= state.config.max_in_flight {
-            return Err(sending_error(
-                "rate_limited",
-                "too many messages awaiting acks",
-                &cmid,
-            ));
-        }
-        pending.insert(cmid.clone(), Instant::now());
-    }
     let cmd = pb::SendCommand {
         sender_id: me.clone(),
         client_msg_id: cmid.clone(),
@@ -420,12 +487,50 @@ async fn send(
         id::partition_of(&conversation_id, state.partitions),
         &conversation_id,
     );
+    let payload = Bytes::from(cmd.encode_to_vec());
+    {
+        let mut pending = session.pending();
+        if let Some(p) = pending.sends.get_mut(&cmid) {
+            // A resend of a send still awaiting its ack: its ack event (or
+            // the command) may have been lost, so ask the store now rather
+            // than leave the client waiting. At most once a second.
+            if !p.checking && p.last_check.elapsed() >= RESEND_CHECK_EVERY {
+                p.checking = true;
+                p.last_check = Instant::now();
+                tokio::spawn(check_pending(state.clone(), Arc::clone(session), cmid));
+            }
+            return Ok(());
+        }
+        if pending.sends.len() >= state.config.max_in_flight
+            || pending.bytes + payload.len() > state.config.max_in_flight_bytes
+        {
+            return Err(sending_error(
+                "rate_limited",
+                "too many messages awaiting acks",
+                &cmid,
+            ));
+        }
+        let now = Instant::now();
+        pending.bytes += payload.len();
+        pending.sends.insert(
+            cmid.clone(),
+            PendingSend {
+                read_at: now,
+                cmd: payload.clone(),
+                subject: subject.clone(),
+                next_check: now + state.ack_check_after(),
+                checks: 0,
+                last_check: now,
+                checking: false,
+            },
+        );
+    }
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", format!("{me}:{cmid}").as_str());
     let started = Instant::now();
     let publish = state
         .js
-        .publish_with_headers(subject, headers, cmd.encode_to_vec().into())
+        .publish_with_headers(subject, headers, payload)
         .await;
     metrics::counter!("msgr_edge_messages_in_total").increment(1);
     let ack_future = match publish {
@@ -441,7 +546,7 @@ async fn send(
         }
     };
     // Await the PubAck off the read path so a client can pipeline sends.
-    let (state, session) = (state.clone(), Arc::clone(session));
+    let session = Arc::clone(session);
     tokio::spawn(async move {
         match ack_future.await {
             Ok(ack) => {
@@ -449,8 +554,13 @@ async fn send(
                     .record(started.elapsed().as_secs_f64());
                 if ack.duplicate {
                     // JetStream dropped a resend inside its window: the original
-                    // may be stored already, so answer from the store.
-                    resolve_duplicate(&state, &session, &cmid).await;
+                    // may be stored already, so answer from the store soon.
+                    let mut pending = session.pending();
+                    if let Some(p) = pending.sends.get_mut(&cmid) {
+                        p.next_check = p
+                            .next_check
+                            .min(Instant::now() + Duration::from_millis(200));
+                    }
                 }
             }
             Err(e) => {
@@ -466,42 +576,134 @@ async fn send(
     Ok(())
 }
 
-async fn resolve_duplicate(state: &EdgeState, session: &Session, cmid: &str) {
+/// Answers a send still awaiting its ack from the store: `ack` if it is
+/// stored (its event was lost); otherwise publishes it again (the same
+/// `Nats-Msg-Id`, so JetStream drops it if the original is still queued)
+/// and checks again later, giving up with `unavailable` after
+/// [`GIVE_UP_AFTER`]. The ack event may also arrive meanwhile; whichever
+/// comes first answers, once.
+async fn check_pending(state: EdgeState, session: Arc<Session>, cmid: String) {
+    metrics::counter!("msgr_edge_ack_checks_total").increment(1);
     let req = pb::LookupRequest {
         sender_id: session.user_id.clone(),
-        client_msg_id: cmid.to_owned(),
+        client_msg_id: cmid.clone(),
     };
-    for attempt in 0..5u32 {
-        match rpc::call::<_, pb::LookupResult>(
-            &state.nats,
-            subject::rpc::LOOKUP,
-            &req,
-            state.rpc_timeout(),
-        )
-        .await
-        {
-            Ok(pb::LookupResult { message: Some(m) }) => {
-                if session.take_pending(cmid).is_some() {
-                    session.post(encode(&ack_frame(&m)));
-                }
-                return;
+    let found = rpc::call::<_, pb::LookupResult>(
+        &state.nats,
+        subject::rpc::LOOKUP,
+        &req,
+        state.rpc_timeout(),
+    )
+    .await;
+    match found {
+        Ok(pb::LookupResult { message: Some(m) }) => {
+            if session.take_pending(&cmid).is_some() {
+                metrics::counter!("msgr_edge_acks_from_store_total").increment(1);
+                session.post(encode(&ack_frame(&m)));
             }
-            // Not stored yet: the original is still in flight and its event will ack.
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "lookup failed"),
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+        Ok(_) => {
+            let again = {
+                let pending = session.pending();
+                pending
+                    .sends
+                    .get(&cmid)
+                    .map(|p| (p.subject.clone(), p.cmd.clone()))
+            };
+            if let Some((subject, cmd)) = again {
+                publish_again(&state, &session, &cmid, subject, cmd).await;
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "lookup of a pending send failed"),
     }
-    // Not found yet: either refused earlier or still waiting for a worker.
-    // A new client_msg_id could then duplicate it, so ask for a later resend
-    // of the same one (the store answers it once the window has passed).
-    if session.take_pending(cmid).is_some() {
-        let e = sending_error(
+    let gave_up = {
+        let mut pending = session.pending();
+        let Some(p) = pending.sends.get_mut(&cmid) else {
+            return;
+        };
+        p.checking = false;
+        p.checks += 1;
+        if p.read_at.elapsed() > GIVE_UP_AFTER {
+            pending.remove(&cmid);
+            true
+        } else {
+            // 3 s, 6 s, 12 s, then every 20 s (with the default ack_check_ms).
+            let backoff = state.ack_check_after() * (1 << p.checks.min(3)) / 2;
+            p.next_check = Instant::now() + backoff.min(Duration::from_secs(20));
+            false
+        }
+    };
+    if gave_up {
+        session.post(error_frame(sending_error(
             "unavailable",
             "not confirmed yet; resend later with the same client_msg_id",
-            cmid,
-        );
-        session.post(error_frame(e));
+            &cmid,
+        )));
+    }
+}
+
+/// Publishes a send that is not stored (yet) again. With the same
+/// `Nats-Msg-Id` first: if JetStream still holds the original (a worker is
+/// slow or taking over), that is a no-op. If JetStream reports a duplicate
+/// but no longer holds the original, the bus dropped it (a consumer missing
+/// when it arrived) or a worker refused it and the refusal was lost: then it
+/// goes again under a fresh id, and the store's `(sender, client_msg_id)`
+/// dedupe keeps it from being stored twice.
+async fn publish_again(
+    state: &EdgeState,
+    session: &Session,
+    cmid: &str,
+    subject: String,
+    cmd: Bytes,
+) {
+    let id = format!("{}:{cmid}", session.user_id);
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    let ack = match state
+        .js
+        .publish_with_headers(subject.clone(), headers, cmd.clone())
+        .await
+    {
+        Ok(f) => f.await,
+        Err(e) => {
+            tracing::debug!(error = %e, "republish failed");
+            return;
+        }
+    };
+    let original = match ack {
+        Ok(a) if !a.duplicate => {
+            metrics::counter!("msgr_edge_sends_republished_total").increment(1);
+            return;
+        }
+        Ok(a) => a.sequence,
+        Err(e) => {
+            tracing::debug!(error = %e, "republish not acknowledged");
+            return;
+        }
+    };
+    let Ok(stream) = state
+        .js
+        .get_stream_no_info(msgr_nats::stream::IN_STREAM)
+        .await
+    else {
+        return;
+    };
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    match stream.get_raw_message(original).await {
+        Ok(_) => {} // still queued: a worker will get to it
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+            let mut headers = HeaderMap::new();
+            let fresh = format!("{id}:{}", msgr_core::id::new_message_id());
+            headers.insert("Nats-Msg-Id", fresh.as_str());
+            if let Ok(f) = state.js.publish_with_headers(subject, headers, cmd).await {
+                if f.await.is_ok() {
+                    metrics::counter!("msgr_edge_sends_republished_total").increment(1);
+                    tracing::info!(user = %session.user_id, cmid, "a send the bus had dropped was published again");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "could not look for the original command"),
     }
 }
 
