@@ -4,6 +4,7 @@
 
 mod auth;
 mod bad_input;
+mod bus_restart;
 mod direct;
 mod groups;
 mod history;

@@ -72,7 +72,6 @@ fn worker_config(base: &WorkerConfig, nats_url: &str, data: &Path) -> WorkerConf
             url: nats_url.to_owned(),
         },
         data_dir: data.to_path_buf(),
-        metrics_listen: String::new(),
         ..base.clone()
     }
 }
@@ -80,8 +79,35 @@ fn worker_config(base: &WorkerConfig, nats_url: &str, data: &Path) -> WorkerConf
 fn test_worker_base() -> WorkerConfig {
     WorkerConfig {
         lease_ttl_ms: TEST_LEASE_TTL_MS,
+        // Off unless a test asks for it: tests run in parallel.
+        metrics_listen: String::new(),
         ..WorkerConfig::default()
     }
+}
+
+/// A child process that is woken (SIGCONT) and killed when dropped, so a
+/// failing test leaves no frozen process behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{signal} {pid} failed");
 }
 
 impl TestApp {
@@ -141,7 +167,11 @@ impl TestApp {
             .env("MSGR_NATS__URL", self.nats.url())
             .env("MSGR_DATA_DIR", self.data.path())
             .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+            .stdout(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
@@ -180,11 +210,22 @@ impl TestApp {
         .await
     }
 
+    /// Like [`Self::spawn_with_worker_process`] with the worker's lease TTL
+    /// (the one setting passed to the process) changed.
+    pub async fn spawn_with_worker_process_ttl(worker_bin: &str, lease_ttl_ms: u64) -> Self {
+        let mut w = test_worker_base();
+        w.lease_ttl_ms = lease_ttl_ms;
+        Self::spawn_inner(Some(PathBuf::from(worker_bin)), EdgeConfig::default(), w).await
+    }
+
     async fn spawn_inner(
         worker_bin: Option<PathBuf>,
         mut edge: EdgeConfig,
         worker_base: WorkerConfig,
     ) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            msgr_core::telemetry::init_tracing("info,async_nats=warn");
+        }
         let nats = TestNats::start();
         let data = tempfile::tempdir().expect("tempdir");
         let mut app = Self {
@@ -220,12 +261,26 @@ impl TestApp {
                 .env("MSGR_NATS__URL", &config.nats.url)
                 .env("MSGR_DATA_DIR", self.data.path())
                 .env("MSGR_METRICS_LISTEN", "")
-                .env("MSGR_LEASE_TTL_MS", TEST_LEASE_TTL_MS.to_string())
+                .env(
+                    "MSGR_LEASE_TTL_MS",
+                    self.worker_base.lease_ttl_ms.to_string(),
+                )
                 .env(
                     "RUST_LOG",
-                    std::env::var("TEST_LOG").map_or("error".to_owned(), |_| "info".to_owned()),
+                    // TEST_LOG=1 logs at info; any other value is the filter itself.
+                    std::env::var("TEST_LOG").map_or("error".to_owned(), |v| {
+                        if v == "1" {
+                            "info".to_owned()
+                        } else {
+                            v
+                        }
+                    }),
                 )
-                .stdout(Stdio::null())
+                .stdout(if std::env::var_os("TEST_LOG").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .stderr(if std::env::var_os("TEST_LOG").is_some() {
                     Stdio::inherit()
                 } else {
@@ -295,6 +350,14 @@ impl TestApp {
                 let _ = task.await;
             }
             WorkerRun::Stopped => {}
+        }
+    }
+
+    /// The worker process's pid (only when it runs as a child process).
+    pub fn worker_pid(&self) -> Option<u32> {
+        match &self.worker {
+            WorkerRun::Process(c) => Some(c.id()),
+            _ => None,
         }
     }
 

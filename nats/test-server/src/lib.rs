@@ -163,6 +163,47 @@ impl TestNats {
         self.stop();
         self.spawn();
     }
+
+    /// A clean stop: SIGTERM, and the server shuts down in order (clients
+    /// are told, JetStream state is flushed). Waits up to 15 s for it.
+    ///
+    /// # Panics
+    /// If the server does not exit within 15 s.
+    pub fn terminate(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while c.try_wait().ok().flatten().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Self::terminate`], then start again on the same port and store.
+    pub fn restart_clean(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
+    /// Starts the server again after [`Self::stop`] or [`Self::terminate`].
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
+    /// The server's pid, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for TestNats {
