@@ -5,8 +5,9 @@
 //! against a shared cluster keyspace.
 
 use super::{
-    ConversationKind, GroupError, GroupRole, MediaRecord, MessageStatus, NewMessage, Op, OpOutcome,
-    Page, ReceiptKind, Rejection, Store, StoreError, Target, UserRecord, WatermarkUpdate,
+    ConversationKind, Fence, GroupError, GroupRole, MediaRecord, MessageStatus, NewMessage, Op,
+    OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, Target, UserRecord,
+    WatermarkUpdate,
 };
 use crate::id;
 
@@ -28,6 +29,140 @@ pub async fn run_all(store: &dyn Store) {
     the_last_admin_leaving_promotes_the_oldest_member(store).await;
     group_status_needs_every_member_at_the_time_of_sending(store).await;
     media_is_readable_by_its_uploader_and_by_members_who_saw_it(store).await;
+    a_newer_claim_fences_out_the_older_holder(store).await;
+    the_resume_point_only_moves_forward_and_resets_with_a_new_log(store).await;
+}
+
+/// A partition number no other check (or concurrent run) uses.
+fn fresh_partition() -> u32 {
+    let hex = &id::new_user_id()[1..8];
+    1_000_000 + u32::from_str_radix(hex, 16).unwrap_or(7) % 1_000_000_000
+}
+
+async fn a_newer_claim_fences_out_the_older_holder(store: &dyn Store) {
+    let (a, b) = (user(store, "fence").await, user(store, "fence").await);
+    let p = fresh_partition();
+    let first = store
+        .claim_partition(p, "holder-1", "log-1")
+        .await
+        .expect("claim");
+    assert_eq!(first.partition, p);
+    assert_eq!(
+        first.resume_after, 0,
+        "a first claim starts at the beginning"
+    );
+    let fence = |epoch, done_through| Fence {
+        partition: p,
+        epoch,
+        done_through,
+    };
+    let out = store
+        .apply_batch(
+            Some(fence(first.epoch, 0)),
+            vec![direct(&a, &b, "f1", "one")],
+        )
+        .await
+        .expect("the holder's batch commits");
+    assert_eq!(stored_seq(&out[0]), 1);
+
+    let second = store
+        .claim_partition(p, "holder-2", "log-1")
+        .await
+        .expect("claim");
+    assert!(second.epoch > first.epoch, "claims are numbered upwards");
+    // The old holder (paused, cut off) tries to commit: nothing is written.
+    match store
+        .apply_batch(
+            Some(fence(first.epoch, 5)),
+            vec![direct(&a, &b, "f2", "from the past")],
+        )
+        .await
+    {
+        Err(StoreError::Fenced { partition, .. }) => assert_eq!(partition, p),
+        other => panic!("a stale fence must be refused, got {other:?}"),
+    }
+    let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
+    let page = store
+        .history(
+            &conv,
+            &a.user_id,
+            Page {
+                limit: 10,
+                ..Page::default()
+            },
+        )
+        .await
+        .expect("history");
+    let cmids: Vec<&str> = page
+        .messages
+        .iter()
+        .map(|v| v.message.client_msg_id.as_str())
+        .collect();
+    assert_eq!(cmids, ["f1"], "the fenced batch left nothing");
+    assert_eq!(
+        store
+            .message_by_client_id(&a.user_id, "f2")
+            .await
+            .expect("lookup"),
+        None
+    );
+    // The new holder's batch commits, and gets the next seq.
+    let out = store
+        .apply_batch(
+            Some(fence(second.epoch, 0)),
+            vec![direct(&a, &b, "f3", "now")],
+        )
+        .await
+        .expect("the new holder commits");
+    assert_eq!(stored_seq(&out[0]), 2);
+    // Unfenced batches (tools, tests) are not affected by claims.
+    let out = store
+        .apply(vec![direct(&b, &a, "f4", "plain")])
+        .await
+        .expect("unfenced");
+    assert_eq!(stored_seq(&out[0]), 3);
+}
+
+async fn the_resume_point_only_moves_forward_and_resets_with_a_new_log(store: &dyn Store) {
+    let (a, b) = (user(store, "resume").await, user(store, "resume").await);
+    let p = fresh_partition();
+    let c = store.claim_partition(p, "h", "log-A").await.expect("claim");
+    let fence = |epoch, done_through| Fence {
+        partition: p,
+        epoch,
+        done_through,
+    };
+    store
+        .apply_batch(Some(fence(c.epoch, 40)), vec![direct(&a, &b, "r1", "x")])
+        .await
+        .expect("apply");
+    // A batch recording an older point does not move it back.
+    store
+        .apply_batch(Some(fence(c.epoch, 30)), vec![direct(&a, &b, "r2", "y")])
+        .await
+        .expect("apply");
+    let c2 = store
+        .claim_partition(p, "h2", "log-A")
+        .await
+        .expect("claim");
+    assert_eq!(
+        c2.resume_after, 40,
+        "resume after the furthest point recorded"
+    );
+    // The command stream was re-created: its positions start again.
+    let c3 = store
+        .claim_partition(p, "h3", "log-B")
+        .await
+        .expect("claim");
+    assert_eq!(c3.resume_after, 0);
+    assert!(c3.epoch > c2.epoch);
+    // A fenced batch records nothing either.
+    let _ = store.apply_batch(Some(fence(c2.epoch, 99)), vec![]).await;
+    let c4 = store
+        .claim_partition(p, "h4", "log-B")
+        .await
+        .expect("claim");
+    assert_eq!(c4.resume_after, 0);
 }
 
 async fn media_is_readable_by_its_uploader_and_by_members_who_saw_it(store: &dyn Store) {

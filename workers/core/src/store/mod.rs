@@ -1,9 +1,12 @@
 //! The store port: what the workers need from a database, shaped by the
 //! queries (as in Cassandra data modelling), not by tables.
 //!
-//! Adapters: `msgr-store-sqlite` (embedded default). Every adapter must pass
+//! Adapters: `msgr-store-sqlite` (embedded default) and
+//! `msgr-store-postgres` (the networked store). Every adapter must pass
 //! [`conformance`] (feature `testing`), so a Cassandra/ScyllaDB adapter can be
-//! checked against the same rules.
+//! checked against the same rules. Nothing here names SQL: a Cassandra
+//! adapter would answer the same calls with query-first tables (and a
+//! lightweight transaction for the partition claims).
 //!
 //! Rules every adapter keeps:
 //! - `seq` is dense per conversation (1, 2, 3, …) and assigned in the same
@@ -11,6 +14,10 @@
 //! - `(sender_id, client_msg_id)` identifies a message: appending it again
 //!   returns the stored one, never a second copy.
 //! - Watermarks only move forward; a read watermark implies delivered.
+//! - A sequencer batch carries its holder's [`Fence`]: it commits only while
+//!   that holder's claim on the partition is the newest, so a holder that
+//!   lost its lease (paused, cut off) can never write after its successor
+//!   started.
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -29,6 +36,39 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A newer claim on the batch's partition exists: nothing was written.
+    #[error(
+        "fenced: partition {partition} was claimed again (epoch {current}, batch had {batch})"
+    )]
+    Fenced {
+        partition: u32,
+        current: u64,
+        batch: u64,
+    },
+}
+
+/// A sequencer's claim on a partition. Every claim gets a higher `epoch`
+/// than the one before; batches carry it ([`Fence`]) and commit only while
+/// it is still the newest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionClaim {
+    pub partition: u32,
+    pub epoch: u64,
+    /// Position in the command log (the bus stream's sequence) through
+    /// which every command of this partition was applied and announced: the
+    /// new holder resumes right after it. 0 means from the beginning, also
+    /// when the log is a new one (the stream was re-created).
+    pub resume_after: u64,
+}
+
+/// What a sequencer batch carries to be committed under a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub partition: u32,
+    pub epoch: u64,
+    /// The claim's resume point, recorded with this batch (it never moves
+    /// back): every command through it was applied and announced before.
+    pub done_through: u64,
 }
 
 /// Shorthand for store results.
@@ -313,8 +353,8 @@ pub enum GroupError {
     Store(#[from] StoreError),
 }
 
-/// The port. One trait for now: the SQLite adapter implements all of it in
-/// one file, and splitting it buys nothing until a second adapter exists.
+/// The port. Both adapters are laid out the same way, one module per area:
+/// users, messages and receipts, groups, media, partition claims.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a user; [`StoreError::Conflict`] if the username is taken.
@@ -328,8 +368,27 @@ pub trait Store: Send + Sync + 'static {
     async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>>;
 
     /// Applies a sequencer batch atomically and in order: either every outcome
-    /// is durable when this returns, or none is.
-    async fn apply(&self, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>>;
+    /// is durable when this returns, or none is. With a fence, it commits
+    /// only if the fence's epoch is the partition's newest claim
+    /// ([`StoreError::Fenced`] otherwise, with nothing written), and records
+    /// the fence's `done_through` as the claim's resume point in the same
+    /// transaction.
+    async fn apply_batch(&self, fence: Option<Fence>, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>>;
+
+    /// [`Store::apply_batch`] without a fence (tests, tools).
+    async fn apply(&self, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>> {
+        self.apply_batch(None, ops).await
+    }
+
+    /// Claims `partition` for `holder`: a new, higher epoch that fences out
+    /// every earlier claim, and where to resume in the command log `log`
+    /// (an identity of the bus stream; a different one resets the point).
+    async fn claim_partition(
+        &self,
+        partition: u32,
+        holder: &str,
+        log: &str,
+    ) -> StoreResult<PartitionClaim>;
 
     /// A message by its sender's `client_msg_id`.
     async fn message_by_client_id(
