@@ -74,7 +74,7 @@ down:
 # Unit, store conformance and end-to-end tests (real nats-server), then the
 # web client in headless Chromium.
 # Run every test.
-test: tools
+test: tools postgres
     cargo test --workspace --all-targets
     just web-test
 
@@ -103,6 +103,20 @@ browser:
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
     /usr/bin/chromium --version
+
+# PostgreSQL server binaries (Debian's postgresql-15, installed with apt if missing and
+# allowed): the PostgreSQL store's tests start throwaway servers with initdb/pg_ctl.
+postgres:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ -n "${MSGR_POSTGRES_BIN_DIR:-}" ]; then exit 0; fi
+    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo); else
+      echo "the PostgreSQL tests need its server: run \`sudo apt-get install postgresql-15\` (Debian)" >&2; exit 1
+    fi
+    echo "installing postgresql-15 with apt-get"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq postgresql-15 >/dev/null
+    ls /usr/lib/postgresql/*/bin/pg_ctl
 
 # Formatting and lints, as CI checks them.
 lint:

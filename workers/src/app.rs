@@ -144,6 +144,11 @@ impl WorkerApp {
                         .with_context(|| format!("opening SQLite at {}", path.display()))?,
                 )
             }
+            StoreConfig::Postgres { url, pool_size } => Arc::new(
+                msgr_store_postgres::PgStore::connect(url, *pool_size)
+                    .await
+                    .context("connecting to PostgreSQL")?,
+            ),
         };
         let key_path = config
             .secret_key_file

@@ -17,6 +17,18 @@ pub enum StoreConfig {
         #[serde(default = "default_durability")]
         durability: String,
     },
+    /// PostgreSQL, shared by every worker: `url` as
+    /// `postgres://user:password@host:5432/db`.
+    Postgres {
+        url: String,
+        /// Connections per worker process.
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+    },
+}
+
+fn default_pool_size() -> usize {
+    16
 }
 
 fn default_durability() -> String {
