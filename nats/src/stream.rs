@@ -22,10 +22,114 @@ pub const LEASE_BUCKET: &str = "MSGR_LEASES";
 /// Metadata key recording the partition count on the stream.
 const PARTITIONS_KEY: &str = "msgr.partitions";
 
-/// The durable consumer of one partition.
+/// The durable consumer a sequencer holding `partition` under claim
+/// `epoch` pulls from: `SEQ_<p>_<epoch>`. Each new holder makes its own,
+/// starting right after the point its store records, and deletes the ones
+/// before it; the one with epoch 0 is made by [`ensure_all`] so that a
+/// partition nobody holds yet still keeps its commands (interest retention).
 #[must_use]
-pub fn sequencer_consumer(partition: u32) -> String {
-    format!("SEQ_{partition}")
+pub fn sequencer_consumer(partition: u32, epoch: u64) -> String {
+    format!("SEQ_{partition}_{epoch}")
+}
+
+/// Whether `name` is one of `partition`'s sequencer consumers (including
+/// `SEQ_<p>`, the single durable consumer of earlier releases).
+#[must_use]
+pub fn is_sequencer_consumer_of(name: &str, partition: u32) -> bool {
+    let bare = format!("SEQ_{partition}");
+    name == bare
+        || name
+            .strip_prefix(&bare)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|epoch| !epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// How long a pulled command may stay unacked before JetStream offers it
+/// again. Takeovers do not wait for it (a new holder gets a consumer of its
+/// own), so it only bounds a command lost in transit to a live holder,
+/// which notices the gap first anyway.
+pub const SEQUENCER_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The configuration of a sequencer consumer that starts after stream
+/// sequence `start_after` (0: from the first command the stream holds).
+#[must_use]
+pub fn sequencer_consumer_config(
+    partition: u32,
+    name: &str,
+    start_after: u64,
+    max_ack_pending: usize,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject: subject::in_partition(partition),
+        deliver_policy: if start_after == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start_after + 1,
+            }
+        },
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: SEQUENCER_ACK_WAIT,
+        max_ack_pending: i64::try_from(max_ack_pending).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+/// The identity of the command stream's current incarnation (its creation
+/// time): stream sequences restart when it is re-created, and a store's
+/// resume point for an older incarnation must not be used.
+///
+/// # Errors
+/// JetStream failures.
+pub async fn command_log_identity(js: &jetstream::Context) -> Result<String, EnsureError> {
+    let mut s = js.get_stream(IN_STREAM).await.map_err(js_err)?;
+    let info = s.info().await.map_err(js_err)?;
+    Ok(format!(
+        "{IN_STREAM}@{}",
+        info.created.unix_timestamp_nanos()
+    ))
+}
+
+/// Makes the consumer of `partition` for claim `epoch` (starting after
+/// `start_after`), then deletes the partition's other sequencer consumers:
+/// a previous holder's pull requests end with its consumer, so nothing new
+/// reaches a holder that lost the partition. Made before the others go, so
+/// the partition never lacks a consumer (interest retention would drop
+/// commands published meanwhile).
+///
+/// # Errors
+/// JetStream failures.
+pub async fn seat_sequencer(
+    js: &jetstream::Context,
+    partition: u32,
+    epoch: u64,
+    start_after: u64,
+    max_ack_pending: usize,
+) -> Result<consumer::PullConsumer, EnsureError> {
+    let s = js.get_stream(IN_STREAM).await.map_err(js_err)?;
+    let name = sequencer_consumer(partition, epoch);
+    let consumer = s
+        .get_or_create_consumer(
+            &name,
+            sequencer_consumer_config(partition, &name, start_after, max_ack_pending),
+        )
+        .await
+        .map_err(js_err)?;
+    let mut names = s.consumer_names();
+    let mut stale = Vec::new();
+    while let Some(n) = futures_util::StreamExt::next(&mut names).await {
+        let n = n.map_err(js_err)?;
+        if n != name && is_sequencer_consumer_of(&n, partition) {
+            stale.push(n);
+        }
+    }
+    for n in stale {
+        if let Err(e) = s.delete_consumer(&n).await {
+            tracing::warn!(consumer = %n, error = %e, "could not delete a previous holder's consumer");
+        }
+    }
+    Ok(consumer)
 }
 
 /// Errors of [`ensure_all`].
@@ -88,21 +192,21 @@ pub async fn ensure_all(
             });
         }
     }
+    // One listing for all partitions; a partition with no sequencer consumer
+    // at all gets one from the start of the stream.
+    let mut existing = Vec::new();
+    let mut names = s.consumer_names();
+    while let Some(n) = futures_util::StreamExt::next(&mut names).await {
+        existing.push(n.map_err(js_err)?);
+    }
     for p in 0..partitions {
-        let name = sequencer_consumer(p);
+        if existing.iter().any(|n| is_sequencer_consumer_of(n, p)) {
+            continue;
+        }
+        let name = sequencer_consumer(p, 0);
         s.get_or_create_consumer(
             &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subject::in_partition(p),
-                ack_policy: consumer::AckPolicy::Explicit,
-                // After a takeover, unacked commands of the dead holder come
-                // back after ack_wait; max_ack_pending = one batch keeps
-                // anything newer from overtaking them.
-                ack_wait: Duration::from_secs(10),
-                max_ack_pending: i64::try_from(max_ack_pending).unwrap_or(i64::MAX),
-                ..Default::default()
-            },
+            sequencer_consumer_config(p, &name, 0, max_ack_pending),
         )
         .await
         .map_err(js_err)?;
@@ -188,4 +292,24 @@ async fn lease_bucket(
 fn is_not_found(kind: &jetstream::context::GetStreamErrorKind) -> bool {
     matches!(kind, jetstream::context::GetStreamErrorKind::JetStream(e)
         if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequencer_consumers_are_told_apart_by_partition() {
+        assert_eq!(sequencer_consumer(3, 7), "SEQ_3_7");
+        assert!(is_sequencer_consumer_of("SEQ_3_7", 3));
+        assert!(
+            is_sequencer_consumer_of("SEQ_3", 3),
+            "the earlier single consumer"
+        );
+        assert!(!is_sequencer_consumer_of("SEQ_31_7", 3));
+        assert!(!is_sequencer_consumer_of("SEQ_3_", 3));
+        assert!(!is_sequencer_consumer_of("SEQ_3_x", 3));
+        assert!(!is_sequencer_consumer_of("SEQ_1_3", 3));
+        assert!(!is_sequencer_consumer_of("MINE", 3));
+    }
 }

@@ -384,12 +384,24 @@ async fn lost_streams_buckets_and_consumers_are_recreated_and_health_says_why() 
     js.delete_key_value(msgr_nats::stream::LEASE_BUCKET)
         .await
         .expect("delete lease bucket");
-    js.get_stream(msgr_nats::stream::IN_STREAM)
+    // Every consumer of the partition (the holder's, and any left over).
+    let stream = js
+        .get_stream(msgr_nats::stream::IN_STREAM)
         .await
-        .expect("stream")
-        .delete_consumer(&msgr_nats::stream::sequencer_consumer(p))
-        .await
-        .expect("delete consumer");
+        .expect("stream");
+    let mut names = stream.consumer_names();
+    let mut deleted = 0;
+    while let Some(name) = futures_util::StreamExt::next(&mut names).await {
+        let name = name.expect("name");
+        if msgr_nats::stream::is_sequencer_consumer_of(&name, p) {
+            stream
+                .delete_consumer(&name)
+                .await
+                .expect("delete consumer");
+            deleted += 1;
+        }
+    }
+    assert!(deleted > 0, "partition {p} had no consumer");
     js.delete_stream(msgr_nats::stream::MEDIA_STREAM)
         .await
         .expect("delete media stream");

@@ -189,3 +189,181 @@ async fn a_stopped_worker_hands_its_partitions_over_before_the_lease_ttl() {
     );
     drop(standby);
 }
+
+/// Every message of the direct chat between `user` and `peer`, oldest first.
+async fn full_history(
+    app: &TestApp,
+    user: &msgr_tests::TestUser,
+    peer: &msgr_tests::TestUser,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let (s, page) = app
+            .get(
+                &format!(
+                    "/messages/{}/{}?after={after}&limit=200",
+                    user.user_id, peer.user_id
+                ),
+                &user.token,
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        let msgs = page["messages"].as_array().expect("messages").clone();
+        let Some(last) = msgs.last() else {
+            return out;
+        };
+        after = last["seq"].as_u64().expect("seq");
+        out.extend(msgs);
+    }
+}
+
+/// The partition holder is frozen (SIGSTOP) for longer than its lease while
+/// one socket keeps sending; a standby takes over; the frozen holder wakes
+/// up with whatever it had pulled. Its claim has been superseded, so it
+/// writes nothing: every message is stored once, with dense seqs, in the
+/// order the socket sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_is_fenced_out_and_one_sockets_order_holds() {
+    let app =
+        TestApp::spawn_with_worker_process_ttl(env!("CARGO_BIN_EXE_msgr-test-worker"), 1_000).await;
+    let standby = app.start_extra_worker().await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    a.send_text_to(&bob.user_id, "s-000", "warm").await;
+    assert_eq!(a.expect("ack", T).await["seq"], 1);
+
+    let holder = app.worker_pid().expect("worker process");
+    let total = 240usize;
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let started = std::time::Instant::now();
+    let mut frozen = false;
+    let mut thawed = false;
+    for i in 1..total {
+        a.send_text_to(&bob.user_id, &format!("s-{i:03}"), "x")
+            .await;
+        for f in a.drain(Duration::from_millis(15)).await {
+            if f["type"] == "ack" {
+                acked.insert(
+                    f["client_msg_id"].as_str().expect("cmid").to_owned(),
+                    f["seq"].as_u64().expect("seq"),
+                );
+            }
+        }
+        let t = started.elapsed();
+        if !frozen && t > Duration::from_millis(800) {
+            msgr_tests::signal(holder, "STOP");
+            frozen = true;
+        }
+        if frozen && !thawed && t > Duration::from_millis(3_300) {
+            msgr_tests::signal(holder, "CONT");
+            thawed = true;
+        }
+    }
+    if !thawed {
+        msgr_tests::signal(holder, "CONT");
+    }
+    // Anything still unacked is resent with its client_msg_id, as a client does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut last_resend = tokio::time::Instant::now();
+    while acked.len() < total - 1 && tokio::time::Instant::now() < deadline {
+        for f in a.drain(Duration::from_millis(200)).await {
+            if f["type"] == "ack" {
+                acked.insert(
+                    f["client_msg_id"].as_str().expect("cmid").to_owned(),
+                    f["seq"].as_u64().expect("seq"),
+                );
+            }
+        }
+        if last_resend.elapsed() > Duration::from_secs(10) {
+            for i in 1..total {
+                let cmid = format!("s-{i:03}");
+                if !acked.contains_key(&cmid) {
+                    a.send_text_to(&bob.user_id, &cmid, "x").await;
+                }
+            }
+            last_resend = tokio::time::Instant::now();
+        }
+    }
+    assert_eq!(acked.len(), total - 1, "every message acked");
+    let hist = full_history(&app, &alice, &bob).await;
+    let seqs: Vec<u64> = hist
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "dense, once each"
+    );
+    let cmids: Vec<&str> = hist
+        .iter()
+        .map(|m| m["client_msg_id"].as_str().expect("cmid"))
+        .collect();
+    let mut in_send_order = cmids.clone();
+    in_send_order.sort_unstable();
+    assert_eq!(
+        cmids, in_send_order,
+        "stored in the order the socket sent them"
+    );
+    for m in &hist {
+        let cmid = m["client_msg_id"].as_str().expect("cmid");
+        if cmid != "s-000" {
+            assert_eq!(
+                acked[cmid],
+                m["seq"].as_u64().expect("seq"),
+                "{cmid}: acked seq"
+            );
+        }
+    }
+    drop(standby);
+}
+
+/// kill -9 of the worker that holds the partitions, with a standby running
+/// and the default lease TTL (2 s): the standby sequences the partition
+/// again within about the TTL, without waiting for the dead holder's
+/// unacked commands to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holders_partitions_are_sequencing_again_within_three_seconds() {
+    let mut app =
+        TestApp::spawn_with_worker_process_ttl(env!("CARGO_BIN_EXE_msgr-test-worker"), 2_000).await;
+    let standby = app.start_extra_worker().await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    for i in 1..=20 {
+        a.send_text_to(&bob.user_id, &format!("k-{i}"), "before")
+            .await;
+    }
+    for _ in 1..=20 {
+        a.expect("ack", T).await;
+    }
+    // Some in flight as it dies.
+    for i in 21..=30 {
+        a.send_text_to(&bob.user_id, &format!("k-{i}"), "during")
+            .await;
+    }
+    app.kill_worker().await;
+    let killed = std::time::Instant::now();
+    a.send_text_to(&bob.user_id, "k-31", "after").await;
+    let mut acks = HashMap::new();
+    let mut first_after = None;
+    while acks.len() < 11 {
+        let ack = a.expect("ack", Duration::from_secs(20)).await;
+        let cmid = ack["client_msg_id"].as_str().expect("cmid").to_owned();
+        if cmid == "k-31" {
+            first_after = Some(killed.elapsed());
+        }
+        acks.insert(cmid, ack["seq"].as_u64().expect("seq"));
+    }
+    let took = first_after.expect("k-31 acked");
+    println!(
+        "kill -9 of the holder: a message sent right after was acked in {} ms",
+        took.as_millis()
+    );
+    assert_eq!(acks["k-31"], 31, "after everything sent before it");
+    assert!(
+        took < Duration::from_millis(3_500),
+        "the standby took {took:?} to sequence the partition again"
+    );
+    drop(standby);
+}

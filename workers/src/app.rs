@@ -209,6 +209,7 @@ impl WorkerApp {
                 media,
                 bus,
                 health: msgr_nats::health::Health::new(),
+                link: link.clone(),
                 bus_check: tokio::sync::Notify::new(),
             }),
             roles,

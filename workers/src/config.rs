@@ -87,7 +87,7 @@ impl Default for WorkerConfig {
             store: StoreConfig::default(),
             partitions: 16,
             replicas: 1,
-            lease_ttl_ms: 5_000,
+            lease_ttl_ms: 2_000,
             batch_max: 256,
             token_ttl_secs: 24 * 3600,
             max_group_members: 1024,

@@ -28,6 +28,8 @@ pub struct WorkerContext {
     pub bus: BusSpec,
     /// What keeps this worker from making progress (`/healthz`).
     pub health: msgr_nats::health::Health,
+    /// The NATS link's state (a holder seats its partitions again after a reconnect).
+    pub link: tokio::sync::watch::Receiver<msgr_nats::connect::Link>,
     /// Wakes the bus keeper to check the bus now (after an error that
     /// suggests something it depends on is gone).
     pub bus_check: tokio::sync::Notify,

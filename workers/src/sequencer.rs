@@ -1,23 +1,36 @@
 //! The sequencer/persister, with receipts and fan-out.
 //!
-//! Each conversation partition has one durable pull consumer (`SEQ_<p>`) and
-//! one lease (`seq.<p>` in `MSGR_LEASES`). Only the lease holder consumes the
-//! partition, so commands of a conversation are applied in stream order by one
-//! process at a time; any number of workers may run, the others stand by.
+//! Each conversation partition has one lease (`seq.<p>` in `MSGR_LEASES`):
+//! only its holder sequences the partition, so the commands of a
+//! conversation are applied in stream order by one process at a time; any
+//! number of workers may run, the others stand by and take over when the
+//! holder's lease ages out.
 //!
-//! Per batch (what is already buffered, up to `batch_max`):
+//! Taking a partition over (a "seat"):
+//! 1. claim it in the store: a new, higher epoch that fences out every
+//!    earlier holder (a batch carrying an older epoch commits nothing, so a
+//!    paused or cut-off holder can never write after its successor started),
+//!    and the stream position through which everything was applied and
+//!    announced;
+//! 2. make a consumer of its own, `SEQ_<p>_<epoch>`, starting right after
+//!    that position, and delete the previous holders' consumers (their open
+//!    pull requests die with them). Nothing waits for `ack_wait`: commands a
+//!    dead holder pulled but never acked are simply read again from the
+//!    stream, in order, and the store's dedupe turns those it had already
+//!    applied into duplicates whose events are announced again.
+//!
+//! A holder seats itself again whenever a command may have been lost in
+//! transit to it: after a reconnect, on a gap in the consumer's delivery
+//! sequence (before applying anything after the gap), or when its pull
+//! subscription dies. Per batch (what is already buffered, up to `batch_max`):
 //! 1. decode each command; undecodable ones are terminated (poison);
-//! 2. apply all of them to the store in one transaction (dense seq,
-//!    idempotency by `(sender, client_msg_id)`, watermarks that only rise);
+//! 2. apply all of them in one store transaction under the claim's fence
+//!    (dense seq, idempotency by `(sender, client_msg_id)`, watermarks that
+//!    only rise, and the resume point through the batches before it);
 //! 3. publish each stored message to every member's inbox (the sender's too:
 //!    that becomes the `ack`), advanced watermarks as receipt events, and
 //!    refusals to the sender;
-//! 4. only then ack the JetStream messages. A crash before 4 redelivers the
-//!    batch; step 2 then finds duplicates and step 3 re-publishes them.
-//!
-//! The consumer's `max_ack_pending` equals `batch_max`, so after a takeover
-//! the unacked commands of a dead holder come back before anything newer:
-//! order survives crashes.
+//! 4. only then ack the JetStream messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +39,9 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use msgr_core::id;
-use msgr_core::store::{NewMessage, Op, OpOutcome, ReceiptKind, Target, WatermarkUpdate};
+use msgr_core::store::{
+    Fence, NewMessage, Op, OpOutcome, ReceiptKind, StoreError, Target, WatermarkUpdate,
+};
 use msgr_nats::lease::{Lease, LeaseError};
 use msgr_nats::{stream as streams, subject};
 use msgr_schemas::pb::v1 as pb;
@@ -102,11 +117,11 @@ async fn partition_loop(
 
 /// How a pull session of a held partition ended.
 enum PullEnd {
-    /// Shutting down; the lease was handed over.
+    /// Shutting down; the lease was released.
     Shutdown,
-    /// The pull subscription died (consumer gone, errors that persist): the
-    /// lease is still held, open it again.
-    Lost(String),
+    /// A command may have been lost in transit, or the subscription died:
+    /// seat again (the lease is still held).
+    Reseat(String),
 }
 
 /// Keeps `lease` renewed for `d` (or until shutdown: `Ok(false)`).
@@ -131,9 +146,56 @@ async fn hold(
     Ok(true)
 }
 
-/// Processes partition `p` while `lease` stays valid, re-opening its pull
-/// subscription whenever it dies (the bus restarted, the consumer was
-/// re-created) without giving the lease up.
+/// A partition's claim and the consumer pulled under it.
+struct Seat {
+    epoch: u64,
+    /// Stream position through which every command was applied and announced.
+    done: u64,
+    consumer: jetstream::consumer::PullConsumer,
+    messages: jetstream::consumer::pull::Stream,
+}
+
+/// Claims partition `p` in the store and makes this holder's consumer.
+async fn seat(ctx: &WorkerContext, p: u32) -> anyhow::Result<Seat> {
+    let log = streams::command_log_identity(&ctx.js).await?;
+    let claim = ctx
+        .store
+        .claim_partition(p, &ctx.instance_id, &log)
+        .await
+        .map_err(|e| anyhow::anyhow!("claiming it in the store: {e}"))?;
+    let consumer = streams::seat_sequencer(
+        &ctx.js,
+        p,
+        claim.epoch,
+        claim.resume_after,
+        ctx.config.batch_max.max(1),
+    )
+    .await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(ctx.config.batch_max)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("pulling: {e}"))?;
+    tracing::debug!(
+        partition = p,
+        epoch = claim.epoch,
+        resume_after = claim.resume_after,
+        "seated"
+    );
+    Ok(Seat {
+        epoch: claim.epoch,
+        done: claim.resume_after,
+        consumer,
+        messages,
+    })
+}
+
+/// Processes partition `p` while `lease` stays valid, seating again
+/// whenever a command may have been lost in transit, without giving the
+/// lease up.
 async fn own_partition(
     ctx: &WorkerContext,
     p: u32,
@@ -141,17 +203,17 @@ async fn own_partition(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let health_key = format!("partition {p}");
+    let mut link = ctx.link.clone();
     loop {
-        let consumer: jetstream::consumer::PullConsumer = match ctx
-            .js
-            .get_consumer_from_stream(streams::sequencer_consumer(p), streams::IN_STREAM)
-            .await
-        {
-            Ok(c) => c,
+        let seat = match seat(ctx, p).await {
+            Ok(s) => {
+                ctx.health.clear(&health_key);
+                s
+            }
             Err(e) => {
+                tracing::warn!(partition = p, error = %e, "cannot seat the partition; retrying");
                 ctx.bus_check.notify_one();
-                ctx.health
-                    .set(&health_key, format!("cannot open its consumer: {e}"));
+                ctx.health.set(&health_key, format!("cannot take it: {e}"));
                 if !hold(ctx, &mut lease, Duration::from_millis(500), shutdown).await? {
                     lease.release(&ctx.leases).await;
                     return Ok(());
@@ -159,66 +221,25 @@ async fn own_partition(
                 continue;
             }
         };
-        ctx.health.clear(&health_key);
-        // Commands a previous holder (or this one, before its subscription
-        // died) pulled but never acked come back only after ack_wait; pulling
-        // before that would let newer commands overtake them.
-        let mut consumer = consumer;
-        if let Ok(info) = consumer.info().await {
-            if info.num_ack_pending > 0 {
-                let wait = info.config.ack_wait + Duration::from_millis(500);
-                tracing::info!(
-                    partition = p,
-                    pending = info.num_ack_pending,
-                    ?wait,
-                    "waiting for unacked commands to come back"
-                );
-                if !hold(ctx, &mut lease, wait, shutdown).await? {
-                    lease.release(&ctx.leases).await;
-                    return Ok(());
-                }
-            }
-        }
-        let messages = match consumer
-            .stream()
-            .max_messages_per_batch(ctx.config.batch_max)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "pulling failed; retrying");
-                if !hold(ctx, &mut lease, Duration::from_millis(500), shutdown).await? {
-                    lease.release(&ctx.leases).await;
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        match pull(ctx, p, &mut lease, consumer, messages, shutdown).await? {
+        match pull(ctx, p, &mut lease, &mut link, seat, shutdown).await? {
             PullEnd::Shutdown => return Ok(()),
-            PullEnd::Lost(why) => {
-                tracing::warn!(
-                    partition = p,
-                    why,
-                    "pull subscription lost; opening it again"
-                );
-                ctx.bus_check.notify_one();
+            PullEnd::Reseat(why) => {
+                metrics::counter!("msgr_worker_reseats_total").increment(1);
+                tracing::info!(partition = p, why, "seating the partition again");
             }
         }
     }
 }
 
 /// Pulls and applies batches while the lease holds. `Err` when the lease is
-/// lost; the partition then goes back to whoever takes it next.
+/// lost (or the store fenced this holder out); the partition then goes back
+/// to whoever takes it next.
 async fn pull(
     ctx: &WorkerContext,
     p: u32,
     lease: &mut Lease,
-    consumer: jetstream::consumer::PullConsumer,
-    mut messages: jetstream::consumer::pull::Stream,
+    link: &mut tokio::sync::watch::Receiver<msgr_nats::connect::Link>,
+    mut seat: Seat,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<PullEnd> {
     use jetstream::consumer::pull::MessagesErrorKind as K;
@@ -229,7 +250,14 @@ async fn pull(
     // which take milliseconds on a busy server: they run beside the batches,
     // never between them. `lease.is_valid()` still gates every commit.
     let mut renewals = tokio::task::JoinSet::new();
-    let _lag = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(report_lag(consumer, p)));
+    let _lag = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(report_lag(
+        seat.consumer.clone(),
+        p,
+    )));
+    let generation = link.borrow_and_update().generation();
+    // The consumer is new: its deliveries are numbered from 1, and any
+    // number skipped was delivered to us but lost on the way.
+    let mut last_delivery = 0u64;
     // Pull errors are expected while the link is down (the client re-issues
     // its pull request on reconnect); ones that persist with the link up
     // mean the subscription is dead.
@@ -244,7 +272,14 @@ async fn pull(
                 {
                     lease.renewed(r);
                 }
-                hand_over(ctx, messages, lease).await;
+                // Record how far this holder got, so the next one does not
+                // announce the last batch again.
+                if lease.is_valid() {
+                    let fence = Fence { partition: p, epoch: seat.epoch, done_through: seat.done };
+                    if let Err(e) = ctx.store.apply_batch(Some(fence), Vec::new()).await {
+                        tracing::debug!(partition = p, error = %e, "could not record the resume point");
+                    }
+                }
                 lease.release(&ctx.leases).await;
                 return Ok(PullEnd::Shutdown);
             }
@@ -271,37 +306,64 @@ async fn pull(
                     Err(e) => tracing::warn!(partition = p, error = %e, "lease renewal task failed; retrying"),
                 }
             }
-            first = messages.next() => {
+            changed = link.changed() => {
+                if changed.is_err() {
+                    return Ok(PullEnd::Reseat("the NATS client closed".to_owned()));
+                }
+                let now = link.borrow_and_update().clone();
+                if now.is_up() && now.generation() != generation {
+                    return Ok(PullEnd::Reseat("reconnected to NATS".to_owned()));
+                }
+            }
+            first = seat.messages.next() => {
                 let first = match first {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         if matches!(e.kind(), K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded) {
-                            return Ok(PullEnd::Lost(e.to_string()));
+                            return Ok(PullEnd::Reseat(e.to_string()));
                         }
                         let link_up = ctx.nats.connection_state() == async_nats::connection::State::Connected;
                         let since = *failing_since.get_or_insert_with(Instant::now);
                         if link_up && since.elapsed() > PULL_ERRORS_TOLERATED {
-                            return Ok(PullEnd::Lost(e.to_string()));
+                            return Ok(PullEnd::Reseat(e.to_string()));
                         }
                         tracing::debug!(partition = p, error = %e, "pull error");
                         continue;
                     }
-                    None => return Ok(PullEnd::Lost("the message stream ended".to_owned())),
+                    None => return Ok(PullEnd::Reseat("the message stream ended".to_owned())),
                 };
                 failing_since = None;
                 let mut batch = vec![first];
                 while batch.len() < ctx.config.batch_max {
-                    match messages.next().now_or_never() {
+                    match seat.messages.next().now_or_never() {
                         Some(Some(Ok(m))) => batch.push(m),
                         _ => break,
                     }
                 }
+                // Nothing after a lost delivery may be applied before it:
+                // seat again, and the new consumer starts before it.
+                for m in &batch {
+                    let Ok(info) = m.info() else {
+                        return Ok(PullEnd::Reseat("a delivery without its metadata".to_owned()));
+                    };
+                    if info.consumer_sequence != last_delivery + 1 {
+                        return Ok(PullEnd::Reseat(format!(
+                            "delivery {} came after {last_delivery}: one was lost on the way",
+                            info.consumer_sequence
+                        )));
+                    }
+                    last_delivery = info.consumer_sequence;
+                }
                 // Never commit on a lease that may have passed to a standby;
-                // the batch stays unacked and is redelivered to the new holder.
+                // the batch stays unacked and the next holder reads it again.
                 if !lease.is_valid() {
                     return Err(anyhow::anyhow!("lease expired before commit"));
                 }
-                process_batch(ctx, batch, lease).await;
+                let fence = Fence { partition: p, epoch: seat.epoch, done_through: seat.done };
+                match process_batch(ctx, batch, lease, fence).await {
+                    Ok(through) => seat.done = seat.done.max(through),
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -310,34 +372,6 @@ async fn pull(
 /// How long pull errors may last with the link up before the subscription
 /// counts as dead and is opened again.
 const PULL_ERRORS_TOLERATED: Duration = Duration::from_secs(3);
-
-/// Stops pulling before the lease is released. Commands the server has
-/// already handed to this holder are applied (the lease is still ours), and
-/// the unsubscribe is flushed: a pull request left open would take commands
-/// that arrive after the release, and the next holder would find them
-/// unacked and have to wait `ack_wait` before it may pull in order.
-async fn hand_over(
-    ctx: &WorkerContext,
-    mut messages: jetstream::consumer::pull::Stream,
-    lease: &Lease,
-) {
-    let mut handed = Vec::new();
-    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
-        handed.push(m);
-    }
-    drop(messages);
-    // Past the lease they stay unacked and go to the next holder.
-    while !handed.is_empty() && lease.is_valid() {
-        let rest = handed.split_off(handed.len().min(ctx.config.batch_max.max(1)));
-        process_batch(ctx, handed, lease).await;
-        handed = rest;
-    }
-    match tokio::time::timeout(Duration::from_secs(1), ctx.nats.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "flush before lease release failed"),
-        Err(_) => tracing::debug!("flush before lease release timed out"),
-    }
-}
 
 /// Publishes the partition's consumer lag every 5 s until aborted.
 async fn report_lag(mut consumer: jetstream::consumer::PullConsumer, p: u32) {
@@ -357,11 +391,24 @@ enum Decoded {
     Receipt(pb::ReceiptCommand),
 }
 
-/// Applies one batch and acks it. A failing store is retried in place (so
-/// nothing newer overtakes the batch) while the lease lasts.
-async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, lease: &Lease) {
+/// Applies one batch under `fence` and acks it; returns the highest stream
+/// sequence it covered. A failing store is retried in place (so nothing
+/// newer overtakes the batch) while the lease lasts; `Err` when the lease
+/// ran out or the store fenced this holder out (nothing is acked then: the
+/// next holder reads the batch again).
+async fn process_batch(
+    ctx: &WorkerContext,
+    batch: Vec<jetstream::Message>,
+    lease: &Lease,
+    fence: Fence,
+) -> anyhow::Result<u64> {
     let started = Instant::now();
     let now = msgr_core::time::now_ms();
+    let through = batch
+        .iter()
+        .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
+        .max()
+        .unwrap_or(0);
     let mut ops = Vec::with_capacity(batch.len());
     let mut decoded = Vec::with_capacity(batch.len());
     let mut accepted = Vec::with_capacity(batch.len());
@@ -395,15 +442,19 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, leas
         .await;
     }
     if ops.is_empty() {
-        return;
+        return Ok(through);
     }
     metrics::histogram!("msgr_worker_batch_size").record(ops.len() as f64);
     let mut backoff = Duration::from_millis(50);
     let outcomes = loop {
-        match ctx.store.apply(ops.clone()).await {
+        match ctx.store.apply_batch(Some(fence), ops.clone()).await {
             Ok(o) => {
                 ctx.health.clear("store");
                 break o;
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                metrics::counter!("msgr_worker_fenced_batches_total").increment(1);
+                return Err(anyhow::anyhow!("a newer holder took the partition: {e}"));
             }
             Err(e) if lease.is_valid() => {
                 ctx.health.set("store", format!("writes fail: {e}"));
@@ -413,8 +464,9 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, leas
             }
             Err(e) => {
                 // Unacked, the batch returns to whoever holds the lease next.
-                tracing::error!(error = %e, "store batch failed and the lease ran out");
-                return;
+                return Err(anyhow::anyhow!(
+                    "store batch failed and the lease ran out: {e}"
+                ));
             }
         }
     };
@@ -432,6 +484,7 @@ async fn process_batch(ctx: &WorkerContext, batch: Vec<jetstream::Message>, leas
     // The fan-out and the acks hold the partition too: a NATS client whose
     // outbound buffer is full would show here, not in the persist time.
     metrics::histogram!("msgr_worker_emit_seconds").record(persisted.elapsed().as_secs_f64());
+    Ok(through)
 }
 
 struct Poison {

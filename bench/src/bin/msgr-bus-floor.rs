@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     // Worker side: one task per partition, as the sequencer runs them.
     for p in 0..cli.partitions {
         let consumer: jetstream::consumer::PullConsumer = wjs
-            .get_consumer_from_stream(streams::sequencer_consumer(p), streams::IN_STREAM)
+            .get_consumer_from_stream(streams::sequencer_consumer(p, 0), streams::IN_STREAM)
             .await
             .map_err(|e| anyhow::anyhow!("consumer SEQ_{p}: {e}"))?;
         let mut messages = consumer
