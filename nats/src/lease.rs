@@ -60,7 +60,30 @@ impl Lease {
                 valid_until: started + ttl.mul_f32(0.8),
                 ttl,
             }),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(LeaseError::Taken),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                // Still ours from before (our renewals failed while the bus was
+                // away, and the entry has not aged out yet): nobody else can
+                // have taken it while it exists under our name, so take it up
+                // again at once instead of waiting for it to age out.
+                match bucket.entry(key).await {
+                    Ok(Some(entry))
+                        if entry.value == owner && entry.operation == kv::Operation::Put =>
+                    {
+                        let started = Instant::now();
+                        match bucket.update(key, owner.clone(), entry.revision).await {
+                            Ok(revision) => Ok(Self {
+                                key: key.to_owned(),
+                                revision,
+                                owner,
+                                valid_until: started + ttl.mul_f32(0.8),
+                                ttl,
+                            }),
+                            Err(_) => Err(LeaseError::Taken),
+                        }
+                    }
+                    _ => Err(LeaseError::Taken),
+                }
+            }
             Err(e) => Err(LeaseError::Store(e.to_string())),
         }
     }

@@ -62,3 +62,39 @@ async fn a_lease_renewed_beside_work_outlives_its_ttl_and_only_the_newest_renewa
         .await
         .expect("free right after release");
 }
+
+/// A holder whose renewals failed for a while (the bus was away) finds its
+/// own entry still there: it takes the lease up again at once, while anyone
+/// else must wait for the entry to age out.
+#[tokio::test]
+async fn a_holder_takes_its_own_unexpired_lease_up_again_at_once() {
+    let nats = msgr_nats_test_server::TestNats::start();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let ttl = Duration::from_secs(5);
+    let bucket = js
+        .create_key_value(kv::Config {
+            bucket: "TEST_LEASES".to_owned(),
+            history: 1,
+            max_age: ttl,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("bucket");
+    let lost = Lease::acquire(&bucket, "seq.3", "a", ttl)
+        .await
+        .expect("free");
+    drop(lost); // not released: as if its holder stopped renewing
+    assert!(matches!(
+        Lease::acquire(&bucket, "seq.3", "b", ttl).await,
+        Err(LeaseError::Taken)
+    ));
+    let again = Lease::acquire(&bucket, "seq.3", "a", ttl)
+        .await
+        .expect("its own entry");
+    assert!(again.is_valid());
+    assert!(matches!(
+        Lease::acquire(&bucket, "seq.3", "b", ttl).await,
+        Err(LeaseError::Taken)
+    ));
+}

@@ -120,10 +120,10 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 async fn chat_through_a_restart(clean: bool) {
-    // The production lease TTL: a restart of a few seconds does not cost the
-    // worker its partitions.
+    // The default lease TTL (2 s): a restart of a second or two does not
+    // cost the worker its partitions.
     let mut app =
-        TestApp::spawn_with_worker_process_ttl(env!("CARGO_BIN_EXE_msgr-test-worker"), 5_000).await;
+        TestApp::spawn_with_worker_process_ttl(env!("CARGO_BIN_EXE_msgr-test-worker"), 2_000).await;
     let (alice, bob) = (app.user("alice").await, app.user("bob").await);
     let mut a = app.ws(&alice.token).await;
     let mut b = app.ws(&bob.token).await;
@@ -248,7 +248,7 @@ async fn messaging_resumes_by_itself_after_a_clean_nats_server_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_whose_ack_event_was_lost_is_answered_on_the_same_socket() {
     let mut app =
-        TestApp::spawn_with_worker_process_ttl(env!("CARGO_BIN_EXE_msgr-test-worker"), 5_000).await;
+        TestApp::spawn_with_worker_process_ttl(env!("CARGO_BIN_EXE_msgr-test-worker"), 2_000).await;
     let edge_bin = env!("CARGO_BIN_EXE_msgr-test-edge");
     // Only a resend makes this edge look the send up (no timer within the test).
     let (e1, addr1) = app
