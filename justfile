@@ -62,6 +62,26 @@ up: tools build
     wait -n "${pids[@]}"
     echo "a process exited; stopping the rest" >&2
 
+# The production shape on one machine, in the foreground (Ctrl-C stops all): 3 NATS nodes
+# (R3), PostgreSQL, SeaweedFS (S3), 2 workers, 2 edges, HAProxy on http://127.0.0.1:8090.
+# Data in ./data/cluster; infra/cluster/cluster.sh says what runs where.
+# Run the cluster shape (3 NATS nodes, PostgreSQL, S3, 2 workers, 2 edges, HAProxy).
+cluster: tools postgres haproxy build
+    infra/cluster/cluster.sh
+
+# Debian's HAProxy for `just cluster` (installed with apt if missing and allowed).
+haproxy:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v haproxy >/dev/null && exit 0
+    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo); else
+      echo "the cluster needs HAProxy: run \`sudo apt-get install haproxy\` (Debian)" >&2; exit 1
+    fi
+    echo "installing haproxy with apt-get"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq haproxy >/dev/null
+    haproxy -v | head -n1
+
 # Stop anything `just up` left running.
 down:
     #!/usr/bin/env bash
@@ -77,6 +97,7 @@ down:
 test: tools postgres
     cargo test --workspace --all-targets
     just web-test
+    just chaos-short
 
 # playwright-core + Debian's Chromium against a real stack; screenshots of
 # failures land in tests/web/artifacts/.
@@ -139,6 +160,42 @@ bench-floor *ARGS: tools
     for _ in $(seq 100); do ready "http://127.0.0.1:28222/healthz?js-enabled-only=true" && break; sleep 0.1; done
     out=(--out bench/results/floor.json); [[ " {{ARGS}} " == *" --out"* ]] && out=()
     ./target/release/msgr-bus-floor --nats nats://127.0.0.1:24222 --nats-pid "$nats" "${out[@]}" {{ARGS}}
+
+# A fresh cluster of its own (infra/cluster/cluster.sh on ports +11000, data in a temp dir),
+# a steady load through its HAProxy, a seeded nemesis, then the checker; flags pass through
+# (`just chaos --seed 7 --rounds 3`); the report goes to bench/results/chaos.json. Exits
+# non-zero on any loss, duplicate, gap or divergence, keeping the cluster's logs.
+# The fault suite: kill, pause and restart every component under load, then check.
+chaos *ARGS: tools postgres haproxy
+    #!/usr/bin/env bash
+    set -euo pipefail
+    profile=${MSGR_CHAOS_PROFILE:-release}
+    if [ "$profile" = release ]; then
+      cargo build --release -p msgr-edge -p msgr-workers -p msgr-bench --bins
+    else
+      cargo build -p msgr-edge -p msgr-workers -p msgr-bench --bins
+    fi
+    base=${MSGR_CHAOS_PORT_BASE:-11000}
+    dir=$(mktemp -d /tmp/msgr-chaos.XXXXXX)
+    MSGR_CLUSTER_DIR=$dir MSGR_CLUSTER_PORT_BASE=$base MSGR_BIN_DIR=$PWD/target/$profile       MSGR_CLUSTER_READY_FILE=$dir/ready infra/cluster/cluster.sh >"$dir/cluster.out" 2>&1 & cluster=$!
+    finish() {
+      code=$?
+      kill "$cluster" 2>/dev/null || true; wait "$cluster" 2>/dev/null || true
+      if [ "$code" = 0 ]; then rm -rf "$dir"; else echo "chaos: failed; the cluster's logs are in $dir/logs" >&2; fi
+    }
+    trap finish EXIT
+    for _ in $(seq 240); do
+      [ -f "$dir/ready" ] && break
+      kill -0 "$cluster" 2>/dev/null || { cat "$dir/cluster.out" >&2; exit 1; }
+      sleep 0.5
+    done
+    [ -f "$dir/ready" ] || { echo "chaos: the cluster did not come up" >&2; cat "$dir/cluster.out" >&2; exit 1; }
+    out=(--out bench/results/chaos.json); [[ " {{ARGS}} " == *" --out"* ]] && out=()
+    ./target/$profile/msgr-chaos --url "http://127.0.0.1:$((8090 + base))" --cluster-dir "$dir"       --lease-ttl-ms 2000 "${out[@]}" {{ARGS}}
+
+# The short fault suite `just test` runs: one fault of each kind on debug builds (about 2 min).
+chaos-short:
+    MSGR_CHAOS_PROFILE=debug just chaos --gap-secs 6 --rate 1.5 --out target/chaos-short.json
 
 # Remove all local data (messages, accounts, keys, JetStream state).
 [confirm("Delete ./data (all messages, accounts and keys)?")]

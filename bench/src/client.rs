@@ -13,13 +13,13 @@ use serde_json::{json, Value};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
-pub(crate) type Io = TokioIo<Upgraded>;
+pub type Io = TokioIo<Upgraded>;
 
 /// A registered, logged-in user.
 #[derive(Debug, Clone)]
-pub(crate) struct User {
-    pub(crate) user_id: String,
-    pub(crate) token: String,
+pub struct User {
+    pub user_id: String,
+    pub token: String,
 }
 
 /// One HTTP request on a fresh connection; returns status and body.
@@ -33,7 +33,7 @@ async fn send(addr: SocketAddr, req: hyper::Request<Full<Bytes>>) -> anyhow::Res
 }
 
 /// One HTTP request on a fresh connection; returns status and JSON body.
-pub(crate) async fn http(
+pub async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -54,7 +54,7 @@ pub(crate) async fn http(
 
 /// GETs `url` (`http://IP:PORT/path`) and returns the body as text, e.g. a
 /// server's Prometheus `/metrics`.
-pub(crate) async fn get_text(url: &str) -> anyhow::Result<String> {
+pub async fn get_text(url: &str) -> anyhow::Result<String> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("{url}: only http:// URLs"))?;
@@ -72,7 +72,7 @@ pub(crate) async fn get_text(url: &str) -> anyhow::Result<String> {
 }
 
 /// Registers and logs in `username` through the public API.
-pub(crate) async fn register(addr: SocketAddr, username: &str) -> anyhow::Result<User> {
+pub async fn register(addr: SocketAddr, username: &str) -> anyhow::Result<User> {
     let creds = json!({"username": username, "password": "bench-password-1"});
     let (s, b) = http(addr, "POST", "/user/register", None, Some(creds.clone())).await?;
     anyhow::ensure!(s == 201 || s == 409, "register {username}: {s} {b}");
@@ -85,7 +85,7 @@ pub(crate) async fn register(addr: SocketAddr, username: &str) -> anyhow::Result
 }
 
 /// Registers `n` users named `<prefix>-<i>`, `parallel` at a time.
-pub(crate) async fn register_many(
+pub async fn register_many(
     addr: SocketAddr,
     prefix: &str,
     n: usize,
@@ -121,16 +121,16 @@ where
 }
 
 /// The write half of a WebSocket.
-pub(crate) type Writer = WebSocketWrite<WriteHalf<Io>>;
+pub type Writer = WebSocketWrite<WriteHalf<Io>>;
 
 /// The two halves of an authenticated WebSocket.
-pub(crate) struct Ws {
-    pub(crate) rx: FragmentCollectorRead<ReadHalf<Io>>,
-    pub(crate) tx: WebSocketWrite<WriteHalf<Io>>,
+pub struct Ws {
+    pub rx: FragmentCollectorRead<ReadHalf<Io>>,
+    pub tx: WebSocketWrite<WriteHalf<Io>>,
 }
 
 /// Opens `WS /messages/send`, optionally from a chosen local address.
-pub(crate) async fn connect_ws(
+pub async fn connect_ws(
     addr: SocketAddr,
     token: &str,
     from: Option<std::net::IpAddr>,
@@ -165,7 +165,7 @@ pub(crate) async fn connect_ws(
 }
 
 /// Reads the next text frame as JSON (`None` when the socket closed).
-pub(crate) async fn next_json(rx: &mut FragmentCollectorRead<ReadHalf<Io>>) -> Option<Value> {
+pub async fn next_json(rx: &mut FragmentCollectorRead<ReadHalf<Io>>) -> Option<Value> {
     loop {
         let f = rx
             .read_frame(&mut |_| async { Ok::<_, std::convert::Infallible>(()) })
@@ -180,17 +180,14 @@ pub(crate) async fn next_json(rx: &mut FragmentCollectorRead<ReadHalf<Io>>) -> O
 }
 
 /// Sends one text frame.
-pub(crate) async fn send_text(
-    tx: &mut WebSocketWrite<WriteHalf<Io>>,
-    text: &str,
-) -> anyhow::Result<()> {
+pub async fn send_text(tx: &mut WebSocketWrite<WriteHalf<Io>>, text: &str) -> anyhow::Result<()> {
     tx.write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
         .await?;
     Ok(())
 }
 
 /// A JSON `ping` answered by a `pong` within 5 s: the connection is alive.
-pub(crate) async fn ping(ws: &mut Ws) -> anyhow::Result<()> {
+pub async fn ping(ws: &mut Ws) -> anyhow::Result<()> {
     send_text(&mut ws.tx, r#"{"type":"ping"}"#).await?;
     let deadline = std::time::Duration::from_secs(5);
     tokio::time::timeout(deadline, async {

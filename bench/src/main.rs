@@ -10,7 +10,7 @@
 //! - W4 idle connections: edge RSS per connection and connect rate.
 //! - W5 history: 1,000 messages paged 100 at a time; a 500-conversation chat list.
 
-mod client;
+use msgr_bench::client;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::client::{connect_ws, get_text, next_json, register_many, send_text, User};
+use msgr_bench::client::{connect_ws, get_text, next_json, register_many, send_text, User};
 use msgr_bench::prom::{self, Stage};
 use msgr_bench::stats::{self, summarize, CpuMeter, ProcUsage, Summary};
 
