@@ -193,6 +193,30 @@ chaos *ARGS: tools postgres haproxy
     out=(--out bench/results/chaos.json); [[ " {{ARGS}} " == *" --out"* ]] && out=()
     ./target/$profile/msgr-chaos --url "http://127.0.0.1:$((8090 + base))" --cluster-dir "$dir"       --lease-ttl-ms 2000 "${out[@]}" {{ARGS}}
 
+# A fresh release cluster of its own (ports +12000, data in a temp dir), then msgr-bench W1-W3
+# through its HAProxy, measuring every server process; flags pass through
+# (`just bench-cluster --quick`); results in bench/results/cluster/.
+# Load-test the cluster shape (R3 streams, PostgreSQL, two edges behind HAProxy).
+bench-cluster *ARGS: tools postgres haproxy
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p msgr-edge -p msgr-workers -p msgr-bench --bins
+    sync # as in `bench`: no writeback burst of the build's output mid-run
+    base=${MSGR_BENCH_PORT_BASE:-12000}
+    dir=$(mktemp -d /tmp/msgr-bench-cluster.XXXXXX)
+    # Cheaper (still argon2id) password hashing so registering 1,024 bench users is quick.
+    MSGR_PASSWORD_MEMORY_KIB=1024 MSGR_PASSWORD_ITERATIONS=1 RUST_LOG=warn       MSGR_CLUSTER_DIR=$dir MSGR_CLUSTER_PORT_BASE=$base MSGR_BIN_DIR=$PWD/target/release       MSGR_CLUSTER_READY_FILE=$dir/ready infra/cluster/cluster.sh >"$dir/cluster.out" 2>&1 & cluster=$!
+    trap 'kill $cluster 2>/dev/null || true; wait $cluster 2>/dev/null || true; rm -rf "$dir"' EXIT
+    for _ in $(seq 240); do [ -f "$dir/ready" ] && break; sleep 0.5; done
+    [ -f "$dir/ready" ] || { echo "bench-cluster: the cluster did not come up" >&2; cat "$dir/cluster.out" >&2; exit 1; }
+    pids=""
+    for f in "$dir"/pids/*.pid; do n=$(basename "$f" .pid); [ "$n" = weed ] && continue; pids+="$n=$(cat "$f"),"; done
+    pids+="postgres=$(head -n1 "$dir/pg/postmaster.pid")"
+    metrics=""
+    for port in 8081 8082 9465 9466; do metrics+="http://127.0.0.1:$((port + base))/metrics,"; done
+    out=(--out bench/results/cluster); [[ " {{ARGS}} " == *" --out"* ]] && out=()
+    ./target/release/msgr-bench --url "http://127.0.0.1:$((8090 + base))" --workloads w1,w2,w3       --pids "$pids" --metrics "${metrics%,}" "${out[@]}" {{ARGS}}
+
 # The short fault suite `just test` runs: one fault of each kind on debug builds (about 2 min).
 chaos-short:
     MSGR_CHAOS_PROFILE=debug just chaos --gap-secs 6 --rate 1.5 --out target/chaos-short.json

@@ -18,6 +18,10 @@ pub struct Sent {
     pub sender: String,
     /// Position in the sender's own send order (across reconnects).
     pub order: u64,
+    /// The server refused it at least once (`unavailable`: the bus did not
+    /// take it) and the client sent it again later: it takes its place at
+    /// the resend, so it is not held to its first send's order.
+    pub refused: bool,
 }
 
 /// What an `ack` said.
@@ -65,7 +69,8 @@ pub struct Verdict {
     pub divergent_members: usize,
     /// Sent but never acked by the end of the drain.
     pub never_acked: usize,
-    /// One sender's messages in a conversation stored out of send order.
+    /// One sender's accepted messages in a conversation stored out of send
+    /// order (refused and resent ones excepted: see [`Sent::refused`]).
     pub reordered: usize,
     /// Pushes that disagree with history (another message at that seq, or
     /// a seq history does not have).
@@ -177,7 +182,7 @@ pub fn check(o: &Observed) -> Verdict {
                 Some(_) => {}
             }
         }
-        if let Some(m) = stored {
+        if let (Some(m), false) = (stored, s.refused) {
             stored_in_send_order
                 .entry((s.conversation.as_str(), s.sender.as_str()))
                 .or_default()
@@ -208,6 +213,7 @@ mod tests {
                 conversation: "d_a_b".to_owned(),
                 sender: sender.to_owned(),
                 order: seq,
+                refused: false,
             });
             o.acks.insert(
                 cmid.clone(),
@@ -279,6 +285,19 @@ mod tests {
         let v = check(&o);
         assert_eq!(v.gaps, 4, "two in each member's view: {v:?}");
         assert!(v.ack_mismatch > 0, "acks said 5 and 6: {v:?}");
+    }
+
+    #[test]
+    fn a_refused_and_resent_message_may_land_later() {
+        let mut o = clean();
+        for (_, h) in views(&mut o) {
+            h[0].cmid = "a-2".to_owned();
+            h[2].cmid = "a-0".to_owned();
+        }
+        assert_eq!(check(&o).reordered, 1);
+        // a-0 was refused once and resent after a-2 was sent.
+        o.sent[0].refused = true;
+        assert_eq!(check(&o).reordered, 0);
     }
 
     #[test]

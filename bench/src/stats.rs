@@ -54,6 +54,30 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// [`cpu_seconds`] of a process plus its live children: PostgreSQL does its
+/// work in backends forked by the postmaster.
+pub fn cpu_seconds_with_children(pid: u32) -> Option<f64> {
+    let own = cpu_seconds(pid)?;
+    let children: f64 = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| parent_of(*child) == Some(pid))
+        .filter_map(cpu_seconds)
+        .sum();
+    Some(own + children)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -86,7 +110,7 @@ impl CpuMeter {
     pub fn start(procs: &[(String, u32)]) -> Self {
         let procs = procs
             .iter()
-            .map(|(n, p)| (n.clone(), *p, cpu_seconds(*p).unwrap_or(0.0)))
+            .map(|(n, p)| (n.clone(), *p, cpu_seconds_with_children(*p).unwrap_or(0.0)))
             .collect();
         Self {
             procs,
@@ -100,7 +124,7 @@ impl CpuMeter {
             .iter()
             .map(|(name, pid, before)| ProcUsage {
                 name: name.clone(),
-                cpu_cores: (cpu_seconds(*pid).unwrap_or(*before) - before) / secs,
+                cpu_cores: (cpu_seconds_with_children(*pid).unwrap_or(*before) - before) / secs,
                 rss_mib: rss_kib(*pid).unwrap_or(0) as f64 / 1024.0,
             })
             .collect()

@@ -144,11 +144,28 @@ impl WorkerApp {
                         .with_context(|| format!("opening SQLite at {}", path.display()))?,
                 )
             }
-            StoreConfig::Postgres { url, pool_size } => Arc::new(
-                msgr_store_postgres::PgStore::connect(url, *pool_size)
-                    .await
-                    .context("connecting to PostgreSQL")?,
-            ),
+            StoreConfig::Postgres { url, pool_size } => {
+                // A database that is down or still recovering (after a crash,
+                // or when everything starts at once) is waited for; a malformed
+                // URL is not.
+                let mut waited = std::time::Instant::now();
+                let store = loop {
+                    match msgr_store_postgres::PgStore::connect(url, *pool_size).await {
+                        Ok(s) => break s,
+                        Err(e) if e.to_string().contains("bad PostgreSQL URL") => {
+                            return Err(anyhow::anyhow!(e).context("connecting to PostgreSQL"))
+                        }
+                        Err(e) => {
+                            if waited.elapsed() > Duration::from_secs(5) {
+                                tracing::warn!(error = %e, "waiting for PostgreSQL");
+                                waited = std::time::Instant::now();
+                            }
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    }
+                };
+                Arc::new(store)
+            }
         };
         let key_path = config
             .secret_key_file
@@ -175,10 +192,26 @@ impl WorkerApp {
             max_ack_pending: config.batch_max.max(1),
             replicas: config.replicas.max(1),
         };
-        let leases = bus
-            .ensure(&js)
-            .await
-            .context("creating streams and consumers")?;
+        // JetStream may still be electing leaders (a cluster starting, or
+        // coming back from losing every node): wait for it, with short
+        // requests, rather than exit and be restarted.
+        let quick = async_nats::jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(nats.clone());
+        let mut waited = std::time::Instant::now();
+        let leases = loop {
+            match bus.ensure(&quick).await {
+                Ok(l) => break l,
+                Err(e @ msgr_nats::stream::EnsureError::JetStream(_)) => {
+                    if waited.elapsed() > Duration::from_secs(5) {
+                        tracing::warn!(error = %e, "waiting for JetStream to create the streams");
+                        waited = std::time::Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(anyhow::anyhow!(e).context("creating streams and consumers")),
+            }
+        };
 
         let metrics = if config.metrics_listen.is_empty() {
             None

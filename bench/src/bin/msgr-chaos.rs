@@ -113,6 +113,8 @@ struct Log {
     pushes: Vec<(String, Seen)>,
     reconnects: Vec<Instant>,
     errors: Vec<(Instant, String)>,
+    /// cmids the server refused at least once.
+    refused: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -294,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
                 conversation: c.conversation.clone(),
                 sender: c.user.user_id.clone(),
                 order: *order,
+                refused: log.refused.contains(cmid),
             });
         }
         for (cmid, seq, mid, _) in &log.acks {
@@ -428,7 +431,7 @@ fn print_report(r: &Report) {
         ("gaps in dense seqs", v.gaps),
         ("members whose histories diverge", v.divergent_members),
         ("never acked after the drain", v.never_acked),
-        ("one sender's messages out of order", v.reordered),
+        ("one sender's accepted messages out of order", v.reordered),
         ("pushes that disagree with history", v.push_mismatch),
     ] {
         println!("| {k} | {n} |");
@@ -556,7 +559,12 @@ async fn run_client(
                         }
                         Some("error") => {
                             let code = f["code"].as_str().unwrap_or("?").to_owned();
-                            log.lock().expect("log").errors.push((now, code.clone()));
+                            let mut l = log.lock().expect("log");
+                            l.errors.push((now, code.clone()));
+                            if let Some(cmid) = f["client_msg_id"].as_str() {
+                                l.refused.insert(cmid.to_owned());
+                            }
+                            drop(l);
                             // Resend soon, with the same id.
                             if let Some(cmid) = f["client_msg_id"].as_str() {
                                 if let Some((_, last)) = outbox.values_mut().find(|(c, _)| c == cmid) {
