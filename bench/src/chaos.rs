@@ -75,6 +75,17 @@ pub struct Verdict {
     /// Pushes that disagree with history (another message at that seq, or
     /// a seq history does not have).
     pub push_mismatch: usize,
+    /// The first few findings behind the counts, to start an investigation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+}
+
+impl Verdict {
+    fn note(&mut self, example: String) {
+        if self.examples.len() < 20 {
+            self.examples.push(example);
+        }
+    }
 }
 
 impl Verdict {
@@ -123,12 +134,21 @@ pub fn check(o: &Observed) -> Verdict {
             for (i, m) in view.iter().enumerate() {
                 if m.seq != i as u64 + 1 {
                     v.gaps += 1;
+                    v.note(format!(
+                        "gap: {conv} position {} holds seq {}",
+                        i + 1,
+                        m.seq
+                    ));
                 }
             }
             let mut seen = HashSet::new();
             for m in view {
                 if !seen.insert((&m.sender, &m.cmid)) {
                     v.duplicated += 1;
+                    v.note(format!(
+                        "duplicate: {conv} {} again at seq {}",
+                        m.cmid, m.seq
+                    ));
                 }
             }
         }
@@ -168,30 +188,50 @@ pub fn check(o: &Observed) -> Verdict {
             );
         }
     }
-    let mut stored_in_send_order: BTreeMap<(&str, &str), Vec<(u64, u64)>> = BTreeMap::new();
+    let mut stored_in_send_order: BTreeMap<(&str, &str), Vec<(u64, u64, &str)>> = BTreeMap::new();
     for s in &o.sent {
         let stored = sender_view
             .get(&(s.conversation.as_str(), s.sender.as_str()))
             .and_then(|h| h.get(s.cmid.as_str()));
         if let Some(ack) = o.acks.get(&s.cmid) {
             match stored {
-                None => v.lost += 1,
+                None => {
+                    v.lost += 1;
+                    v.note(format!(
+                        "lost: {} acked as seq {} in {}",
+                        s.cmid, ack.seq, s.conversation
+                    ));
+                }
                 Some(m) if m.seq != ack.seq || m.message_id != ack.message_id => {
                     v.ack_mismatch += 1;
+                    v.note(format!(
+                        "ack mismatch: {} acked as seq {}, stored at {}",
+                        s.cmid, ack.seq, m.seq
+                    ));
                 }
                 Some(_) => {}
             }
+        } else {
+            v.note(format!("never acked: {} in {}", s.cmid, s.conversation));
         }
         if let (Some(m), false) = (stored, s.refused) {
             stored_in_send_order
                 .entry((s.conversation.as_str(), s.sender.as_str()))
                 .or_default()
-                .push((s.order, m.seq));
+                .push((s.order, m.seq, s.cmid.as_str()));
         }
     }
-    for mut pairs in stored_in_send_order.into_values() {
-        pairs.sort_unstable();
-        v.reordered += pairs.windows(2).filter(|w| w[1].1 < w[0].1).count();
+    for ((conv, _), mut sent) in stored_in_send_order {
+        sent.sort_unstable();
+        for w in sent.windows(2) {
+            if w[1].1 < w[0].1 {
+                v.reordered += 1;
+                v.note(format!(
+                    "reordered in {conv}: {} (sent first) at seq {}, {} (sent next) at seq {}",
+                    w[0].2, w[0].1, w[1].2, w[1].1
+                ));
+            }
+        }
     }
     v
 }

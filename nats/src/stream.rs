@@ -36,12 +36,22 @@ pub fn sequencer_consumer(partition: u32, epoch: u64) -> String {
 /// `SEQ_<p>`, the single durable consumer of earlier releases).
 #[must_use]
 pub fn is_sequencer_consumer_of(name: &str, partition: u32) -> bool {
+    sequencer_consumer_epoch(name, partition).is_some()
+}
+
+/// The claim epoch in the name of one of `partition`'s sequencer consumers
+/// (0 for `SEQ_<p>` of earlier releases); `None` for any other name.
+#[must_use]
+pub fn sequencer_consumer_epoch(name: &str, partition: u32) -> Option<u64> {
     let bare = format!("SEQ_{partition}");
-    name == bare
-        || name
-            .strip_prefix(&bare)
-            .and_then(|rest| rest.strip_prefix('_'))
-            .is_some_and(|epoch| !epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_digit()))
+    if name == bare {
+        return Some(0);
+    }
+    let epoch = name.strip_prefix(&bare)?.strip_prefix('_')?;
+    if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    epoch.parse().ok()
 }
 
 /// How long a pulled command may stay unacked before JetStream offers it
@@ -92,7 +102,8 @@ pub async fn command_log_identity(js: &jetstream::Context) -> Result<String, Ens
 }
 
 /// Makes the consumer of `partition` for claim `epoch` (starting after
-/// `start_after`), then deletes the partition's other sequencer consumers:
+/// `start_after`), then deletes the partition's sequencer consumers of
+/// older claims:
 /// a previous holder's pull requests end with its consumer, so nothing new
 /// reaches a holder that lost the partition. Made before the others go, so
 /// the partition never lacks a consumer (interest retention would drop
@@ -120,7 +131,11 @@ pub async fn seat_sequencer(
     let mut stale = Vec::new();
     while let Some(n) = futures_util::StreamExt::next(&mut names).await {
         let n = n.map_err(js_err)?;
-        if n != name && is_sequencer_consumer_of(&n, partition) {
+        // Only older claims' consumers: two holders seating at once (one
+        // that has just lost the lease and does not know it yet) must not
+        // delete each other's, leaving the partition with none (interest
+        // retention would drop the commands published meanwhile).
+        if sequencer_consumer_epoch(&n, partition).is_some_and(|e| e < epoch) {
             stale.push(n);
         }
     }
@@ -311,5 +326,8 @@ mod tests {
         assert!(!is_sequencer_consumer_of("SEQ_3_x", 3));
         assert!(!is_sequencer_consumer_of("SEQ_1_3", 3));
         assert!(!is_sequencer_consumer_of("MINE", 3));
+        assert_eq!(sequencer_consumer_epoch("SEQ_3_12", 3), Some(12));
+        assert_eq!(sequencer_consumer_epoch("SEQ_3", 3), Some(0));
+        assert_eq!(sequencer_consumer_epoch("SEQ_31_2", 3), None);
     }
 }

@@ -204,7 +204,23 @@ async fn own_partition(
 ) -> anyhow::Result<()> {
     let health_key = format!("partition {p}");
     let mut link = ctx.link.clone();
+    let mut last_seat: Option<Instant> = None;
     loop {
+        // Seat only on a lease just renewed: a holder that lost it (its
+        // renewals were starved by quick re-seats) would otherwise go on
+        // seating, deleting the real holder's consumer each time.
+        if let Some(t) = last_seat {
+            // Seats that end at once (a consumer deleted under it) are paced.
+            if t.elapsed() < Duration::from_millis(500) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if let Err(e) = lease.renew(&ctx.leases).await {
+                if matches!(e, LeaseError::Taken) || !lease.is_valid() {
+                    return Err(anyhow::anyhow!("lease lost: {e}"));
+                }
+            }
+        }
+        last_seat = Some(Instant::now());
         let seat = match seat(ctx, p).await {
             Ok(s) => {
                 ctx.health.clear(&health_key);
@@ -248,7 +264,8 @@ async fn pull(
     renew.tick().await;
     // The renewal and the lag gauge are round trips to the JetStream API,
     // which take milliseconds on a busy server: they run beside the batches,
-    // never between them. `lease.is_valid()` still gates every commit.
+    // never between them. The lease (or bus trouble, below) still gates
+    // every commit.
     let mut renewals = tokio::task::JoinSet::new();
     let _lag = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(report_lag(
         seat.consumer.clone(),
@@ -262,6 +279,12 @@ async fn pull(
     // its pull request on reconnect); ones that persist with the link up
     // mean the subscription is dead.
     let mut failing_since: Option<Instant> = None;
+    // Since when renewals have failed for want of the bucket (no leader
+    // during an election, a node lost), not because someone else holds it.
+    // Meanwhile nobody else can take the lease either, and the store's fence
+    // would refuse this holder's commits if someone had: so it goes on for a
+    // while instead of stalling the partition for the election.
+    let mut bucket_trouble: Option<Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -295,9 +318,16 @@ async fn pull(
             }
             Some(done) = renewals.join_next(), if !renewals.is_empty() => {
                 match done {
-                    Ok(Ok(r)) => lease.renewed(r),
+                    Ok(Ok(r)) => {
+                        lease.renewed(r);
+                        bucket_trouble = None;
+                    }
                     Ok(Err(e)) => {
-                        if !lease.is_valid() || matches!(e, LeaseError::Taken) {
+                        if matches!(e, LeaseError::Taken) {
+                            return Err(anyhow::anyhow!("lease lost: {e}"));
+                        }
+                        let since = *bucket_trouble.get_or_insert_with(Instant::now);
+                        if !lease.is_valid() && since.elapsed() > BUCKET_TROUBLE_TOLERATED {
                             return Err(anyhow::anyhow!("lease lost: {e}"));
                         }
                         ctx.bus_check.notify_one();
@@ -354,13 +384,17 @@ async fn pull(
                     }
                     last_delivery = info.consumer_sequence;
                 }
-                // Never commit on a lease that may have passed to a standby;
-                // the batch stays unacked and the next holder reads it again.
-                if !lease.is_valid() {
+                // Never commit on a lease that may have passed to a standby
+                // (the fence would refuse it anyway); the batch stays unacked
+                // and the next holder reads it again.
+                let may_act_until = lease.valid_until().max(
+                    bucket_trouble.map_or(lease.valid_until(), |t| t + BUCKET_TROUBLE_TOLERATED),
+                );
+                if Instant::now() >= may_act_until {
                     return Err(anyhow::anyhow!("lease expired before commit"));
                 }
                 let fence = Fence { partition: p, epoch: seat.epoch, done_through: seat.done };
-                match process_batch(ctx, batch, lease, fence).await {
+                match process_batch(ctx, batch, may_act_until, fence).await {
                     Ok(through) => seat.done = seat.done.max(through),
                     Err(e) => return Err(e),
                 }
@@ -372,6 +406,11 @@ async fn pull(
 /// How long pull errors may last with the link up before the subscription
 /// counts as dead and is opened again.
 const PULL_ERRORS_TOLERATED: Duration = Duration::from_secs(3);
+
+/// How long a holder goes on while its lease bucket cannot be reached (a
+/// JetStream leader election takes 4-9 s). Safe because every commit is
+/// fenced in the store; bounded so a holder cut off for good gives up.
+const BUCKET_TROUBLE_TOLERATED: Duration = Duration::from_secs(20);
 
 /// Publishes the partition's consumer lag every 5 s until aborted.
 async fn report_lag(mut consumer: jetstream::consumer::PullConsumer, p: u32) {
@@ -399,7 +438,7 @@ enum Decoded {
 async fn process_batch(
     ctx: &WorkerContext,
     batch: Vec<jetstream::Message>,
-    lease: &Lease,
+    may_act_until: Instant,
     fence: Fence,
 ) -> anyhow::Result<u64> {
     let started = Instant::now();
@@ -456,7 +495,7 @@ async fn process_batch(
                 metrics::counter!("msgr_worker_fenced_batches_total").increment(1);
                 return Err(anyhow::anyhow!("a newer holder took the partition: {e}"));
             }
-            Err(e) if lease.is_valid() => {
+            Err(e) if Instant::now() < may_act_until => {
                 ctx.health.set("store", format!("writes fail: {e}"));
                 tracing::error!(error = %e, "store batch failed; retrying");
                 tokio::time::sleep(backoff).await;
