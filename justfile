@@ -248,6 +248,19 @@ bench *ARGS: tools
     for _ in $(seq 100); do ready "http://127.0.0.1:18222/healthz?js-enabled-only=true" && break; sleep 0.1; done
     # Cheaper (still argon2id) password hashing so registering 1,024 bench users is quick.
     export MSGR_NATS__URL=nats://127.0.0.1:14222 MSGR_DATA_DIR="$dir"
+    # MSGR_BENCH_STORE=postgres: the same stack on a throwaway PostgreSQL (port 15433).
+    store_pid=""
+    if [ "${MSGR_BENCH_STORE:-sqlite}" = postgres ]; then
+      pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+      as_pg=(); [ "$(id -u)" = 0 ] && { as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --); chmod a+x "$dir"; }
+      mkdir -p "$dir/pg"; [ ${#as_pg[@]} -gt 0 ] && chown postgres:postgres "$dir/pg"
+      "${as_pg[@]}" "$pgbin/initdb" -D "$dir/pg" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1
+      "${as_pg[@]}" "$pgbin/postgres" -D "$dir/pg" -p 15433 -k "$dir/pg" -c listen_addresses=127.0.0.1 >"$dir/pg.log" 2>&1 & pids+=($!)
+      for _ in $(seq 300); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p 15433 -U postgres -d postgres && break; sleep 0.1; done
+      "$pgbin/createdb" -h 127.0.0.1 -p 15433 -U postgres msgr
+      export MSGR_STORE__BACKEND=postgres MSGR_STORE__URL=postgres://postgres@127.0.0.1:15433/msgr
+      store_pid=$(head -n1 "$dir/pg/postmaster.pid")
+    fi
     MSGR_METRICS_LISTEN=127.0.0.1:19464 MSGR_PASSWORD_MEMORY_KIB=1024 MSGR_PASSWORD_ITERATIONS=1 \
       RUST_LOG=warn ./target/release/msgr-worker all >"$dir/worker.log" 2>&1 & worker=$!; pids+=($worker)
     MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 RUST_LOG=warn \
@@ -265,7 +278,7 @@ bench *ARGS: tools
     others=$(tr ',' '\n' <<<"$wl" | grep -vx w4 | paste -sd, - || true)
     bench() { ./target/release/msgr-bench --url http://127.0.0.1:18080 $keep "$@"; }
     if [ -n "$others" ]; then
-      bench --pids "edge=$edge,worker=$worker,nats=$nats" --workloads "$others" \
+      bench --pids "edge=$edge,worker=$worker,nats=$nats${store_pid:+,postgres=$store_pid}" --workloads "$others" \
         --metrics http://127.0.0.1:18080/metrics,http://127.0.0.1:19464/metrics
     fi
     if ! tr ',' '\n' <<<"$wl" | grep -qx w4; then exit 0; fi

@@ -188,7 +188,9 @@ pub fn check(o: &Observed) -> Verdict {
             );
         }
     }
-    let mut stored_in_send_order: BTreeMap<(&str, &str), Vec<(u64, u64, &str)>> = BTreeMap::new();
+    // (conversation, sender) → (send order, stored seq, cmid)
+    type Placed<'a> = Vec<(u64, u64, &'a str)>;
+    let mut stored_in_send_order: BTreeMap<(&str, &str), Placed<'_>> = BTreeMap::new();
     for s in &o.sent {
         let stored = sender_view
             .get(&(s.conversation.as_str(), s.sender.as_str()))
