@@ -211,7 +211,7 @@ bench-cluster *ARGS: tools postgres haproxy
     [ -f "$dir/ready" ] || { echo "bench-cluster: the cluster did not come up" >&2; cat "$dir/cluster.out" >&2; exit 1; }
     pids=""
     for f in "$dir"/pids/*.pid; do n=$(basename "$f" .pid); [ "$n" = weed ] && continue; pids+="$n=$(cat "$f"),"; done
-    pids+="postgres=$(head -n1 "$dir/pg/postmaster.pid")"
+    pids="${pids%,}"
     metrics=""
     for port in 8081 8082 9465 9466; do metrics+="http://127.0.0.1:$((port + base))/metrics,"; done
     out=(--out bench/results/cluster); [[ " {{ARGS}} " == *" --out"* ]] && out=()
