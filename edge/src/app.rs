@@ -59,7 +59,8 @@ pub fn router(state: EdgeState) -> Router {
             get(crate::routes::media::thumbnail),
         )
         .route("/healthz", get(crate::routes::health::healthz))
-        .route("/metrics", get(crate::routes::health::metrics));
+        .route("/metrics", get(crate::routes::health::metrics))
+        .route("/openapi.yaml", get(crate::routes::health::openapi));
     app = crate::web::routes(app, state.config.web_dir.clone());
     app.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {

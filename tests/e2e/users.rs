@@ -119,3 +119,31 @@ async fn the_web_client_is_served_at_the_root_with_a_content_security_policy() {
     }
     assert_eq!(http_get_raw(app.addr, "/nope.js", &[]).await.status, 404);
 }
+
+/// Client authors can point their tools at a running edge: it serves the
+/// REST reference it was built with, and the document lists every route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_serves_its_openapi_document() {
+    let app = TestApp::spawn().await;
+    let r = http_get_raw(app.addr, "/openapi.yaml", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/yaml"));
+    let doc = String::from_utf8_lossy(&r.body);
+    assert!(
+        doc.starts_with("openapi: 3."),
+        "{}",
+        &doc[..40.min(doc.len())]
+    );
+    for path in [
+        "/user/register:",
+        "/user/login:",
+        "/messages/{user_id}/{receiver_id}:",
+        "/chat/{user_id}:",
+        "/groups/create:",
+        "/media:",
+        "/healthz:",
+        "/openapi.yaml:",
+    ] {
+        assert!(doc.contains(&format!("\n  {path}")), "{path} is documented");
+    }
+}

@@ -29,3 +29,16 @@ pub async fn metrics() -> impl IntoResponse {
         msgr_core::telemetry::prometheus().render(),
     )
 }
+
+/// The REST reference, compiled in: client authors can point their tools at
+/// a running server.
+const OPENAPI: &str = include_str!("../../../schemas/openapi.yaml");
+
+/// # `GET /openapi.yaml`
+/// The OpenAPI document of this server's REST API.
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI,
+    )
+}
