@@ -48,14 +48,27 @@ use msgr_schemas::pb::v1 as pb;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::balance::Balance;
 use crate::context::WorkerContext;
 use crate::convert;
 
-/// Runs the sequencer role: one ownership loop per partition.
+/// Runs the sequencer role: one ownership loop per partition, and the
+/// announcement that shares the partitions among the live workers.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let balance = Arc::new(Balance::new(ctx.config.partitions));
+    let _announce = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::balance::run(
+        Arc::clone(&ctx),
+        Arc::clone(&balance),
+        shutdown.clone(),
+    )));
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..ctx.config.partitions {
-        tasks.spawn(partition_loop(Arc::clone(&ctx), p, shutdown.clone()));
+        tasks.spawn(partition_loop(
+            Arc::clone(&ctx),
+            Arc::clone(&balance),
+            p,
+            shutdown.clone(),
+        ));
     }
     while let Some(res) = tasks.join_next().await {
         match res {
@@ -76,6 +89,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
 /// Acquires partition `p` whenever it is free and processes it while held.
 async fn partition_loop(
     ctx: Arc<WorkerContext>,
+    balance: Arc<Balance>,
     p: u32,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -83,12 +97,20 @@ async fn partition_loop(
     let health_key = format!("partition {p}");
     let ttl = ctx.lease_ttl();
     while !shutdown.is_cancelled() {
-        match Lease::acquire(&ctx.leases, &key, &ctx.instance_id, ttl).await {
+        // At its share, a worker leaves free partitions to the others.
+        let attempt = if balance.wants_more() {
+            Lease::acquire(&ctx.leases, &key, &ctx.instance_id, ttl).await
+        } else {
+            Err(LeaseError::Taken)
+        };
+        match attempt {
             Ok(lease) => {
                 ctx.health.clear(&health_key);
                 tracing::debug!(partition = p, "sequencer lease acquired");
                 metrics::gauge!("msgr_worker_partitions_owned").increment(1.0);
-                let res = own_partition(&ctx, p, lease, &shutdown).await;
+                balance.took();
+                let res = own_partition(&ctx, &balance, p, lease, &shutdown).await;
+                balance.gave_up();
                 metrics::gauge!("msgr_worker_partitions_owned").decrement(1.0);
                 if let Err(e) = res {
                     tracing::warn!(partition = p, error = %e, "partition processing stopped");
@@ -117,8 +139,9 @@ async fn partition_loop(
 
 /// How a pull session of a held partition ended.
 enum PullEnd {
-    /// Shutting down; the lease was released.
-    Shutdown,
+    /// Shutting down, or handed over to even out the workers' shares; the
+    /// lease was released.
+    Released,
     /// A command may have been lost in transit, or the subscription died:
     /// seat again (the lease is still held).
     Reseat(String),
@@ -198,6 +221,7 @@ async fn seat(ctx: &WorkerContext, p: u32) -> anyhow::Result<Seat> {
 /// lease up.
 async fn own_partition(
     ctx: &WorkerContext,
+    balance: &Balance,
     p: u32,
     mut lease: Lease,
     shutdown: &CancellationToken,
@@ -237,8 +261,8 @@ async fn own_partition(
                 continue;
             }
         };
-        match pull(ctx, p, &mut lease, &mut link, seat, shutdown).await? {
-            PullEnd::Shutdown => return Ok(()),
+        match pull(ctx, balance, p, &mut lease, &mut link, seat, shutdown).await? {
+            PullEnd::Released => return Ok(()),
             PullEnd::Reseat(why) => {
                 metrics::counter!("msgr_worker_reseats_total").increment(1);
                 tracing::info!(partition = p, why, "seating the partition again");
@@ -252,6 +276,7 @@ async fn own_partition(
 /// to whoever takes it next.
 async fn pull(
     ctx: &WorkerContext,
+    balance: &Balance,
     p: u32,
     lease: &mut Lease,
     link: &mut tokio::sync::watch::Receiver<msgr_nats::connect::Link>,
@@ -288,25 +313,16 @@ async fn pull(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                // Release with the newest revision, or the purge would fail
-                // (and the lease would only age out).
-                if let Ok(Some(Ok(Ok(r)))) =
-                    tokio::time::timeout(Duration::from_secs(1), renewals.join_next()).await
-                {
-                    lease.renewed(r);
-                }
-                // Record how far this holder got, so the next one does not
-                // announce the last batch again.
-                if lease.is_valid() {
-                    let fence = Fence { partition: p, epoch: seat.epoch, done_through: seat.done };
-                    if let Err(e) = ctx.store.apply_batch(Some(fence), Vec::new()).await {
-                        tracing::debug!(partition = p, error = %e, "could not record the resume point");
-                    }
-                }
-                lease.release(&ctx.leases).await;
-                return Ok(PullEnd::Shutdown);
+                release(ctx, p, lease, &seat, &mut renewals).await;
+                return Ok(PullEnd::Released);
             }
             _ = renew.tick(), if renewals.is_empty() => {
+                if balance.should_shed() {
+                    tracing::info!(partition = p, "handing the partition over to even out the workers' shares");
+                    metrics::counter!("msgr_worker_partitions_handed_over_total").increment(1);
+                    release(ctx, p, lease, &seat, &mut renewals).await;
+                    return Ok(PullEnd::Released);
+                }
                 let renewal = lease.renewal(&ctx.leases);
                 renewals.spawn(async move {
                     let started = Instant::now();
@@ -401,6 +417,35 @@ async fn pull(
             }
         }
     }
+}
+
+/// Gives partition `p` up in order: the newest renewal applied (or the
+/// purge would fail and the lease only age out), the resume point recorded
+/// (so the next holder does not announce the last batch again), the lease
+/// released (so it need not wait for the TTL).
+async fn release(
+    ctx: &WorkerContext,
+    p: u32,
+    lease: &mut Lease,
+    seat: &Seat,
+    renewals: &mut tokio::task::JoinSet<Result<msgr_nats::lease::Renewed, LeaseError>>,
+) {
+    if let Ok(Some(Ok(Ok(r)))) =
+        tokio::time::timeout(Duration::from_secs(1), renewals.join_next()).await
+    {
+        lease.renewed(r);
+    }
+    if lease.is_valid() {
+        let fence = Fence {
+            partition: p,
+            epoch: seat.epoch,
+            done_through: seat.done,
+        };
+        if let Err(e) = ctx.store.apply_batch(Some(fence), Vec::new()).await {
+            tracing::debug!(partition = p, error = %e, "could not record the resume point");
+        }
+    }
+    lease.release(&ctx.leases).await;
 }
 
 /// How long pull errors may last with the link up before the subscription
