@@ -71,6 +71,12 @@ struct PendingSend {
     last_check: Instant,
     /// A check is running.
     checking: bool,
+    /// JetStream acknowledged the original publish, so the command holds its
+    /// place in the stream. Until then it is never published again: a
+    /// publish lost with a dying connection must not go in behind the sends
+    /// that followed it (the sender's order); its PubAck times out instead
+    /// and the client is told `unavailable`, and its resend takes its place.
+    in_stream: bool,
 }
 
 /// Sends awaiting acks, and the bytes they hold.
@@ -522,6 +528,7 @@ async fn send(
                 checks: 0,
                 last_check: now,
                 checking: false,
+                in_stream: false,
             },
         );
     }
@@ -552,11 +559,13 @@ async fn send(
             Ok(ack) => {
                 metrics::histogram!("msgr_edge_publish_seconds")
                     .record(started.elapsed().as_secs_f64());
-                if ack.duplicate {
-                    // JetStream dropped a resend inside its window: the original
-                    // may be stored already, so answer from the store soon.
-                    let mut pending = session.pending();
-                    if let Some(p) = pending.sends.get_mut(&cmid) {
+                let mut pending = session.pending();
+                if let Some(p) = pending.sends.get_mut(&cmid) {
+                    p.in_stream = true;
+                    if ack.duplicate {
+                        // JetStream dropped a resend inside its window: the
+                        // original may be stored already, so answer from the
+                        // store soon.
                         p.next_check = p
                             .next_check
                             .min(Instant::now() + Duration::from_millis(200));
@@ -577,9 +586,9 @@ async fn send(
 }
 
 /// Answers a send still awaiting its ack from the store: `ack` if it is
-/// stored (its event was lost); otherwise publishes it again (the same
-/// `Nats-Msg-Id`, so JetStream drops it if the original is still queued)
-/// and checks again later, giving up with `unavailable` after
+/// stored (its event was lost); otherwise, if JetStream took the original,
+/// publishes it again (the same `Nats-Msg-Id`, so JetStream drops it if the
+/// original is still queued) and checks again later, giving up with `unavailable` after
 /// [`GIVE_UP_AFTER`]. The ack event may also arrive meanwhile; whichever
 /// comes first answers, once.
 async fn check_pending(state: EdgeState, session: Arc<Session>, cmid: String) {
@@ -609,6 +618,7 @@ async fn check_pending(state: EdgeState, session: Arc<Session>, cmid: String) {
                 pending
                     .sends
                     .get(&cmid)
+                    .filter(|p| p.in_stream)
                     .map(|p| (p.subject.clone(), p.cmd.clone()))
             };
             if let Some((subject, cmd)) = again {
