@@ -114,6 +114,19 @@ impl EdgeApp {
     pub async fn build(config: EdgeConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         // Install the recorder before anything records a metric.
         let _ = msgr_core::telemetry::prometheus();
+        metrics::gauge!("msgr_edge_max_connections").set(config.max_connections as f64);
+        // Counters alerted on exist from the start, at 0, so rates are defined.
+        for c in [
+            "msgr_edge_slow_clients_closed_total",
+            "msgr_edge_ack_checks_total",
+            "msgr_edge_acks_from_store_total",
+            "msgr_edge_sends_republished_total",
+        ] {
+            metrics::counter!(c).increment(0);
+        }
+        for outcome in ["ok", "too_large", "refused", "failed"] {
+            metrics::counter!("msgr_edge_media_uploads_total", "outcome" => outcome).increment(0);
+        }
         let (nats, link) = msgr_nats::connect::connect(
             &config.nats.url,
             "msgr-edge",
@@ -145,6 +158,7 @@ impl EdgeApp {
             .edge_id
             .clone()
             .unwrap_or_else(|| format!("edge-{}", &msgr_core::id::new_user_id()[1..9]));
+        msgr_core::telemetry::build_info("edge", &edge_id);
         let js = async_nats::jetstream::new(nats.clone());
         let media = msgr_core::media::open(&config.media, &config.data_dir)
             .map_err(|e| anyhow::anyhow!("media store: {e}"))?;

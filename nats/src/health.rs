@@ -17,9 +17,11 @@ pub struct Health {
 }
 
 impl Health {
-    /// A process with no problems.
+    /// A process with no problems (exported as `msgr_health_problems`, the
+    /// number of current problems, so it can be alerted on).
     #[must_use]
     pub fn new() -> Self {
+        metrics::gauge!("msgr_health_problems").set(0.0);
         Self::default()
     }
 
@@ -34,18 +36,22 @@ impl Health {
                 p.insert(key.to_owned(), (problem, Instant::now()));
             }
         }
+        metrics::gauge!("msgr_health_problems").set(p.len() as f64);
     }
 
     /// The problem under `key` is gone.
     pub fn clear(&self, key: &str) {
         let mut p = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
-        p.remove(key);
+        if p.remove(key).is_some() {
+            metrics::gauge!("msgr_health_problems").set(p.len() as f64);
+        }
     }
 
     /// Clears every key that starts with `prefix`.
     pub fn clear_prefix(&self, prefix: &str) {
         let mut p = self.problems.lock().unwrap_or_else(PoisonError::into_inner);
         p.retain(|k, _| !k.starts_with(prefix));
+        metrics::gauge!("msgr_health_problems").set(p.len() as f64);
     }
 
     /// Whether `key` currently has a problem.

@@ -51,6 +51,33 @@ where
     Req: Message,
     Resp: Message + Default,
 {
+    let started = std::time::Instant::now();
+    let service = subject.strip_prefix("msgr.v1.rpc.").unwrap_or(subject);
+    let result = call_inner(client, subject, req, timeout).await;
+    metrics::histogram!("msgr_rpc_seconds", "service" => service)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        let kind = match e {
+            RpcError::Remote { .. } => "refused",
+            RpcError::Unavailable(_) => "unavailable",
+            RpcError::BadReply(_) => "bad_reply",
+        };
+        metrics::counter!("msgr_rpc_errors_total", "service" => service, "kind" => kind)
+            .increment(1);
+    }
+    result
+}
+
+async fn call_inner<Req, Resp>(
+    client: &async_nats::Client,
+    subject: &'static str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, RpcError>
+where
+    Req: Message,
+    Resp: Message + Default,
+{
     let request = async_nats::Request::new()
         .payload(req.encode_to_vec().into())
         .timeout(Some(timeout));

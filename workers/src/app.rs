@@ -229,6 +229,7 @@ impl WorkerApp {
                 &msgr_core::id::new_user_id()[1..9]
             )
         });
+        msgr_core::telemetry::build_info("worker", &instance_id);
         Ok(Self {
             ctx: Arc::new(WorkerContext {
                 config,
@@ -273,11 +274,10 @@ impl WorkerApp {
             let token = shutdown.clone();
             let health = self.ctx.health.clone();
             tasks.spawn(async move {
-                let handle = msgr_core::telemetry::prometheus();
                 let app = axum::Router::new()
                     .route(
                         "/metrics",
-                        axum::routing::get(move || std::future::ready(handle.render())),
+                        axum::routing::get(|| std::future::ready(msgr_core::telemetry::render())),
                     )
                     .route(
                         "/healthz",

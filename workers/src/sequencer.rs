@@ -56,6 +56,18 @@ use crate::convert;
 /// announcement that shares the partitions among the live workers.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let balance = Arc::new(Balance::new(ctx.config.partitions));
+    metrics::gauge!("msgr_worker_partitions").set(f64::from(ctx.config.partitions));
+    // Counters alerted on exist from the start, at 0, so rates are defined.
+    for c in [
+        "msgr_worker_fenced_batches_total",
+        "msgr_worker_reseats_total",
+        "msgr_worker_partitions_handed_over_total",
+    ] {
+        metrics::counter!(c).increment(0);
+    }
+    for p in 0..ctx.config.partitions {
+        metrics::gauge!("msgr_worker_partition_held", "partition" => p.to_string()).set(0.0);
+    }
     let _announce = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::balance::run(
         Arc::clone(&ctx),
         Arc::clone(&balance),
@@ -108,9 +120,13 @@ async fn partition_loop(
                 ctx.health.clear(&health_key);
                 tracing::debug!(partition = p, "sequencer lease acquired");
                 metrics::gauge!("msgr_worker_partitions_owned").increment(1.0);
+                let held =
+                    metrics::gauge!("msgr_worker_partition_held", "partition" => p.to_string());
+                held.set(1.0);
                 balance.took();
                 let res = own_partition(&ctx, &balance, p, lease, &shutdown).await;
                 balance.gave_up();
+                held.set(0.0);
                 metrics::gauge!("msgr_worker_partitions_owned").decrement(1.0);
                 if let Err(e) = res {
                     tracing::warn!(partition = p, error = %e, "partition processing stopped");

@@ -26,7 +26,7 @@ pub async fn metrics() -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        msgr_core::telemetry::prometheus().render(),
+        msgr_core::telemetry::render(),
     )
 }
 

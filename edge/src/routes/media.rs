@@ -69,6 +69,23 @@ fn declared_type(raw: Option<&str>) -> String {
 ///   otherwise as soon as the stream passes it; nothing is kept).
 /// - 400 `empty_media`, `invalid_request` (bad multipart).
 pub async fn upload(
+    state: State<EdgeState>,
+    caller: AuthUser,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let result = upload_inner(state, caller, req).await;
+    // Refusals of bad uploads are the client's; failures are ours (alerted on).
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        Err(e) if e.status.is_client_error() => "refused",
+        Err(_) => "failed",
+    };
+    metrics::counter!("msgr_edge_media_uploads_total", "outcome" => outcome).increment(1);
+    result
+}
+
+async fn upload_inner(
     State(state): State<EdgeState>,
     AuthUser(caller): AuthUser,
     req: Request,

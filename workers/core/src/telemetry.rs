@@ -52,3 +52,59 @@ pub fn prometheus() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// The `/metrics` page: this process's CPU, memory and open files (read from
+/// `/proc/self` now, under the names Prometheus' own clients use, so the
+/// usual dashboards and alerts apply), then every recorded metric.
+#[must_use]
+pub fn render() -> String {
+    if let Some(p) = ProcessStats::read() {
+        metrics::gauge!("process_cpu_seconds_total").set(p.cpu_seconds);
+        metrics::gauge!("process_resident_memory_bytes").set(p.rss_bytes as f64);
+        metrics::gauge!("process_open_fds").set(p.open_fds as f64);
+    }
+    prometheus().render()
+}
+
+/// Announces what this process is: `msgr_build_info{role,version,id} 1`
+/// (`id`: the worker's instance id, the edge's edge id).
+pub fn build_info(role: &'static str, id: &str) {
+    metrics::gauge!("msgr_build_info", "role" => role, "version" => env!("CARGO_PKG_VERSION"), "id" => id.to_owned())
+        .set(1.0);
+}
+
+struct ProcessStats {
+    cpu_seconds: f64,
+    rss_bytes: u64,
+    open_fds: usize,
+}
+
+impl ProcessStats {
+    /// `None` where there is no `/proc` (not Linux).
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces) follow ')'.
+        let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        let pages: u64 = f.get(21)?.parse().ok()?;
+        Some(Self {
+            // USER_HZ is 100 on every Linux this runs on.
+            cpu_seconds: ticks / 100.0,
+            rss_bytes: pages * 4096,
+            open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_reports_cpu_memory_and_files() {
+        let p = ProcessStats::read().expect("/proc/self");
+        assert!(p.rss_bytes > 1024 * 1024, "{} bytes", p.rss_bytes);
+        assert!(p.open_fds >= 3);
+        assert!(p.cpu_seconds >= 0.0);
+    }
+}
