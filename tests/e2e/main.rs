@@ -3,6 +3,7 @@
 //! per area.
 
 mod auth;
+mod backup;
 mod bad_input;
 mod bus_restart;
 mod direct;

@@ -213,21 +213,52 @@ impl TestApp {
     /// Like [`Self::spawn_with_worker_process`] with the worker's lease TTL
     /// (the one setting passed to the process) changed.
     pub async fn spawn_with_worker_process_ttl(worker_bin: &str, lease_ttl_ms: u64) -> Self {
+        Self::spawn_with_worker_process_and(worker_bin, |w| w.lease_ttl_ms = lease_ttl_ms).await
+    }
+
+    /// Like [`Self::spawn_with_worker_process`] with settings changed; the
+    /// process gets `lease_ttl_ms` and `metrics_listen` (its own /metrics,
+    /// unlike in-process workers, which share the test process's recorder).
+    pub async fn spawn_with_worker_process_and(
+        worker_bin: &str,
+        f: impl FnOnce(&mut WorkerConfig),
+    ) -> Self {
         let mut w = test_worker_base();
-        w.lease_ttl_ms = lease_ttl_ms;
+        f(&mut w);
         Self::spawn_inner(Some(PathBuf::from(worker_bin)), EdgeConfig::default(), w).await
+    }
+
+    /// Like [`Self::spawn`] on an existing data directory (a restored
+    /// backup, say), with a fresh NATS.
+    pub async fn spawn_on_data(data: tempfile::TempDir) -> Self {
+        Self::spawn_inner_on(None, EdgeConfig::default(), test_worker_base(), data).await
+    }
+
+    /// The settings of this app's worker (data directory included), as a
+    /// tool run beside it would read them.
+    pub fn worker_config(&self) -> WorkerConfig {
+        worker_config(&self.worker_base, &self.nats.url(), self.data.path())
     }
 
     async fn spawn_inner(
         worker_bin: Option<PathBuf>,
+        edge: EdgeConfig,
+        worker_base: WorkerConfig,
+    ) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        Self::spawn_inner_on(worker_bin, edge, worker_base, data).await
+    }
+
+    async fn spawn_inner_on(
+        worker_bin: Option<PathBuf>,
         mut edge: EdgeConfig,
         worker_base: WorkerConfig,
+        data: tempfile::TempDir,
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             msgr_core::telemetry::init_tracing("info,async_nats=warn");
         }
         let nats = TestNats::start();
-        let data = tempfile::tempdir().expect("tempdir");
         let mut app = Self {
             nats,
             addr: "127.0.0.1:0".parse().expect("addr"),
@@ -260,7 +291,7 @@ impl TestApp {
                 .arg("all")
                 .env("MSGR_NATS__URL", &config.nats.url)
                 .env("MSGR_DATA_DIR", self.data.path())
-                .env("MSGR_METRICS_LISTEN", "")
+                .env("MSGR_METRICS_LISTEN", &self.worker_base.metrics_listen)
                 .env(
                     "MSGR_LEASE_TTL_MS",
                     self.worker_base.lease_ttl_ms.to_string(),

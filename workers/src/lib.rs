@@ -7,12 +7,14 @@
 //! - [`query`]: history, chat list, lookup over request/reply.
 //! - [`group`]: group create/add/remove, group page, per-member receipts.
 //! - [`media`]: media registration/authorization and the thumbnail worker.
+//! - [`backup`]: backups of the one-machine store (`msgr-backup`).
 //! - `balance`: shares the partitions among the live workers.
 //! - `keeper`: re-creates streams, consumers and buckets the bus may have lost.
 //! - [`config`]: configuration. `context`, `convert`, `rpc`: shared plumbing.
 
 pub mod account;
 pub mod app;
+pub mod backup;
 mod balance;
 pub mod config;
 pub mod context;
