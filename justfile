@@ -82,6 +82,65 @@ haproxy:
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq haproxy >/dev/null
     haproxy -v | head -n1
 
+# Whether the running system is healthy, read from it: NATS and JetStream, every partition's
+# holder and backlog, workers and edges with versions and connections, the store. `just status`
+# for `just up`, `just status cluster` for `just cluster`. Exits non-zero when not healthy.
+# One screen: is the running system healthy?
+status *ARGS:
+    python3 infra/status.py {{ARGS}}
+
+# Back up the one-machine store while it runs (SQLite snapshot, media files, token key) into DIR.
+backup DIR: build
+    MSGR_DATA_DIR=${MSGR_DATA_DIR:-data} ./target/release/msgr-backup create --to {{DIR}}
+
+# Restore a backup into ./data (stop msgr first; --force replaces an existing database).
+restore DIR *ARGS: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for f in data/*.pid; do
+      [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && { echo "restore: msgr is running (just down first)" >&2; exit 1; }
+    done
+    MSGR_DATA_DIR=${MSGR_DATA_DIR:-data} ./target/release/msgr-backup restore --from {{DIR}} {{ARGS}}
+
+# Debian's Prometheus (with promtool) for the operations tests (installed with apt if missing
+# and allowed).
+prometheus:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v prometheus >/dev/null && command -v promtool >/dev/null && exit 0
+    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo); else
+      echo "the operations tests need Prometheus: run \`sudo apt-get install prometheus\` (Debian)" >&2; exit 1
+    fi
+    echo "installing prometheus with apt-get"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq prometheus >/dev/null
+    prometheus --version | head -n1
+
+# The alert rules (promtool), the Grafana dashboard against a real Prometheus scraping a real
+# stack under load, and the systemd units (systemd-analyze verify, when the machine has it).
+# Test what operators get: alerts, dashboard, systemd units.
+ops-test: tools prometheus
+    #!/usr/bin/env bash
+    set -euo pipefail
+    promtool check rules infra/prometheus/alerts.yml
+    (cd infra/prometheus && promtool test rules alerts_test.yml)
+    promtool check config infra/prometheus/prometheus.yml
+    python3 infra/prometheus/check_runbooks.py
+    cargo build -p msgr-edge -p msgr-workers -p msgr-bench --bins
+    python3 infra/grafana/check_dashboard.py --bin-dir target/debug
+    if command -v systemd-analyze >/dev/null; then
+      dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
+      for role in edge worker; do
+        sed "s|/usr/local/bin/msgr-$role|$PWD/target/debug/msgr-$role|" infra/systemd/msgr-$role.service >"$dir/msgr-$role.service"
+      done
+      # Unknown keys and bad values are only warnings to systemd: any output fails.
+      out=$(systemd-analyze verify "$dir"/msgr-*.service 2>&1) || { echo "$out"; exit 1; }
+      [ -z "$out" ] || { echo "systemd-analyze verify: $out" >&2; exit 1; }
+      echo "systemd units: verified"
+    else
+      echo "systemd units: NOT verified, this machine has no systemd-analyze (apt-get install systemd)"
+    fi
+
 # Stop anything `just up` left running.
 down:
     #!/usr/bin/env bash
@@ -97,6 +156,7 @@ down:
 test: tools postgres
     cargo test --workspace --all-targets
     just web-test
+    just ops-test
     just chaos-short
 
 # playwright-core + Debian's Chromium against a real stack; screenshots of

@@ -52,6 +52,27 @@ pub async fn http(
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
+/// One request with a raw body of `content_type`; returns status and JSON body.
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", content_type);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let (status, body) = send(addr, req.body(Full::new(Bytes::from(body)))?).await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
 /// GETs `url` (`http://IP:PORT/path`) and returns the body as text, e.g. a
 /// server's Prometheus `/metrics`.
 pub async fn get_text(url: &str) -> anyhow::Result<String> {

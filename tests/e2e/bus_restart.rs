@@ -447,3 +447,64 @@ async fn lost_streams_buckets_and_consumers_are_recreated_and_health_says_why() 
     assert_eq!(ack["client_msg_id"], "x-3");
     assert_eq!(ack["seq"], 3);
 }
+
+/// `just status` (infra/status.py) against a live stack: healthy with every
+/// partition held; with nats-server down it says so and exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn just_status_reads_the_live_system_and_says_when_it_is_not_healthy() {
+    // The worker as a process: its /metrics are its own (in-process workers
+    // of other tests share this process's recorder).
+    let worker_metrics = msgr_tests::free_port();
+    let mut app =
+        TestApp::spawn_with_worker_process_and(env!("CARGO_BIN_EXE_msgr-test-worker"), |w| {
+            w.metrics_listen = format!("127.0.0.1:{worker_metrics}");
+        })
+        .await;
+    let worker_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{worker_metrics}").parse().expect("addr");
+    wait_health(worker_addr, T, "worker", |s, _| s == 200).await;
+    // Every partition held before asking.
+    let deadline = Instant::now() + T;
+    loop {
+        let text = msgr_tests::http_get_raw(worker_addr, "/metrics", &[]).await;
+        let body = String::from_utf8_lossy(&text.body).into_owned();
+        if body.contains("msgr_worker_partitions_owned 16") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partitions not all held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/status.py");
+    let run = |nats: String| {
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--nats", &nats])
+            .args(["--workers", &worker_addr.to_string()])
+            .args(["--edges", &app.addr.to_string()])
+            .output()
+            .expect("python3 infra/status.py");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let nats = app.nats.monitor_addr().to_string();
+    let (code, out) = blocking(|| run(nats.clone()));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("HEALTHY"), "{out}");
+    assert!(out.contains("holds  16 partitions"), "{out}");
+    assert!(out.contains("MSGR_IN"), "{out}");
+    println!("{out}");
+
+    blocking(|| app.nats.stop());
+    wait_health(worker_addr, T, "worker with NATS down", |s, _| s == 503).await;
+    let (code, out) = blocking(|| run(nats.clone()));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("DEGRADED"), "{out}");
+    assert!(
+        out.contains(&format!("nats-server {nats} is down")),
+        "{out}"
+    );
+    assert!(out.contains("disconnected from NATS"), "{out}");
+    blocking(|| app.nats.start_again());
+}
