@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use msgr_nats::{rpc, subject};
 use msgr_schemas::client::ChatsJson;
 use msgr_schemas::pb::v1 as pb;
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, Path};
 use crate::routes::limit_param;
 use crate::state::EdgeState;
 

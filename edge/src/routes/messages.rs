@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use msgr_core::id;
 use msgr_nats::{rpc, subject};
@@ -11,7 +11,7 @@ use msgr_schemas::client::HistoryJson;
 use msgr_schemas::pb::v1 as pb;
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, Path};
 use crate::routes::{limit_param, num_param};
 use crate::state::EdgeState;
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use msgr_core::id;
 use msgr_nats::{rpc, subject};
@@ -12,7 +12,7 @@ use msgr_schemas::pb::v1 as pb;
 use serde_json::{json, Value};
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, Path};
 use crate::state::EdgeState;
 
 /// Most ids one `?ids=` lookup may name.
