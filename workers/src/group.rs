@@ -269,10 +269,12 @@ async fn get(ctx: &WorkerContext, req: pb::GetGroupRequest) -> Result<pb::GroupP
         // A former member keeps the messages they saw, not the current roster.
         group.members.clear();
     }
+    let mut messages: Vec<_> = h.messages.iter().map(convert::view).collect();
+    let cut = crate::query::fit_page(&mut messages, req.after.is_some());
     Ok(pb::GroupPage {
         group: Some(group),
-        messages: h.messages.iter().map(convert::view).collect(),
-        has_more: h.has_more,
+        messages,
+        has_more: h.has_more || cut,
     })
 }
 

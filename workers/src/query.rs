@@ -52,7 +52,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
                         e => Refusal::internal(e),
                     })?;
                 Ok(pb::ChatPage {
-                    chats: page.chats.iter().map(convert::chat).collect(),
+                    chats: page.chats.iter().map(convert::chat).map(preview).collect(),
                     next_cursor: page.next_cursor,
                 }
                 .encode_to_vec()
@@ -126,9 +126,123 @@ async fn history(ctx: &WorkerContext, req: pb::HistoryRequest) -> Result<pb::His
         .history(conv, &req.caller_id, page)
         .await
         .map_err(Refusal::internal)?;
+    let mut messages: Vec<_> = out.messages.iter().map(convert::view).collect();
+    let cut = fit_page(&mut messages, req.after.is_some());
     Ok(pb::HistoryPage {
         conversation_id: conv.to_owned(),
-        messages: out.messages.iter().map(convert::view).collect(),
-        has_more: out.has_more,
+        messages,
+        has_more: out.has_more || cut,
     })
+}
+
+/// The most bytes of messages one page carries. Every reply must fit the
+/// bus (`max_payload`, 1 MiB) by construction, with room for what else it
+/// holds (a group's roster); 20 texts of 60 KB did not, and the page could
+/// not be read at all.
+pub(crate) const PAGE_BYTES: usize = 512 * 1024;
+
+/// Cuts an ascending page to [`PAGE_BYTES`], keeping the end the client
+/// reads from: the oldest of an `after` page (it pages forward from the
+/// last one kept), the newest otherwise (it pages back from the first).
+/// At least one message stays (one is far below the limit). Returns
+/// whether it cut, so that `has_more` says there is more.
+pub(crate) fn fit_page(messages: &mut Vec<pb::StoredMessage>, forward: bool) -> bool {
+    let mut total = 0usize;
+    let fits = |m: &pb::StoredMessage, total: &mut usize| {
+        // Field tag and length prefix included.
+        *total += m.encoded_len() + 8;
+        *total <= PAGE_BYTES
+    };
+    let keep = if forward {
+        messages.iter().take_while(|m| fits(m, &mut total)).count()
+    } else {
+        messages
+            .iter()
+            .rev()
+            .take_while(|m| fits(m, &mut total))
+            .count()
+    }
+    .max(1);
+    if keep >= messages.len() {
+        return false;
+    }
+    if forward {
+        messages.truncate(keep);
+    } else {
+        messages.drain(..messages.len() - keep);
+    }
+    true
+}
+
+/// The most bytes of a chat's last message text the chat list carries (a
+/// preview: the full text is in the history). 200 chats then stay far
+/// below the bus's `max_payload` whatever their messages hold.
+pub(crate) const PREVIEW_BYTES: usize = 1024;
+
+fn preview(mut chat: pb::Chat) -> pb::Chat {
+    if let Some(text) = chat.last_message.as_mut().and_then(|m| m.text.as_mut()) {
+        if text.len() > PREVIEW_BYTES {
+            let mut end = PREVIEW_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+    }
+    chat
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, bytes: usize) -> pb::StoredMessage {
+        pb::StoredMessage {
+            seq,
+            text: Some("x".repeat(bytes)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_page_of_large_messages_is_cut_at_the_end_the_client_pages_from() {
+        let page: Vec<_> = (1..=20).map(|s| msg(s, 60_000)).collect();
+        let mut back = page.clone();
+        assert!(fit_page(&mut back, false));
+        assert!(back.len() < 20 && back.len() >= 8, "{}", back.len());
+        assert_eq!(back.last().map(|m| m.seq), Some(20), "the newest stay");
+        let bytes: usize = back.iter().map(prost::Message::encoded_len).sum();
+        assert!(bytes <= PAGE_BYTES);
+        let mut forward = page.clone();
+        assert!(fit_page(&mut forward, true));
+        assert_eq!(forward.first().map(|m| m.seq), Some(1), "the oldest stay");
+        assert_eq!(forward.len(), back.len());
+        let mut small: Vec<_> = (1..=50).map(|s| msg(s, 100)).collect();
+        assert!(!fit_page(&mut small, false));
+        assert_eq!(small.len(), 50);
+        let mut one = vec![msg(1, PAGE_BYTES * 2)];
+        assert!(!fit_page(&mut one, false), "one message always stays");
+    }
+
+    #[test]
+    fn previews_are_cut_on_a_character_boundary() {
+        let chat = |text: String| pb::Chat {
+            last_message: Some(pb::StoredMessage {
+                text: Some(text),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let long = "é".repeat(PREVIEW_BYTES);
+        let cut = preview(chat(long));
+        let text = cut.last_message.and_then(|m| m.text).expect("text");
+        assert!(text.len() <= PREVIEW_BYTES + '…'.len_utf8());
+        assert!(text.ends_with('…'));
+        let short = preview(chat("hello".to_owned()));
+        assert_eq!(
+            short.last_message.and_then(|m| m.text).as_deref(),
+            Some("hello")
+        );
+    }
 }

@@ -37,6 +37,9 @@ pub(crate) fn decode<M: prost::Message + Default>(b: &Bytes) -> Result<M, Refusa
     M::decode(b.clone()).map_err(|e| Refusal::new("invalid_request", e.to_string()))
 }
 
+/// Room left in `max_payload` for the subject and headers of a reply.
+const REPLY_HEADROOM: usize = 4 * 1024;
+
 /// Answers requests on `subject` until `shutdown`, at most `concurrency` at once.
 pub(crate) async fn serve<F, Fut>(
     client: async_nats::Client,
@@ -68,7 +71,14 @@ where
         };
         let (client, handler) = (client.clone(), Arc::clone(&handler));
         tokio::spawn(async move {
-            let res = handler(msg.payload).await;
+            let mut res = handler(msg.payload).await;
+            // Pages are bounded in bytes; should an answer still not fit the
+            // bus, the requester is told at once instead of timing out.
+            let max = client.server_info().max_payload;
+            if matches!(&res, Ok(body) if max > 0 && body.len() + REPLY_HEADROOM > max) {
+                tracing::error!(subject, "an answer does not fit the bus's max_payload");
+                res = Err(Refusal::new("internal", "the answer is too large to send"));
+            }
             let sent = match res {
                 Ok(body) => client.publish(reply, body).await,
                 Err(r) => {
