@@ -810,6 +810,30 @@ async fn emit(
                 .await;
             }
         }
+        (OpOutcome::Rejected(rej), Decoded::Receipt(r))
+            if matches!(rej, msgr_core::store::Rejection::NotMember)
+                || id::is_group_id(&r.conversation_id) =>
+        {
+            // Answered like a direct chat's receipt from a stranger (which
+            // the edge refuses itself): the edge shows it to the connection
+            // that sent a receipt for this conversation. An empty direct
+            // chat's watermark stays a silent no-op.
+            metrics::counter!("msgr_worker_commands_total", "outcome" => "rejected").increment(1);
+            let message = match rej {
+                msgr_core::store::Rejection::NotMember => "not a member of this conversation",
+                _ => "no such conversation",
+            };
+            let d = pb::Delivery {
+                event: Some(pb::delivery::Event::Rejected(pb::CommandRejected {
+                    sender_id: r.user_id.clone(),
+                    client_msg_id: String::new(),
+                    conversation_id: r.conversation_id.clone(),
+                    code: rej.code().to_owned(),
+                    message: message.to_owned(),
+                })),
+            };
+            fan_out(ctx, std::slice::from_ref(&r.user_id), &d).await;
+        }
         (OpOutcome::Unchanged | OpOutcome::Rejected(_), _) => {
             metrics::counter!("msgr_worker_commands_total", "outcome" => "no_change").increment(1);
         }

@@ -54,6 +54,10 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 32;
 
 /// Receipt publishes of one connection awaiting their JetStream ack.
 const MAX_RECEIPTS_IN_FLIGHT: usize = 256;
+/// Groups per connection whose receipt refusals are routed back to it.
+const MAX_GROUP_RECEIPTS_TRACKED: usize = 256;
+/// A receipt refusal later than this after the receipt is not shown.
+const GROUP_RECEIPT_ANSWER_WITHIN: Duration = Duration::from_secs(60);
 
 /// A send awaiting its `ack`, kept so that it can be answered even if the
 /// bus loses the event that carries its ack (or the command itself).
@@ -113,6 +117,10 @@ pub(crate) struct Session {
     pending: Mutex<Pending>,
     /// Receipt publishes awaiting their JetStream ack.
     receipts_in_flight: AtomicUsize,
+    /// Groups this connection sent receipts for lately, so that the worker's
+    /// refusal of one (not a member) reaches it and not the user's other
+    /// connections. Bounded; entries older than a minute go.
+    group_receipts: Mutex<HashMap<String, Instant>>,
     pub(super) mailbox: Mailbox,
 }
 
@@ -126,6 +134,32 @@ impl Session {
     /// Forgets a pending send, returning when its frame was read.
     fn take_pending(&self, cmid: &str) -> Option<Instant> {
         self.pending().remove(cmid).map(|p| p.read_at)
+    }
+
+    /// Notes a receipt for group `conv` sent on this connection.
+    fn sent_group_receipt(&self, conv: &str) {
+        let mut m = self
+            .group_receipts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_GROUP_RECEIPTS_TRACKED && !m.contains_key(conv) {
+            let now = Instant::now();
+            m.retain(|_, at| now.duration_since(*at) < GROUP_RECEIPT_ANSWER_WITHIN);
+            if m.len() >= MAX_GROUP_RECEIPTS_TRACKED {
+                return;
+            }
+        }
+        m.insert(conv.to_owned(), Instant::now());
+    }
+
+    /// Whether this connection sent a receipt for group `conv` lately
+    /// (forgetting it: one refusal answers it).
+    fn took_group_receipt(&self, conv: &str) -> bool {
+        self.group_receipts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(conv)
+            .is_some_and(|at| at.elapsed() < GROUP_RECEIPT_ANSWER_WITHIN)
     }
 
     fn has_pending(&self) -> bool {
@@ -175,6 +209,7 @@ fn error_frame(e: FrameError) -> Vec<u8> {
         code: e.code.to_owned(),
         message: e.message,
         client_msg_id: e.client_msg_id,
+        conversation_id: None,
     })
 }
 
@@ -194,6 +229,7 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
         user_id,
         pending: Mutex::new(Pending::default()),
         receipts_in_flight: AtomicUsize::new(0),
+        group_receipts: Mutex::new(HashMap::new()),
         mailbox: Mailbox::new(state.config.outbox_capacity),
     });
     let (mut rx, mut tx) = ws.split(tokio::io::split);
@@ -358,7 +394,12 @@ where
                 r
             }
             Err(e) => {
-                consecutive_errors += 1;
+                // Backpressure and a bus hiccup are the server's answers to a
+                // well-formed frame, not abuse: they never close the socket
+                // (which would strand the acks of the sends still in flight).
+                if !matches!(e.code, "rate_limited" | "unavailable") {
+                    consecutive_errors += 1;
+                }
                 Some(error_frame(e))
             }
         };
@@ -769,6 +810,9 @@ async fn receipt(
             "too many receipts awaiting confirmation",
         ));
     }
+    if id::is_group_id(&conv) {
+        session.sent_group_receipt(&conv);
+    }
     let in_flight = InFlight(Arc::clone(session));
     let subject = subject::in_receipt(id::partition_of(&conv, state.partitions), &conv);
     let fut = state
@@ -819,6 +863,20 @@ fn delivery_frame(session: &Session, payload: &Bytes) -> Option<Vec<u8>> {
             up_to_seq: r.up_to_seq,
             at: msgr_core::time::rfc3339_ms(r.at_ms),
         },
+        pb::delivery::Event::Rejected(r) if r.client_msg_id.is_empty() => {
+            // A refused group receipt: for the connection(s) that sent one.
+            if !session.took_group_receipt(&r.conversation_id) {
+                return None;
+            }
+            metrics::counter!("msgr_edge_frames_rejected_total", "code" => r.code.clone())
+                .increment(1);
+            ServerFrame::Error {
+                code: r.code,
+                message: r.message,
+                client_msg_id: None,
+                conversation_id: Some(r.conversation_id),
+            }
+        }
         pb::delivery::Event::Rejected(r) => {
             // Only the connection that sent it is waiting for an answer.
             session.take_pending(&r.client_msg_id)?;
@@ -826,6 +884,7 @@ fn delivery_frame(session: &Session, payload: &Bytes) -> Option<Vec<u8>> {
                 code: r.code,
                 message: r.message,
                 client_msg_id: Some(r.client_msg_id),
+                conversation_id: None,
             }
         }
         pb::delivery::Event::Group(g) => {
