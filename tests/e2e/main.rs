@@ -8,6 +8,7 @@ mod bad_input;
 mod bus_restart;
 mod direct;
 mod groups;
+mod hardening;
 mod history;
 mod media;
 mod receipts;
