@@ -294,3 +294,61 @@ async fn a_chat_of_large_messages_is_read_page_by_page() {
         assert!(text.len() < 2_000 && text.len() > 100, "{}", text.len());
     }
 }
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A burst of registrations (argon2id, 19 MiB of working memory per hash)
+/// leaves the worker holding no more than its hashing threads' working
+/// areas, not a 19 MiB block in every allocator arena a thread touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_burst_does_not_leave_the_worker_holding_memory() {
+    let app = TestApp::spawn_with_worker_process(env!("CARGO_BIN_EXE_msgr-test-worker")).await;
+    let pid = app.worker_pid().expect("the worker is a process");
+    let before = rss_kib(pid);
+    const N: usize = 400;
+    const AT_ONCE: usize = 16;
+    let addr = app.addr;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..AT_ONCE {
+        tasks.spawn(async move {
+            for i in (t..N).step_by(AT_ONCE) {
+                let name = format!("burst_{i}_{}", &msgr_tests::uuid_like()[..6]);
+                let body = json!({"username": name, "password": "correct horse battery"});
+                let (s, b) = msgr_tests::http(
+                    addr,
+                    "POST",
+                    "/user/register",
+                    None,
+                    Some(body.to_string().into_bytes()),
+                )
+                .await;
+                assert_eq!(s, 201, "{b}");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("registrations");
+    }
+    let after = rss_kib(pid);
+    let grown_mib = after.saturating_sub(before) / 1024;
+    println!(
+        "worker RSS {} MiB before, {} MiB after {N} registrations",
+        before / 1024,
+        after / 1024
+    );
+    // Four hashing threads × 19 MiB, and room for the store's caches.
+    assert!(
+        grown_mib <= 110,
+        "the worker grew by {grown_mib} MiB over {N} registrations ({} → {} MiB)",
+        before / 1024,
+        after / 1024
+    );
+}

@@ -1,5 +1,6 @@
 //! Account service (request/reply): register, login, user lookup and the
-//! edge bootstrap. argon2 runs on the blocking pool, a few hashes at a time.
+//! edge bootstrap. argon2 runs on a few threads of its own, each reusing
+//! its working memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,8 @@ use crate::rpc::{decode, serve, Refusal};
 /// Runs the account role until `shutdown`.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
     // argon2id with the default cost takes ~19 MiB and tens of ms per hash:
-    // bound how many run at once so a login storm cannot exhaust memory.
-    let hashing = Arc::new(Semaphore::new(4));
+    // a login storm queues for these threads and cannot exhaust memory.
+    let hashing = Arc::new(Hashers::start(HASHERS));
     let c = Arc::clone(&ctx);
     let h = Arc::clone(&hashing);
     let register = serve(
@@ -120,23 +121,89 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
     Ok(())
 }
 
+/// Threads that hash passwords; resident memory for hashing stays within
+/// this many argon2 working areas (19 MiB each at the default cost).
+const HASHERS: usize = 4;
+
+type Job = Box<dyn FnOnce(&mut password::Scratch) + Send>;
+
+/// argon2 on [`HASHERS`] long-lived threads, each with one reused
+/// [`password::Scratch`], fed through a channel that holds at most one job
+/// per thread (a permit is taken before a job is queued and freed when it
+/// has run). Threads end when this is dropped.
+struct Hashers {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    slots: Arc<Semaphore>,
+}
+
+impl Hashers {
+    fn start(n: usize) -> Self {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(n);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let mut scratch = password::Scratch::default();
+                    loop {
+                        // The lock is held only while waiting for a job.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut scratch),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a hashing thread");
+            }
+        }
+        Self {
+            jobs,
+            slots: Arc::new(Semaphore::new(n)),
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut password::Scratch) -> T + Send + 'static,
+    ) -> Result<T, Refusal> {
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(Refusal::internal)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Never waits: the permits bound the jobs queued or running to the
+        // channel's capacity.
+        self.jobs
+            .try_send(Box::new(move |scratch| {
+                let _ = tx.send(f(scratch));
+                drop(permit);
+            }))
+            .map_err(|e| Refusal::internal(format!("hashing threads: {e}")))?;
+        rx.await.map_err(Refusal::internal)
+    }
+}
+
 async fn hash_blocking(
-    hashing: &Semaphore,
+    hashing: &Hashers,
     pw: String,
     cost: password::Cost,
 ) -> Result<String, Refusal> {
-    let _permit = hashing.acquire().await.map_err(Refusal::internal)?;
-    tokio::task::spawn_blocking(move || password::hash_with(&pw, cost))
-        .await
-        .map_err(Refusal::internal)?
+    hashing
+        .run(move |scratch| password::hash_in(&pw, cost, scratch))
+        .await?
         .map_err(Refusal::internal)
 }
 
-async fn verify_blocking(hashing: &Semaphore, pw: String, phc: String) -> Result<bool, Refusal> {
-    let _permit = hashing.acquire().await.map_err(Refusal::internal)?;
-    tokio::task::spawn_blocking(move || password::verify(&pw, &phc))
+async fn verify_blocking(hashing: &Hashers, pw: String, phc: String) -> Result<bool, Refusal> {
+    hashing
+        .run(move |scratch| password::verify_in(&pw, &phc, scratch))
         .await
-        .map_err(Refusal::internal)
 }
 
 /// # `msgr.v1.rpc.account.search`
@@ -164,7 +231,7 @@ async fn search(ctx: &WorkerContext, req: pb::UserSearchRequest) -> Result<pb::U
 /// - `username_taken`: another user has it, in any letter case.
 async fn register(
     ctx: &WorkerContext,
-    hashing: &Semaphore,
+    hashing: &Hashers,
     req: pb::RegisterRequest,
 ) -> Result<pb::User, Refusal> {
     let bad = |e: validate::ValidationError| Refusal::new(e.code(), e.to_string());
@@ -211,7 +278,7 @@ async fn register(
 ///   about the same time for both (an unknown user is verified against a dummy hash).
 async fn login(
     ctx: &WorkerContext,
-    hashing: &Semaphore,
+    hashing: &Hashers,
     req: pb::LoginRequest,
 ) -> Result<pb::Session, Refusal> {
     let denied = || Refusal::new("invalid_credentials", "wrong username or password");
