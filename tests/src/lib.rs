@@ -673,9 +673,9 @@ impl WsClient {
             .expect("ws write");
     }
 
-    /// Sends the first fragment of a message (fin = false) and nothing more.
-    pub async fn send_fragment_start(&mut self, b: &[u8]) {
-        let frame = Frame::new(false, OpCode::Text, None, Payload::Borrowed(b));
+    /// Any one frame (masked, as a client's must be).
+    pub async fn send_frame(&mut self, fin: bool, opcode: OpCode, b: &[u8]) {
+        let frame = Frame::new(fin, opcode, None, Payload::Borrowed(b));
         self.ws.write_frame(frame).await.expect("ws write");
     }
 

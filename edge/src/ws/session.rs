@@ -40,11 +40,66 @@ use super::mailbox::{Item, Mailbox, Next, TRY_AGAIN_LATER};
 use crate::state::EdgeState;
 
 type Io = hyper_util::rt::TokioIo<Upgraded>;
-type Rx = WebSocketRead<ReadHalf<Io>>;
+type Rx = WebSocketRead<RawRead>;
 type Tx = WebSocketWrite<WriteHalf<Io>>;
+
+/// The socket's read half, shared so that the connection can still read
+/// (and discard) what the client goes on writing after the WebSocket reader
+/// gave up on a frame too large: closing a socket with unread bytes resets
+/// it, and the reset destroys the close frame (1009) before the client reads it.
+#[derive(Clone, Default)]
+struct RawRead(Arc<Mutex<Option<ReadHalf<Io>>>>);
+
+impl RawRead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<ReadHalf<Io>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads and drops what the client still sends, until it closes, up to
+    /// [`DISCARD_AT_MOST`] bytes or for [`DISCARD_FOR`].
+    async fn discard(&self) {
+        use tokio::io::AsyncReadExt as _;
+        let Some(mut r) = self.lock().take() else {
+            return;
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut total = 0usize;
+        let _ = tokio::time::timeout(DISCARD_FOR, async {
+            while total < DISCARD_AT_MOST {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl tokio::io::AsyncRead for RawRead {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.lock().as_mut() {
+            Some(r) => std::pin::Pin::new(r).poll_read(cx, buf),
+            // Taken for discarding: end of stream to anyone else.
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// How long, and how much, a connection closed for a frame too large goes
+/// on reading to let its close frame reach the client.
+const DISCARD_FOR: Duration = Duration::from_secs(2);
+const DISCARD_AT_MOST: usize = 16 * 1024 * 1024;
 
 /// Close codes.
 const GOING_AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
 const INVALID_DATA: u16 = 1007;
 const POLICY: u16 = 1008;
 const TOO_BIG: u16 = 1009;
@@ -221,6 +276,9 @@ enum End {
     Close(u16),
     /// Send a close frame, then read until the peer's close (so it sees the code).
     CloseAndDrain(u16),
+    /// Send a close frame, then discard raw input (the reader is out of step
+    /// with the stream: a frame too large was left unread).
+    CloseAndDiscard(u16),
 }
 
 /// Runs one connection to completion.
@@ -232,7 +290,12 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
         group_receipts: Mutex::new(HashMap::new()),
         mailbox: Mailbox::new(state.config.outbox_capacity),
     });
-    let (mut rx, mut tx) = ws.split(tokio::io::split);
+    let raw = RawRead::default();
+    let (mut rx, mut tx) = ws.split(|io| {
+        let (r, w) = tokio::io::split(io);
+        *raw.lock() = Some(r);
+        (raw.clone(), w)
+    });
     // Joined (and subscribed) before any frame is read: an event for a
     // message this socket sends can then not be missed.
     // Boxed, like the writes and handlers below: only the idle loop's own
@@ -273,9 +336,11 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
                 }
             }
         }
-        End::Close(code) | End::CloseAndDrain(code) => {
+        End::Close(code) | End::CloseAndDrain(code) | End::CloseAndDiscard(code) => {
             let reason: &[u8] = match code {
                 GOING_AWAY => b"server shutting down",
+                PROTOCOL_ERROR => b"protocol error",
+                INVALID_DATA => b"invalid UTF-8",
                 TOO_BIG => b"frame too large",
                 POLICY => b"too many bad frames",
                 TRY_AGAIN_LATER => b"too slow; reconnect and sync",
@@ -286,8 +351,12 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
                 tx.write_frame(Frame::close(code, reason)),
             )
             .await;
-            if matches!(end, End::CloseAndDrain(_)) && matches!(closed, Ok(Ok(()))) {
-                drain(&mut rx, &mut obligated).await;
+            if matches!(closed, Ok(Ok(()))) {
+                match end {
+                    End::CloseAndDrain(_) => drain(&mut rx, &mut obligated).await,
+                    End::CloseAndDiscard(_) => raw.discard().await,
+                    _ => {}
+                }
             }
         }
     }
@@ -322,6 +391,9 @@ where
     R: std::future::Future<Output = Result<(), &'static str>>,
 {
     let mut consecutive_errors = 0u32;
+    // A fragmented message being reassembled (RFC 6455 §5.4): its opcode and
+    // the payload so far, at most `max_frame_bytes` in all.
+    let mut partial: Option<(OpCode, Vec<u8>)> = None;
     // Armed only while sends await acks (boxed: idle connections carry none).
     let mut recheck: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
@@ -366,21 +438,60 @@ where
                 f = &mut read => break f,
             }
         };
-        let frame = match frame {
+        let mut frame = match frame {
             Ok(f) => f,
-            Err(WebSocketError::FrameTooLarge) => return End::Close(TOO_BIG),
-            Err(WebSocketError::InvalidUTF8) => return End::Close(INVALID_DATA),
+            Err(WebSocketError::FrameTooLarge) => return End::CloseAndDiscard(TOO_BIG),
+            Err(WebSocketError::InvalidUTF8) => return End::CloseAndDrain(INVALID_DATA),
+            Err(
+                WebSocketError::ReservedBitsNotZero
+                | WebSocketError::ControlFrameFragmented
+                | WebSocketError::PingFrameTooLarge
+                | WebSocketError::InvalidValue
+                | WebSocketError::InvalidCloseFrame
+                | WebSocketError::InvalidCloseCode,
+            ) => return End::CloseAndDiscard(PROTOCOL_ERROR),
             Err(_) => return End::Quiet,
         };
-        // Fragmented messages would need reassembly without a size bound;
-        // clients send each JSON frame whole (browsers always do).
-        if !frame.fin || frame.opcode == OpCode::Continuation {
-            return End::Close(TOO_BIG);
+        // Every frame from a client must be masked (RFC 6455 §5.1); the
+        // mask is private to the frame, its header shows it.
+        let mut head = [0u8; 14];
+        frame.fmt_head(&mut head);
+        if head[1] & 0x80 == 0 {
+            return End::CloseAndDrain(PROTOCOL_ERROR);
         }
-        let reply = match frame.opcode {
+        let max = state.config.max_frame_bytes;
+        let (opcode, payload): (OpCode, std::borrow::Cow<'_, [u8]>) = match frame.opcode {
+            OpCode::Continuation => {
+                let Some((op, mut buf)) = partial.take() else {
+                    return End::CloseAndDrain(PROTOCOL_ERROR);
+                };
+                if buf.len() + frame.payload.len() > max {
+                    return End::CloseAndDrain(TOO_BIG);
+                }
+                buf.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    partial = Some((op, buf));
+                    continue;
+                }
+                if op == OpCode::Text && std::str::from_utf8(&buf).is_err() {
+                    return End::CloseAndDrain(INVALID_DATA);
+                }
+                (op, std::borrow::Cow::Owned(buf))
+            }
+            // A new message while one is unfinished.
+            OpCode::Text | OpCode::Binary if partial.is_some() => {
+                return End::CloseAndDrain(PROTOCOL_ERROR)
+            }
+            OpCode::Text | OpCode::Binary if !frame.fin => {
+                partial = Some((frame.opcode, frame.payload.to_vec()));
+                continue;
+            }
+            op => (op, std::borrow::Cow::Borrowed(&frame.payload[..])),
+        };
+        let reply = match opcode {
             // Boxed: the handlers' futures are large and needed only while a
             // frame is handled, not by every idle connection.
-            OpCode::Text => Box::pin(handle_text(state, session, &frame.payload)).await,
+            OpCode::Text => Box::pin(handle_text(state, session, &payload)).await,
             OpCode::Binary => Err(FrameError::new(
                 "binary_not_supported",
                 "frames are JSON text",
