@@ -217,6 +217,22 @@ async fn media_round_trip(app: &TestApp) {
     assert_eq!((r.status, &r.body[..]), (200, &page[..]));
     assert_eq!(r.headers["content-disposition"], "attachment");
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    // Script types of every spelling are served as opaque attachments: the
+    // kept types are an allow-list. An ordinary document keeps its type.
+    for (claim, served) in [
+        ("application/ecmascript", "application/octet-stream"),
+        ("text/jscript", "application/octet-stream"),
+        ("text/vbscript", "application/octet-stream"),
+        ("application/wasm", "application/octet-stream"),
+        ("application/pdf", "application/pdf"),
+    ] {
+        let r = upload_raw(app.addr, &alice, b"alert(1)".to_vec(), claim).await;
+        let id = json_of(&r)["media_id"].as_str().expect("id").to_owned();
+        let r = http_get_raw(app.addr, &format!("/media/{id}"), &[auth(&alice)]).await;
+        assert_eq!(r.status, 200, "{claim}");
+        assert_eq!(r.headers["content-type"], served, "{claim}");
+        assert_eq!(r.headers["content-disposition"], "attachment", "{claim}");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         http_get_raw(

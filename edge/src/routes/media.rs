@@ -48,17 +48,52 @@ fn declared_type(raw: Option<&str>) -> String {
                 .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
     };
     let ok = t.split_once('/').is_some_and(|(a, b)| token(a) && token(b));
-    // Never trust a client's claim that something is an image or HTML: those
-    // render inline. Images are recognised from their bytes instead.
-    if ok
-        && !t.starts_with("image/")
-        && !t.contains("html")
-        && !t.contains("xml")
-        && !t.contains("javascript")
-    {
+    // Never trust a client's claim that something is an image: images are
+    // recognised from their bytes instead.
+    if ok && !t.starts_with("image/") && is_kept_type(&t) {
         t
     } else {
         "application/octet-stream".to_owned()
+    }
+}
+
+/// The declared types a download keeps (an allow-list: a deny-list missed
+/// `application/ecmascript`, `text/jscript` and the like). Anything else is
+/// served as `application/octet-stream`; only sniffed images render inline.
+fn is_kept_type(t: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "text/plain",
+        "text/csv",
+        "application/pdf",
+        "application/zip",
+        "application/gzip",
+        "application/x-7z-compressed",
+        "application/epub+zip",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+    ];
+    const PREFIXES: &[&str] = &[
+        "audio/",
+        "video/",
+        "application/vnd.openxmlformats-officedocument.",
+        "application/vnd.oasis.opendocument.",
+    ];
+    let suspicious = ["script", "html", "xml", "svg"]
+        .iter()
+        .any(|w| t.contains(w));
+    !suspicious && (EXACT.contains(&t) || PREFIXES.iter().any(|p| t.starts_with(p)))
+}
+
+/// The `Content-Type` a stored media object is served with: a sniffed image
+/// type, or a kept declared type (checked again, for objects stored before
+/// the allow-list), else `application/octet-stream`.
+fn served_type(stored: &str) -> &str {
+    const IMAGES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
+    if IMAGES.contains(&stored) || is_kept_type(stored) {
+        stored
+    } else {
+        "application/octet-stream"
     }
 }
 
@@ -372,6 +407,7 @@ async fn serve(
     let body = Body::from_stream(result.into_stream());
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
+    let content_type = served_type(content_type);
     let ct = HeaderValue::from_str(content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, ct);
@@ -436,5 +472,34 @@ mod tests {
         assert_eq!(declared_type(Some("image/png")), "application/octet-stream");
         assert_eq!(declared_type(Some("../../x")), "application/octet-stream");
         assert_eq!(declared_type(None), "application/octet-stream");
+        for script in [
+            "application/ecmascript",
+            "application/javascript",
+            "text/jscript",
+            "text/javascript",
+            "text/ecmascript",
+            "application/x-javascript",
+            "text/vbscript",
+            "application/xhtml+xml",
+            "image/svg+xml",
+            "text/xsl",
+            "application/wasm",
+            "text/css",
+            "audio/x-script",
+            "video/svg+xml",
+            "multipart/x-mixed-replace",
+        ] {
+            assert_eq!(
+                declared_type(Some(script)),
+                "application/octet-stream",
+                "{script}"
+            );
+            assert_eq!(served_type(script), "application/octet-stream", "{script}");
+        }
+        assert_eq!(declared_type(Some("audio/ogg")), "audio/ogg");
+        assert_eq!(declared_type(Some("video/mp4")), "video/mp4");
+        assert_eq!(served_type("image/png"), "image/png");
+        assert_eq!(served_type("image/svg+xml"), "application/octet-stream");
+        assert_eq!(served_type("text/plain"), "text/plain");
     }
 }
