@@ -165,6 +165,7 @@ impl EdgeApp {
         let state = EdgeState {
             inner: Arc::new(Inner {
                 connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
+                limits: crate::limit::Limits::new(config.limits.clone()),
                 config,
                 edge_id,
                 nats,
@@ -199,10 +200,13 @@ impl EdgeApp {
         let state = self.state.clone();
         tracing::info!(addr = ?self.listener.local_addr().ok(), edge = %state.edge_id, "edge serving");
         let token = state.shutdown.clone();
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("serving HTTP")?;
+        axum::serve(
+            self.listener,
+            router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+        .context("serving HTTP")?;
         state.tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), state.tracker.wait())
             .await

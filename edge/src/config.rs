@@ -52,6 +52,8 @@ pub struct EdgeConfig {
     pub max_media_bytes: u64,
     /// Upload part size: what the edge buffers per part (at most 2 in flight).
     pub media_part_bytes: usize,
+    /// Rate limits (`[limits]`).
+    pub limits: crate::limit::LimitsConfig,
 }
 
 impl Default for EdgeConfig {
@@ -76,6 +78,7 @@ impl Default for EdgeConfig {
             media: msgr_core::media::MediaStoreConfig::default(),
             max_media_bytes: 100 * 1024 * 1024,
             media_part_bytes: 5 * 1024 * 1024,
+            limits: crate::limit::LimitsConfig::default(),
         }
     }
 }

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds for `Retry-After` (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             status,
             code: code.to_owned(),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -59,6 +62,7 @@ impl From<RpcError> for ApiError {
                     status,
                     code,
                     message,
+                    retry_after: None,
                 }
             }
             RpcError::Unavailable(detail) => {
@@ -81,15 +85,36 @@ impl From<RpcError> for ApiError {
     }
 }
 
+/// A rate limit's refusal: 429 `rate_limited` with `Retry-After`.
+impl From<crate::limit::Limited> for ApiError {
+    fn from(l: crate::limit::Limited) -> Self {
+        let secs = l.0.as_secs() + u64::from(l.0.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry later",
+            )
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after;
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

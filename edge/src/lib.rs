@@ -8,6 +8,7 @@
 //! - [`routes`]: REST endpoints, one module per resource.
 //! - [`ws`]: `WS /messages/send` sessions.
 //! - [`auth`]: the bearer-token extractor. [`error`]: the REST error body.
+//! - [`limit`]: rate limits and login-failure locks.
 //! - [`config`], [`state`], `convert` (bus protobuf → client JSON).
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod config;
 mod convert;
 pub mod error;
+pub mod limit;
 pub mod routes;
 pub mod state;
 pub mod web;

@@ -38,6 +38,8 @@ pub struct Inner {
     pub tracker: tokio_util::task::TaskTracker,
     /// What keeps this edge from serving (the NATS link), for `/healthz`.
     pub health: msgr_nats::health::Health,
+    /// Rate limits of this edge.
+    pub limits: crate::limit::Limits,
 }
 
 impl std::ops::Deref for EdgeState {

@@ -76,6 +76,15 @@ fn worker_config(base: &WorkerConfig, nats_url: &str, data: &Path) -> WorkerConf
     }
 }
 
+/// The edge settings tests start from: rate limits off (tests register and
+/// send from one address far faster than people do); the tests of the
+/// limits turn them on.
+pub fn test_edge_base() -> EdgeConfig {
+    let mut e = EdgeConfig::default();
+    e.limits.enabled = false;
+    e
+}
+
 fn test_worker_base() -> WorkerConfig {
     WorkerConfig {
         lease_ttl_ms: TEST_LEASE_TTL_MS,
@@ -113,12 +122,12 @@ pub fn signal(pid: u32, signal: &str) {
 impl TestApp {
     /// NATS + in-process worker (all roles) + in-process edge.
     pub async fn spawn() -> Self {
-        Self::spawn_inner(None, EdgeConfig::default(), test_worker_base()).await
+        Self::spawn_inner(None, test_edge_base(), test_worker_base()).await
     }
 
     /// Like [`Self::spawn`] with edge settings changed by `f`.
     pub async fn spawn_with_edge(f: impl FnOnce(&mut EdgeConfig)) -> Self {
-        let mut c = EdgeConfig::default();
+        let mut c = test_edge_base();
         f(&mut c);
         Self::spawn_inner(None, c, test_worker_base()).await
     }
@@ -128,7 +137,7 @@ impl TestApp {
         e: impl FnOnce(&mut EdgeConfig),
         w: impl FnOnce(&mut WorkerConfig),
     ) -> Self {
-        let (mut edge, mut worker) = (EdgeConfig::default(), test_worker_base());
+        let (mut edge, mut worker) = (test_edge_base(), test_worker_base());
         e(&mut edge);
         w(&mut worker);
         Self::spawn_inner(None, edge, worker).await
@@ -146,7 +155,7 @@ impl TestApp {
                 url: self.nats.url(),
             },
             data_dir: self.data.path().to_path_buf(),
-            ..EdgeConfig::default()
+            ..test_edge_base()
         };
         f(&mut edge);
         let token = CancellationToken::new();
@@ -197,14 +206,14 @@ impl TestApp {
     pub async fn spawn_with_worker(f: impl FnOnce(&mut WorkerConfig)) -> Self {
         let mut w = test_worker_base();
         f(&mut w);
-        Self::spawn_inner(None, EdgeConfig::default(), w).await
+        Self::spawn_inner(None, test_edge_base(), w).await
     }
 
     /// NATS + the worker *binary* as a child process + in-process edge.
     pub async fn spawn_with_worker_process(worker_bin: &str) -> Self {
         Self::spawn_inner(
             Some(PathBuf::from(worker_bin)),
-            EdgeConfig::default(),
+            test_edge_base(),
             test_worker_base(),
         )
         .await
@@ -225,13 +234,13 @@ impl TestApp {
     ) -> Self {
         let mut w = test_worker_base();
         f(&mut w);
-        Self::spawn_inner(Some(PathBuf::from(worker_bin)), EdgeConfig::default(), w).await
+        Self::spawn_inner(Some(PathBuf::from(worker_bin)), test_edge_base(), w).await
     }
 
     /// Like [`Self::spawn`] on an existing data directory (a restored
     /// backup, say), with a fresh NATS.
     pub async fn spawn_on_data(data: tempfile::TempDir) -> Self {
-        Self::spawn_inner_on(None, EdgeConfig::default(), test_worker_base(), data).await
+        Self::spawn_inner_on(None, test_edge_base(), test_worker_base(), data).await
     }
 
     /// The settings of this app's worker (data directory included), as a
@@ -474,7 +483,7 @@ impl TestApp {
             nats: msgr_core::config::NatsConfig {
                 url: self.nats.url(),
             },
-            ..EdgeConfig::default()
+            ..test_edge_base()
         };
         let edge_app = EdgeApp::build(edge, self.edge_token.clone())
             .await

@@ -27,6 +27,7 @@ pub async fn list(
     if user_id != caller {
         return Err(ApiError::forbidden());
     }
+    state.limits.read(&caller)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = limit_param(q.get("limit").map(String::as_str))?;
     let cursor = q.get("cursor").filter(|c| !c.is_empty()).cloned();

@@ -93,6 +93,7 @@ pub async fn get(
     Path(group_id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    state.limits.read(&caller)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = limit_param(q.get("limit").map(String::as_str))?;
     let before = num_param(q.get("before").map(String::as_str), "before")?;

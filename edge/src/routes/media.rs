@@ -125,6 +125,7 @@ async fn upload_inner(
     AuthUser(caller): AuthUser,
     req: Request,
 ) -> Result<Response, ApiError> {
+    state.limits.upload(&caller)?;
     let max = state.config.max_media_bytes;
     let length = req
         .headers()

@@ -30,6 +30,7 @@ pub async fn history(
     if user_id != caller {
         return Err(ApiError::forbidden());
     }
+    state.limits.read(&caller)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = limit_param(q.get("limit").map(String::as_str))?;
     let before = num_param(q.get("before").map(String::as_str), "before")?;

@@ -1,8 +1,10 @@
 //! Accounts: register and log in (both answered by the account service).
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use msgr_core::time::rfc3339_ms;
@@ -18,10 +20,16 @@ use crate::state::EdgeState;
 /// - 201 `{user_id, username, display_name}`.
 /// - 400 `invalid_username` / `invalid_password` / `invalid_display_name` / `invalid_json`.
 /// - 409 `username_taken` (usernames are unique ignoring case).
+/// - 429 `rate_limited` (with `Retry-After`): too many from this address.
 pub async fn register(
     State(state): State<EdgeState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    state
+        .limits
+        .registration(state.limits.client_addr(peer, &headers))?;
     let req: RegisterBody = json_body(body, state.config.max_body_bytes).await?;
     let user: pb::User = rpc::call(
         &state.nats,
@@ -40,12 +48,20 @@ pub async fn register(
 /// # `POST /user/login`
 /// - 200 `{user_id, token, expires_at}`: a PASETO v4.public token.
 /// - 401 `invalid_credentials`: the same for an unknown user and a wrong password.
+/// - 429 `rate_limited` (with `Retry-After`): too many attempts from this
+///   address, or this account failed too often from it (locked there for
+///   30 s, doubling with each further failure, at most 15 min).
 pub async fn login(
     State(state): State<EdgeState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<LoginJson>, ApiError> {
     let req: LoginBody = json_body(body, state.config.max_body_bytes).await?;
-    let session: pb::Session = rpc::call(
+    let addr = state.limits.client_addr(peer, &headers);
+    state.limits.login(&req.username, addr)?;
+    let username = req.username.clone();
+    let session: Result<pb::Session, _> = rpc::call(
         &state.nats,
         subject::rpc::LOGIN,
         &pb::LoginRequest {
@@ -54,7 +70,15 @@ pub async fn login(
         },
         state.rpc_timeout(),
     )
-    .await?;
+    .await;
+    match &session {
+        Ok(_) => state.limits.login_outcome(&username, addr, true),
+        Err(rpc::RpcError::Remote { code, .. }) if code == "invalid_credentials" => {
+            state.limits.login_outcome(&username, addr, false);
+        }
+        Err(_) => {}
+    }
+    let session = session?;
     Ok(Json(LoginJson {
         user_id: session.user_id,
         token: session.token,

@@ -27,9 +27,10 @@ const MAX_IDS: usize = 200;
 ///   prefix, too many ids, a bad `limit`.
 pub async fn find(
     State(state): State<EdgeState>,
-    AuthUser(_caller): AuthUser,
+    AuthUser(caller): AuthUser,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    state.limits.lookup(&caller)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let users: pb::Users = match (q.get("query"), q.get("ids")) {
         (Some(prefix), None) => {
@@ -78,9 +79,10 @@ pub async fn find(
 /// - 200 `{user_id, username, display_name}`; 404 `not_found`.
 pub async fn get(
     State(state): State<EdgeState>,
-    AuthUser(_caller): AuthUser,
+    AuthUser(caller): AuthUser,
     Path(user_id): Path<String>,
 ) -> Result<Json<msgr_schemas::client::UserJson>, ApiError> {
+    state.limits.lookup(&caller)?;
     if !id::is_user_id(&user_id) {
         return Err(ApiError::not_found("not_found", "no such user"));
     }

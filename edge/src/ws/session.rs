@@ -176,6 +176,8 @@ pub(crate) struct Session {
     /// refusal of one (not a member) reaches it and not the user's other
     /// connections. Bounded; entries older than a minute go.
     group_receipts: Mutex<HashMap<String, Instant>>,
+    /// Typing notices allowed now (a token bucket: tokens, last refill).
+    typing: Mutex<(f64, Instant)>,
     pub(super) mailbox: Mailbox,
 }
 
@@ -189,6 +191,28 @@ impl Session {
     /// Forgets a pending send, returning when its frame was read.
     fn take_pending(&self, cmid: &str) -> Option<Instant> {
         self.pending().remove(cmid).map(|p| p.read_at)
+    }
+
+    /// Whether a typing notice may go now: `per_second` on average, as many
+    /// at once (0: no limit).
+    fn typing_allowed(&self, per_second: u32) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let rate = f64::from(per_second);
+        let mut b = self
+            .typing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Notes a receipt for group `conv` sent on this connection.
@@ -288,6 +312,10 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
         pending: Mutex::new(Pending::default()),
         receipts_in_flight: AtomicUsize::new(0),
         group_receipts: Mutex::new(HashMap::new()),
+        typing: Mutex::new((
+            f64::from(state.limits.config.typing_per_second),
+            Instant::now(),
+        )),
         mailbox: Mailbox::new(state.config.outbox_capacity),
     });
     let raw = RawRead::default();
@@ -556,6 +584,15 @@ async fn handle_text(
         Request::Send(f) => send(state, session, f).await.map(|()| None),
         Request::Receipt(r) => receipt(state, session, r).await.map(|()| None),
         Request::Typing(t) => {
+            let per_second = if state.limits.config.enabled {
+                state.limits.config.typing_per_second
+            } else {
+                0
+            };
+            if !session.typing_allowed(per_second) {
+                crate::limit::counted("typing");
+                return Err(FrameError::new("rate_limited", "too many typing notices"));
+            }
             if let Some((a, b)) = id::direct_members(&t.conversation_id) {
                 if a == session.user_id || b == session.user_id {
                     let peer = subject::deliver_user(if a == session.user_id { b } else { a });
@@ -665,6 +702,13 @@ async fn send(
             return Err(sending_error(
                 "rate_limited",
                 "too many messages awaiting acks",
+                &cmid,
+            ));
+        }
+        if state.limits.send(&me).is_err() {
+            return Err(sending_error(
+                "rate_limited",
+                "too many messages; resend later with the same client_msg_id",
                 &cmid,
             ));
         }
