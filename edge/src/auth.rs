@@ -1,6 +1,7 @@
-//! Authentication of requests: `Authorization: Bearer <token>`, or
-//! `?token=<token>` (browsers cannot set headers on a WebSocket).
-//! The edge only verifies (public key); it never signs.
+//! Authentication of requests: `Authorization: Bearer <token>`; on the
+//! WebSocket upgrade also `?token=<token>` (browsers cannot set headers
+//! there). Nowhere else: a token in a URL ends up in logs, histories and
+//! `Referer` headers. The edge only verifies (public key); it never signs.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -9,17 +10,24 @@ use msgr_core::auth::token::TokenError;
 use crate::error::ApiError;
 use crate::state::EdgeState;
 
-/// The authenticated caller's user id.
+/// The authenticated caller's user id (bearer header only).
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub String);
 
-fn token_from(parts: &Parts) -> Option<String> {
+/// The caller of the WebSocket upgrade: bearer header or `?token=`.
+#[derive(Debug, Clone)]
+pub struct WsAuthUser(pub String);
+
+fn token_from(parts: &Parts, query_allowed: bool) -> Option<String> {
     if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let v = h.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
+    }
+    if !query_allowed {
+        return None;
     }
     parts.uri.query().and_then(|q| {
         q.split('&').find_map(|kv| {
@@ -30,23 +38,35 @@ fn token_from(parts: &Parts) -> Option<String> {
     })
 }
 
+fn authenticate(parts: &Parts, state: &EdgeState, query_allowed: bool) -> Result<String, ApiError> {
+    let Some(token) = token_from(parts, query_allowed) else {
+        return Err(ApiError::unauthorized(
+            "unauthorized",
+            "a bearer token is required (Authorization: Bearer <token>)",
+        ));
+    };
+    match state.verifier.verify(&token) {
+        Ok(user) => Ok(user),
+        Err(TokenError::Expired) => Err(ApiError::unauthorized(
+            "token_expired",
+            "the token has expired",
+        )),
+        Err(_) => Err(ApiError::unauthorized("unauthorized", "invalid token")),
+    }
+}
+
 impl FromRequestParts<EdgeState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &EdgeState) -> Result<Self, ApiError> {
-        let Some(token) = token_from(parts) else {
-            return Err(ApiError::unauthorized(
-                "unauthorized",
-                "a bearer token is required",
-            ));
-        };
-        match state.verifier.verify(&token) {
-            Ok(user) => Ok(Self(user)),
-            Err(TokenError::Expired) => Err(ApiError::unauthorized(
-                "token_expired",
-                "the token has expired",
-            )),
-            Err(_) => Err(ApiError::unauthorized("unauthorized", "invalid token")),
-        }
+        authenticate(parts, state, false).map(Self)
+    }
+}
+
+impl FromRequestParts<EdgeState> for WsAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &EdgeState) -> Result<Self, ApiError> {
+        authenticate(parts, state, true).map(Self)
     }
 }

@@ -200,4 +200,30 @@ async fn every_endpoint_needs_a_valid_unexpired_token() {
             .await
             .is_ok()
     );
+    assert!(WsClient::connect(
+        app.addr,
+        &format!("/messages/send?token={}", user.token),
+        None
+    )
+    .await
+    .is_ok());
+    // Anywhere else a token in the URL is not a credential: it would end up
+    // in logs, histories and Referer headers.
+    for path in [
+        format!("/chat/{}", user.user_id),
+        format!("/users/{}", user.user_id),
+        format!("/messages/{}/{}", user.user_id, user.user_id),
+        "/media/md00000000000000000000000000000000".to_owned(),
+    ] {
+        let (s, body) = msgr_tests::http(
+            app.addr,
+            "GET",
+            &format!("{path}?token={}", user.token),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 401, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+    }
 }

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fastwebsockets::upgrade::IncomingUpgrade;
 
-use crate::auth::AuthUser;
+use crate::auth::WsAuthUser;
 use crate::error::ApiError;
 use crate::state::EdgeState;
 
@@ -28,10 +28,10 @@ use crate::state::EdgeState;
 /// - 503 `too_many_connections` when this edge is full.
 pub async fn upgrade(
     State(state): State<EdgeState>,
-    auth: Result<AuthUser, ApiError>,
+    auth: Result<WsAuthUser, ApiError>,
     ws: Result<IncomingUpgrade, StatusCode>,
 ) -> Response {
-    let AuthUser(user_id) = match auth {
+    let WsAuthUser(user_id) = match auth {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
