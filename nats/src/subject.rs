@@ -75,6 +75,26 @@ pub mod rpc {
     pub const GROUP_RECEIPTS: &str = "msgr.v1.rpc.group.receipts";
     pub const MEDIA_REGISTER: &str = "msgr.v1.rpc.media.register";
     pub const MEDIA_AUTHORIZE: &str = "msgr.v1.rpc.media.authorize";
+
+    /// Every service above (the README's table and `asyncapi.yaml` are
+    /// checked against this, and each against a live worker).
+    pub const ALL: &[&str] = &[
+        BOOTSTRAP,
+        REGISTER,
+        LOGIN,
+        USERS,
+        USER_SEARCH,
+        HISTORY,
+        CHATS,
+        LOOKUP,
+        GROUP_CREATE,
+        GROUP_ADD,
+        GROUP_REMOVE,
+        GROUP_GET,
+        GROUP_RECEIPTS,
+        MEDIA_REGISTER,
+        MEDIA_AUTHORIZE,
+    ];
 }
 
 /// Queue group of the request/reply services: one worker answers each request.
