@@ -215,14 +215,31 @@ async fn a_client_that_cannot_keep_up_is_disconnected_and_others_are_unaffected(
     }
     let code = end.expect("the slow client's socket was closed by the server");
     assert!(code.is_none() || code == Some(1013), "close code {code:?}");
-    // Everything is in history for bob to sync.
-    let (_, h) = app
-        .get(
-            &format!("/messages/{}/{}?after=390", bob.user_id, alice.user_id),
-            &bob.token,
-        )
-        .await;
-    assert_eq!(h["messages"].as_array().map(Vec::len), Some(10));
+    // Everything is in history for bob to sync (pages of 60 KB messages are
+    // bounded in bytes: page on from the last seq while has_more).
+    let mut after = 390;
+    let mut seqs: Vec<u64> = Vec::new();
+    loop {
+        let (_, h) = app
+            .get(
+                &format!("/messages/{}/{}?after={after}", bob.user_id, alice.user_id),
+                &bob.token,
+            )
+            .await;
+        let page: Vec<u64> = h["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter_map(|m| m["seq"].as_u64())
+            .collect();
+        assert!(!page.is_empty() || h["has_more"] != true, "{h}");
+        seqs.extend(&page);
+        if h["has_more"] != true {
+            break;
+        }
+        after = *page.last().expect("a page");
+    }
+    assert_eq!(seqs, (391..=400).collect::<Vec<u64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
