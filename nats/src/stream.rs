@@ -102,12 +102,19 @@ pub async fn command_log_identity(js: &jetstream::Context) -> Result<String, Ens
 }
 
 /// Makes the consumer of `partition` for claim `epoch` (starting after
-/// `start_after`), then deletes the partition's sequencer consumers of
-/// older claims:
+/// `start_after`), then, [`STALE_CONSUMER_GRACE`] later and in the
+/// background, deletes the partition's sequencer consumers of older claims:
 /// a previous holder's pull requests end with its consumer, so nothing new
-/// reaches a holder that lost the partition. Made before the others go, so
-/// the partition never lacks a consumer (interest retention would drop
-/// commands published meanwhile).
+/// reaches a holder that lost the partition (the store's fence keeps it from
+/// committing meanwhile).
+///
+/// Why later: with interest retention, deleting a consumer drops every
+/// command no other consumer needs, and in a cluster the stream's leader may
+/// learn of the new consumer after it applies the delete (a node that has
+/// just restarted and is catching up, say): the commands in between were
+/// dropped, published again by the edges, and stored out of their senders'
+/// order. Deleting right away also held the takeover for up to 10 s when the
+/// old consumer's leader had died.
 ///
 /// # Errors
 /// JetStream failures.
@@ -127,10 +134,25 @@ pub async fn seat_sequencer(
         )
         .await
         .map_err(js_err)?;
+    tokio::spawn(async move {
+        tokio::time::sleep(STALE_CONSUMER_GRACE).await;
+        delete_older_sequencers(&s, partition, epoch).await;
+    });
+    Ok(consumer)
+}
+
+/// How long a new holder's consumer exists before the older claims' go.
+pub const STALE_CONSUMER_GRACE: Duration = Duration::from_secs(5);
+
+/// Deletes `partition`'s sequencer consumers of claims older than `epoch`.
+async fn delete_older_sequencers(s: &jetstream::stream::Stream, partition: u32, epoch: u64) {
     let mut names = s.consumer_names();
     let mut stale = Vec::new();
     while let Some(n) = futures_util::StreamExt::next(&mut names).await {
-        let n = n.map_err(js_err)?;
+        let Ok(n) = n else {
+            // The next holder's seat (or this one's next) tries again.
+            return;
+        };
         // Only older claims' consumers: two holders seating at once (one
         // that has just lost the lease and does not know it yet) must not
         // delete each other's, leaving the partition with none (interest
@@ -144,7 +166,6 @@ pub async fn seat_sequencer(
             tracing::warn!(consumer = %n, error = %e, "could not delete a previous holder's consumer");
         }
     }
-    Ok(consumer)
 }
 
 /// Errors of [`ensure_all`].
