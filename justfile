@@ -141,6 +141,13 @@ ops-test: tools prometheus
       echo "systemd units: NOT verified, this machine has no systemd-analyze (apt-get install systemd)"
     fi
 
+# Longer runs of the bounded fuzz tests in `just test`: mutated and random WebSocket frames
+# through the parser, hostile commands straight onto a live partition.
+# Fuzz the frame parser and the bus's command decoding for longer.
+fuzz: tools
+    MSGR_FUZZ_ITERATIONS=${MSGR_FUZZ_ITERATIONS:-5000000} cargo test -p msgr-edge --lib mutated_and_random_frames -- --nocapture
+    MSGR_FUZZ_COMMANDS=${MSGR_FUZZ_COMMANDS:-20000} cargo test -p msgr-tests --test e2e hostile_bytes -- --nocapture
+
 # Stop anything `just up` left running.
 down:
     #!/usr/bin/env bash
