@@ -23,6 +23,8 @@ use crate::state::{EdgeState, Inner};
 pub struct EdgeApp {
     state: EdgeState,
     listener: tokio::net::TcpListener,
+    /// Set when the config names a certificate and key.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The HTTP routes of the client contract.
@@ -62,6 +64,14 @@ pub fn router(state: EdgeState) -> Router {
         .route("/metrics", get(crate::routes::health::metrics))
         .route("/openapi.yaml", get(crate::routes::health::openapi));
     app = crate::web::routes(app, state.config.web_dir.clone());
+    let hsts_header = state
+        .config
+        .tls
+        .as_ref()
+        .filter(|t| t.hsts_max_age_secs > 0)
+        .and_then(|t| {
+            axum::http::HeaderValue::from_str(&format!("max-age={}", t.hsts_max_age_secs)).ok()
+        });
     app.fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -70,7 +80,22 @@ pub fn router(state: EdgeState) -> Router {
                 "method not allowed",
             )
         })
+        .layer(axum::middleware::map_response(move |r| {
+            hsts(r, hsts_header.clone())
+        }))
         .with_state(state)
+}
+
+/// Adds `Strict-Transport-Security` when the edge serves TLS.
+async fn hsts(
+    mut r: axum::response::Response,
+    value: Option<axum::http::HeaderValue>,
+) -> axum::response::Response {
+    if let Some(v) = value {
+        r.headers_mut()
+            .insert(axum::http::header::STRICT_TRANSPORT_SECURITY, v);
+    }
+    r
 }
 
 async fn bootstrap(
@@ -151,6 +176,12 @@ impl EdgeApp {
         let boot = bootstrap(&nats, Duration::from_secs(config.bootstrap_timeout_secs)).await?;
         let verifier = TokenVerifier::from_public_bytes(&boot.token_public_key)
             .map_err(|e| anyhow::anyhow!("bad token public key from bootstrap: {e}"))?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()
+            .context("TLS")?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -180,7 +211,11 @@ impl EdgeApp {
                 health,
             }),
         };
-        Ok(Self { state, listener })
+        Ok(Self {
+            state,
+            listener,
+            tls,
+        })
     }
 
     /// The bound address (port 0 in tests resolves here).
@@ -200,13 +235,22 @@ impl EdgeApp {
         let state = self.state.clone();
         tracing::info!(addr = ?self.listener.local_addr().ok(), edge = %state.edge_id, "edge serving");
         let token = state.shutdown.clone();
-        axum::serve(
-            self.listener,
-            router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+        let app = router(self.state).into_make_service_with_connect_info::<crate::tls::Peer>();
+        match self.tls {
+            Some(acceptor) => {
+                let listener = crate::tls::TlsListener::new(self.listener, acceptor)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                    .context("serving HTTPS")?;
+            }
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                    .context("serving HTTP")?;
+            }
+        }
         state.tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), state.tracker.wait())
             .await

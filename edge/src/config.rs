@@ -54,6 +54,8 @@ pub struct EdgeConfig {
     pub media_part_bytes: usize,
     /// Rate limits (`[limits]`).
     pub limits: crate::limit::LimitsConfig,
+    /// Serve HTTPS/WSS with this certificate and key (`[tls]`; plain HTTP without).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -79,6 +81,7 @@ impl Default for EdgeConfig {
             max_media_bytes: 100 * 1024 * 1024,
             media_part_bytes: 5 * 1024 * 1024,
             limits: crate::limit::LimitsConfig::default(),
+            tls: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! - [`routes`]: REST endpoints, one module per resource.
 //! - [`ws`]: `WS /messages/send` sessions.
 //! - [`auth`]: the bearer-token extractor. [`error`]: the REST error body.
-//! - [`limit`]: rate limits and login-failure locks.
+//! - [`limit`]: rate limits and login-failure locks. [`tls`]: HTTPS/WSS.
 //! - [`config`], [`state`], `convert` (bus protobuf → client JSON).
 
 pub mod app;
@@ -19,6 +19,7 @@ pub mod error;
 pub mod limit;
 pub mod routes;
 pub mod state;
+pub mod tls;
 pub mod web;
 pub mod ws;
 

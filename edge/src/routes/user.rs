@@ -1,7 +1,5 @@
 //! Accounts: register and log in (both answered by the account service).
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -23,7 +21,7 @@ use crate::state::EdgeState;
 /// - 429 `rate_limited` (with `Retry-After`): too many from this address.
 pub async fn register(
     State(state): State<EdgeState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(crate::tls::Peer(peer)): ConnectInfo<crate::tls::Peer>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -53,7 +51,7 @@ pub async fn register(
 ///   30 s, doubling with each further failure, at most 15 min).
 pub async fn login(
     State(state): State<EdgeState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(crate::tls::Peer(peer)): ConnectInfo<crate::tls::Peer>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<LoginJson>, ApiError> {
