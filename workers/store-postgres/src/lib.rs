@@ -30,8 +30,8 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use msgr_core::store::{
     ChatPage, Fence, GroupError, GroupInfo, HistoryPage, MediaRecord, MemberState,
-    MembershipChange, Op, OpOutcome, Page, PartitionClaim, Store, StoreError, StoreResult,
-    StoredMessage, UserRecord,
+    MembershipChange, Op, OpOutcome, Page, PartitionClaim, SessionRecord, Store, StoreError,
+    StoreResult, StoredMessage, UserRecord,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -40,10 +40,14 @@ mod groups;
 mod media;
 mod messages;
 mod partitions;
+mod sessions;
 mod users;
 
 /// Schema versions, applied in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_sessions.sql"),
+];
 
 /// Any lock id would do; this one is "msgr" in ASCII.
 const MIGRATION_LOCK: i64 = 0x6d73_6772;
@@ -210,6 +214,40 @@ impl Store for PgStore {
 
     async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
         users::search(&self.conn().await?, prefix, limit).await
+    }
+
+    async fn create_session(&self, session: SessionRecord) -> StoreResult<()> {
+        sessions::create(&self.conn().await?, &session).await
+    }
+
+    async fn sessions(&self, user_id: &str, now_ms: i64) -> StoreResult<Vec<SessionRecord>> {
+        sessions::live(&self.conn().await?, user_id, now_ms).await
+    }
+
+    async fn extend_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> StoreResult<()> {
+        sessions::extend(
+            &self.conn().await?,
+            user_id,
+            session_id,
+            now_ms,
+            expires_at_ms,
+        )
+        .await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<String>> {
+        sessions::revoke(&self.conn().await?, user_id, session_id, now_ms).await
     }
 
     async fn apply_batch(&self, fence: Option<Fence>, ops: Vec<Op>) -> StoreResult<Vec<OpOutcome>> {

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use msgr_core::store::{
     ChatPage, Fence, GroupError, GroupInfo, HistoryPage, MediaRecord, MemberState,
-    MembershipChange, Op, OpOutcome, Page, PartitionClaim, Store, StoreError, StoreResult,
-    StoredMessage, UserRecord,
+    MembershipChange, Op, OpOutcome, Page, PartitionClaim, SessionRecord, Store, StoreError,
+    StoreResult, StoredMessage, UserRecord,
 };
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -33,6 +33,7 @@ mod groups;
 mod media;
 mod messages;
 mod partitions;
+mod sessions;
 mod users;
 
 const MIGRATIONS: &[&str] = &[
@@ -40,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_groups.sql"),
     include_str!("../migrations/0003_media.sql"),
     include_str!("../migrations/0004_partition_claims.sql"),
+    include_str!("../migrations/0005_sessions.sql"),
 ];
 const READERS: usize = 4;
 
@@ -431,6 +433,40 @@ impl Store for SqliteStore {
     async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
         let prefix = prefix.to_owned();
         self.read(move |conn| users::search(conn, &prefix, limit))
+            .await
+    }
+
+    async fn create_session(&self, session: SessionRecord) -> StoreResult<()> {
+        self.write(move |conn| sessions::create(conn, &session))
+            .await
+    }
+
+    async fn sessions(&self, user_id: &str, now_ms: i64) -> StoreResult<Vec<SessionRecord>> {
+        let user = user_id.to_owned();
+        self.read(move |conn| sessions::live(conn, &user, now_ms))
+            .await
+    }
+
+    async fn extend_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> StoreResult<()> {
+        let (user, sid) = (user_id.to_owned(), session_id.to_owned());
+        self.write(move |conn| sessions::extend(conn, &user, &sid, now_ms, expires_at_ms))
+            .await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<String>> {
+        let (user, sid) = (user_id.to_owned(), session_id.map(str::to_owned));
+        self.write(move |conn| sessions::revoke(conn, &user, sid.as_deref(), now_ms))
             .await
     }
 

@@ -6,7 +6,7 @@
 
 use super::{
     ConversationKind, Fence, GroupError, GroupRole, MediaRecord, MessageStatus, NewMessage, Op,
-    OpOutcome, Page, ReceiptKind, Rejection, Store, StoreError, Target, UserRecord,
+    OpOutcome, Page, ReceiptKind, Rejection, SessionRecord, Store, StoreError, Target, UserRecord,
     WatermarkUpdate,
 };
 use crate::id;
@@ -15,6 +15,7 @@ use crate::id;
 pub async fn run_all(store: &dyn Store) {
     users_are_unique_by_canonical_username(store).await;
     users_are_found_by_username_prefix(store).await;
+    sessions_are_listed_extended_and_revoked_by_their_user_only(store).await;
     seqs_are_dense_per_conversation_and_start_at_one(store).await;
     appending_the_same_client_msg_id_returns_the_original(store).await;
     unknown_recipients_are_rejected_and_nothing_is_stored(store).await;
@@ -636,6 +637,97 @@ fn stored_seq(o: &OpOutcome) -> u64 {
         OpOutcome::Stored(m) => m.seq,
         other => panic!("expected Stored, got {other:?}"),
     }
+}
+
+async fn sessions_are_listed_extended_and_revoked_by_their_user_only(store: &dyn Store) {
+    let (a, b) = (user(store, "sess").await, user(store, "sess").await);
+    let now = 1_000_000;
+    let session = |user: &UserRecord, created: i64, expires: i64| SessionRecord {
+        session_id: format!("s{}", &id::new_user_id()[1..]),
+        user_id: user.user_id.clone(),
+        created_at_ms: created,
+        expires_at_ms: expires,
+        user_agent: "conformance/1".to_owned(),
+    };
+    let (phone, laptop, old) = (
+        session(&a, now - 10, now + 100),
+        session(&a, now - 5, now + 100),
+        session(&a, now - 50, now - 1),
+    );
+    let theirs = session(&b, now - 1, now + 100);
+    for s in [&phone, &laptop, &old, &theirs] {
+        store.create_session(s.clone()).await.expect("create");
+    }
+    let listed = store.sessions(&a.user_id, now).await.expect("list");
+    assert_eq!(
+        listed,
+        vec![laptop.clone(), phone.clone()],
+        "live ones, newest first"
+    );
+    // Extending moves the expiry of one's own live session only.
+    store
+        .extend_session(&a.user_id, &phone.session_id, now, now + 500)
+        .await
+        .expect("extend");
+    let listed = store.sessions(&a.user_id, now).await.expect("list");
+    assert_eq!(listed[1].expires_at_ms, now + 500);
+    for (u, s) in [(&b, &phone), (&a, &old), (&a, &theirs)] {
+        assert!(
+            matches!(
+                store
+                    .extend_session(&u.user_id, &s.session_id, now, now + 500)
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "{} may not extend {}",
+            u.username,
+            s.session_id
+        );
+    }
+    // Revoking: not another user's, one, then all that are left.
+    assert!(store
+        .revoke_sessions(&b.user_id, Some(&phone.session_id), now)
+        .await
+        .expect("revoke")
+        .is_empty());
+    assert_eq!(
+        store
+            .revoke_sessions(&a.user_id, Some(&phone.session_id), now)
+            .await
+            .expect("revoke"),
+        vec![phone.session_id.clone()]
+    );
+    assert!(
+        store
+            .revoke_sessions(&a.user_id, Some(&phone.session_id), now)
+            .await
+            .expect("revoke")
+            .is_empty(),
+        "once"
+    );
+    assert!(matches!(
+        store
+            .extend_session(&a.user_id, &phone.session_id, now, now + 900)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .revoke_sessions(&a.user_id, None, now)
+            .await
+            .expect("all"),
+        vec![laptop.session_id.clone()]
+    );
+    assert!(store
+        .sessions(&a.user_id, now)
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        store.sessions(&b.user_id, now).await.expect("list"),
+        vec![theirs],
+        "another user's sessions are untouched"
+    );
 }
 
 async fn users_are_unique_by_canonical_username(store: &dyn Store) {

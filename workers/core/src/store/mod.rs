@@ -85,6 +85,18 @@ pub struct UserRecord {
     pub created_at_ms: i64,
 }
 
+/// A signed-in device: one login, and the tokens refreshed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub user_id: String,
+    pub created_at_ms: i64,
+    /// When its latest token expires (a refresh moves it).
+    pub expires_at_ms: i64,
+    /// The client's `User-Agent` at login (cut short), to tell devices apart.
+    pub user_agent: String,
+}
+
 /// Direct (two members) or group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConversationKind {
@@ -366,6 +378,29 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` users whose canonical username starts with `prefix`, in
     /// username order.
     async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>>;
+
+    /// Records a new session (a login).
+    async fn create_session(&self, session: SessionRecord) -> StoreResult<()>;
+    /// `user_id`'s sessions neither revoked nor expired at `now_ms`, newest first.
+    async fn sessions(&self, user_id: &str, now_ms: i64) -> StoreResult<Vec<SessionRecord>>;
+    /// Moves the expiry of `user_id`'s live session (a refreshed token);
+    /// [`StoreError::NotFound`] if it is revoked, expired or not theirs.
+    async fn extend_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> StoreResult<()>;
+    /// Revokes `user_id`'s live session `session_id`, or every live one of
+    /// theirs when `None`; returns the ids it revoked (none for an unknown,
+    /// expired, another user's or an already revoked session).
+    async fn revoke_sessions(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<Vec<String>>;
 
     /// Applies a sequencer batch atomically and in order: either every outcome
     /// is durable when this returns, or none is. With a fence, it commits
