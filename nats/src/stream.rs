@@ -19,6 +19,12 @@ pub const MEDIA_STREAM: &str = "MSGR_MEDIA";
 pub const THUMBNAIL_CONSUMER: &str = "THUMBS";
 /// The bucket of partition leases.
 pub const LEASE_BUCKET: &str = "MSGR_LEASES";
+/// The bucket of revoked sessions (key: session id, value: user id), which
+/// every edge watches.
+pub const REVOKED_BUCKET: &str = "MSGR_REVOKED";
+/// How long a revocation is kept: longer than any token lives
+/// (`token_ttl_secs` is at most this).
+pub const REVOCATION_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Metadata key recording the partition count on the stream.
 const PARTITIONS_KEY: &str = "msgr.partitions";
 
@@ -271,6 +277,7 @@ pub async fn ensure_all(
         )
         .await
         .map_err(js_err)?;
+    revocations_bucket(js, replicas).await?;
     let bucket = lease_bucket(js, lease_ttl, replicas).await?;
     // Holders renew on their own TTL; a bucket expiring entries sooner would
     // hand a live holder's partition to a standby.
@@ -282,6 +289,34 @@ pub async fn ensure_all(
         });
     }
     Ok(bucket)
+}
+
+/// The bucket of revoked sessions, created if missing (file storage: a
+/// revocation must outlive a restart of the bus).
+///
+/// # Errors
+/// JetStream failures.
+pub async fn revocations_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, EnsureError> {
+    if let Ok(b) = js.get_key_value(REVOKED_BUCKET).await {
+        return Ok(b);
+    }
+    match js
+        .create_key_value(kv::Config {
+            bucket: REVOKED_BUCKET.to_owned(),
+            history: 1,
+            max_age: REVOCATION_KEPT,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(b) => Ok(b),
+        Err(_) => js.get_key_value(REVOKED_BUCKET).await.map_err(js_err),
+    }
 }
 
 /// The lease bucket, created if missing. File storage: a lease must outlive

@@ -65,6 +65,9 @@ pub mod rpc {
     pub const LOGIN: &str = "msgr.v1.rpc.account.login";
     pub const USERS: &str = "msgr.v1.rpc.account.users";
     pub const USER_SEARCH: &str = "msgr.v1.rpc.account.search";
+    pub const SESSIONS: &str = "msgr.v1.rpc.account.sessions";
+    pub const REVOKE: &str = "msgr.v1.rpc.account.revoke";
+    pub const REFRESH: &str = "msgr.v1.rpc.account.refresh";
     pub const HISTORY: &str = "msgr.v1.rpc.query.history";
     pub const CHATS: &str = "msgr.v1.rpc.query.chats";
     pub const LOOKUP: &str = "msgr.v1.rpc.query.lookup";
@@ -84,6 +87,9 @@ pub mod rpc {
         LOGIN,
         USERS,
         USER_SEARCH,
+        SESSIONS,
+        REVOKE,
+        REFRESH,
         HISTORY,
         CHATS,
         LOOKUP,

@@ -117,7 +117,68 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
             }
         },
     );
-    tokio::try_join!(register, login, users, search, bootstrap)?;
+    let c = Arc::clone(&ctx);
+    let sessions = serve(
+        ctx.nats.clone(),
+        rpc::SESSIONS,
+        64,
+        shutdown.clone(),
+        move |b| {
+            let ctx = Arc::clone(&c);
+            async move {
+                let req: pb::SessionsRequest = decode(&b)?;
+                let list = ctx
+                    .store
+                    .sessions(&req.caller_id, msgr_core::time::now_ms())
+                    .await
+                    .map_err(Refusal::internal)?;
+                Ok(pb::SessionList {
+                    sessions: list
+                        .into_iter()
+                        .map(|s| pb::SessionInfo {
+                            session_id: s.session_id,
+                            created_at_ms: s.created_at_ms,
+                            expires_at_ms: s.expires_at_ms,
+                            user_agent: s.user_agent,
+                        })
+                        .collect(),
+                }
+                .encode_to_vec()
+                .into())
+            }
+        },
+    );
+    let c = Arc::clone(&ctx);
+    let revoke = serve(
+        ctx.nats.clone(),
+        rpc::REVOKE,
+        64,
+        shutdown.clone(),
+        move |b| {
+            let ctx = Arc::clone(&c);
+            async move {
+                revoke(&ctx, decode(&b)?)
+                    .await
+                    .map(|m| m.encode_to_vec().into())
+            }
+        },
+    );
+    let c = Arc::clone(&ctx);
+    let refresh = serve(
+        ctx.nats.clone(),
+        rpc::REFRESH,
+        64,
+        shutdown.clone(),
+        move |b| {
+            let ctx = Arc::clone(&c);
+            async move {
+                refresh(&ctx, decode(&b)?)
+                    .await
+                    .map(|m| m.encode_to_vec().into())
+            }
+        },
+    );
+    tokio::try_join!(register, login, users, search, bootstrap, sessions, revoke, refresh)?;
     Ok(())
 }
 
@@ -302,14 +363,106 @@ async fn login(
     let Some(user) = user.filter(|_| ok) else {
         return Err(denied());
     };
-    let ttl = Duration::from_secs(ctx.config.token_ttl_secs.max(1));
+    let ttl = token_ttl(ctx);
+    let session_id = format!("s{}", &id::new_user_id()[1..]);
     let (token, expires_at_ms) = ctx
         .signer
-        .sign(&user.user_id, ttl)
+        .sign_session(&user.user_id, Some(&session_id), ttl)
+        .map_err(Refusal::internal)?;
+    let mut agent = req.user_agent;
+    if agent.len() > 200 {
+        let mut end = 200;
+        while !agent.is_char_boundary(end) {
+            end -= 1;
+        }
+        agent.truncate(end);
+    }
+    ctx.store
+        .create_session(msgr_core::store::SessionRecord {
+            session_id: session_id.clone(),
+            user_id: user.user_id.clone(),
+            created_at_ms: msgr_core::time::now_ms(),
+            expires_at_ms,
+            user_agent: agent,
+        })
+        .await
         .map_err(Refusal::internal)?;
     Ok(pb::Session {
         user_id: user.user_id,
         token,
         expires_at_ms,
+        session_id,
     })
+}
+
+/// Tokens live this long; never longer than revocations are kept.
+fn token_ttl(ctx: &WorkerContext) -> Duration {
+    Duration::from_secs(ctx.config.token_ttl_secs.max(1)).min(msgr_nats::stream::REVOCATION_KEPT)
+}
+
+/// # `msgr.v1.rpc.account.revoke`
+/// Puts each session to revoke into `MSGR_REVOKED` (every edge refuses its
+/// tokens from then on and closes its WebSockets) before marking it in the
+/// store, so a failure half-way leaves nothing that looks revoked but is
+/// not; a retry finishes the job.
+async fn revoke(ctx: &WorkerContext, req: pb::RevokeRequest) -> Result<pb::Revoked, Refusal> {
+    let now = msgr_core::time::now_ms();
+    let live = ctx
+        .store
+        .sessions(&req.caller_id, now)
+        .await
+        .map_err(Refusal::internal)?;
+    let targets: Vec<_> = live
+        .iter()
+        .filter(|s| req.session_id.as_ref().is_none_or(|id| *id == s.session_id))
+        .collect();
+    if req.session_id.is_some() && targets.is_empty() {
+        return Err(Refusal::new("not_found", "no such session"));
+    }
+    let bucket = msgr_nats::stream::revocations_bucket(&ctx.js, ctx.bus.replicas)
+        .await
+        .map_err(Refusal::internal)?;
+    for s in &targets {
+        bucket
+            .put(s.session_id.as_str(), req.caller_id.clone().into())
+            .await
+            .map_err(Refusal::internal)?;
+    }
+    let session_ids = ctx
+        .store
+        .revoke_sessions(&req.caller_id, req.session_id.as_deref(), now)
+        .await
+        .map_err(Refusal::internal)?;
+    Ok(pb::Revoked { session_ids })
+}
+
+/// # `msgr.v1.rpc.account.refresh`
+/// - `not_found`: the session is revoked, expired or not the caller's.
+async fn refresh(ctx: &WorkerContext, req: pb::RefreshRequest) -> Result<pb::Session, Refusal> {
+    let ttl = token_ttl(ctx);
+    let (token, expires_at_ms) = ctx
+        .signer
+        .sign_session(&req.caller_id, Some(&req.session_id), ttl)
+        .map_err(Refusal::internal)?;
+    match ctx
+        .store
+        .extend_session(
+            &req.caller_id,
+            &req.session_id,
+            msgr_core::time::now_ms(),
+            expires_at_ms,
+        )
+        .await
+    {
+        Ok(()) => Ok(pb::Session {
+            user_id: req.caller_id,
+            token,
+            expires_at_ms,
+            session_id: req.session_id,
+        }),
+        Err(msgr_core::store::StoreError::NotFound) => {
+            Err(Refusal::new("not_found", "no such session"))
+        }
+        Err(e) => Err(Refusal::internal(e)),
+    }
 }

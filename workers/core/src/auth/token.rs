@@ -75,11 +75,30 @@ impl TokenSigner {
     /// # Errors
     /// Only on internal signing failures.
     pub fn sign(&self, user_id: &str, ttl: Duration) -> Result<(String, i64), TokenError> {
+        self.sign_session(user_id, None, ttl)
+    }
+
+    /// A token for `user_id` in session `session_id` (its `jti`: a revoked
+    /// session's tokens are refused by the edges), valid for `ttl`.
+    ///
+    /// # Errors
+    /// Only on internal signing failures.
+    pub fn sign_session(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(String, i64), TokenError> {
         let mut claims = Claims::new().map_err(|_| TokenError::Invalid)?;
         claims
             .set_expires_in(&ttl)
             .map_err(|_| TokenError::Invalid)?;
         claims.subject(user_id).map_err(|_| TokenError::Invalid)?;
+        if let Some(sid) = session_id {
+            claims
+                .token_identifier(sid)
+                .map_err(|_| TokenError::Invalid)?;
+        }
         let token = public::sign(&self.secret, &claims, None, None).map_err(|_| TokenError::Key)?;
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         Ok((token, crate::time::now_ms().saturating_add(ttl_ms)))
@@ -132,6 +151,15 @@ impl TokenVerifier {
     /// # Errors
     /// [`TokenError::Expired`] past `exp`; [`TokenError::Invalid`] for anything else.
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+        self.verify_session(token).map(|v| v.user_id)
+    }
+
+    /// The user id and session (`jti`, absent in tokens made before
+    /// sessions) of a valid, unexpired token.
+    ///
+    /// # Errors
+    /// As [`Self::verify`].
+    pub fn verify_session(&self, token: &str) -> Result<Verified, TokenError> {
         // Tokens are short; refuse absurd input before parsing it.
         if token.len() > 1024 {
             return Err(TokenError::Invalid);
@@ -147,17 +175,30 @@ impl TokenVerifier {
                     TokenError::Invalid
                 }
             })?;
-        let sub = trusted
-            .payload_claims()
-            .and_then(|c| c.get_claim("sub"))
+        let claims = trusted.payload_claims().ok_or(TokenError::Invalid)?;
+        let sub = claims
+            .get_claim("sub")
             .and_then(|v| v.as_str())
             .ok_or(TokenError::Invalid)?;
-        if crate::id::is_user_id(sub) {
-            Ok(sub.to_owned())
-        } else {
-            Err(TokenError::Invalid)
+        if !crate::id::is_user_id(sub) {
+            return Err(TokenError::Invalid);
         }
+        let session_id = claims
+            .get_claim("jti")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Ok(Verified {
+            user_id: sub.to_owned(),
+            session_id,
+        })
     }
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub user_id: String,
+    pub session_id: Option<String>,
 }
 
 #[cfg(test)]
