@@ -78,6 +78,13 @@ export class Api {
   login(username, password) {
     return this.request('POST', '/user/login', { username, password }, { auth: false });
   }
+  /** Ends this session on the server (its token stops working everywhere). */
+  logout() {
+    if (!this.token) return Promise.resolve();
+    // keepalive: the page reloads right after.
+    return fetch('/user/logout', { method: 'POST', headers: this.headers(), keepalive: true })
+      .catch(() => {});
+  }
   searchUsers(prefix, limit = 20) {
     return this.request('GET', `/users${qs({ query: prefix, limit })}`).then((r) => r.users || []);
   }

@@ -1628,6 +1628,9 @@ function saveSession() {
 }
 
 function logout(message) {
+  // A deliberate logout ends the session on the server too (an expired or
+  // revoked one has nothing left to end).
+  if (!message) api.logout();
   localStorage.removeItem(STORE_KEY);
   if (me && !message) outbox.clearStorage(); // a deliberate logout drops unsent messages
   if (message) sessionStorage.setItem(FLASH_KEY, message);

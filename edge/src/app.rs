@@ -32,6 +32,16 @@ pub fn router(state: EdgeState) -> Router {
     let mut app = Router::new()
         .route("/user/register", post(crate::routes::user::register))
         .route("/user/login", post(crate::routes::user::login))
+        .route("/user/logout", post(crate::routes::user::logout))
+        .route("/user/token", post(crate::routes::user::refresh))
+        .route(
+            "/user/sessions",
+            get(crate::routes::user::sessions).delete(crate::routes::user::revoke_all),
+        )
+        .route(
+            "/user/sessions/{session_id}",
+            axum::routing::delete(crate::routes::user::revoke_one),
+        )
         .route("/users", get(crate::routes::users::find))
         .route("/users/{user_id}", get(crate::routes::users::get))
         .route("/chat/{user_id}", get(crate::routes::chat::list))
@@ -197,6 +207,7 @@ impl EdgeApp {
             inner: Arc::new(Inner {
                 connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
                 limits: crate::limit::Limits::new(config.limits.clone()),
+                revoked: crate::revoked::Revocations::default(),
                 config,
                 edge_id,
                 nats,
@@ -211,6 +222,7 @@ impl EdgeApp {
                 health,
             }),
         };
+        tokio::spawn(crate::revoked::follow(state.clone()));
         Ok(Self {
             state,
             listener,

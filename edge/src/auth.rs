@@ -5,7 +5,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use msgr_core::auth::token::TokenError;
+use msgr_core::auth::token::{TokenError, Verified};
 
 use crate::error::ApiError;
 use crate::state::EdgeState;
@@ -16,7 +16,18 @@ pub struct AuthUser(pub String);
 
 /// The caller of the WebSocket upgrade: bearer header or `?token=`.
 #[derive(Debug, Clone)]
-pub struct WsAuthUser(pub String);
+pub struct WsAuthUser {
+    pub user_id: String,
+    pub session_id: Option<String>,
+}
+
+/// The caller and the session its token belongs to (bearer header only).
+#[derive(Debug, Clone)]
+pub struct AuthSession {
+    pub user_id: String,
+    /// `None` for a token made before sessions existed.
+    pub session_id: Option<String>,
+}
 
 fn token_from(parts: &Parts, query_allowed: bool) -> Option<String> {
     if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) {
@@ -38,15 +49,29 @@ fn token_from(parts: &Parts, query_allowed: bool) -> Option<String> {
     })
 }
 
-fn authenticate(parts: &Parts, state: &EdgeState, query_allowed: bool) -> Result<String, ApiError> {
+fn authenticate(
+    parts: &Parts,
+    state: &EdgeState,
+    query_allowed: bool,
+) -> Result<Verified, ApiError> {
     let Some(token) = token_from(parts, query_allowed) else {
         return Err(ApiError::unauthorized(
             "unauthorized",
             "a bearer token is required (Authorization: Bearer <token>)",
         ));
     };
-    match state.verifier.verify(&token) {
-        Ok(user) => Ok(user),
+    match state.verifier.verify_session(&token) {
+        Ok(v)
+            if v.session_id
+                .as_deref()
+                .is_some_and(|s| state.revoked.contains(s)) =>
+        {
+            Err(ApiError::unauthorized(
+                "session_revoked",
+                "this session was logged out; log in again",
+            ))
+        }
+        Ok(v) => Ok(v),
         Err(TokenError::Expired) => Err(ApiError::unauthorized(
             "token_expired",
             "the token has expired",
@@ -59,7 +84,18 @@ impl FromRequestParts<EdgeState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &EdgeState) -> Result<Self, ApiError> {
-        authenticate(parts, state, false).map(Self)
+        authenticate(parts, state, false).map(|v| Self(v.user_id))
+    }
+}
+
+impl FromRequestParts<EdgeState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &EdgeState) -> Result<Self, ApiError> {
+        authenticate(parts, state, false).map(|v| Self {
+            user_id: v.user_id,
+            session_id: v.session_id,
+        })
     }
 }
 
@@ -67,6 +103,9 @@ impl FromRequestParts<EdgeState> for WsAuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &EdgeState) -> Result<Self, ApiError> {
-        authenticate(parts, state, true).map(Self)
+        authenticate(parts, state, true).map(|v| Self {
+            user_id: v.user_id,
+            session_id: v.session_id,
+        })
     }
 }

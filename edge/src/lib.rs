@@ -17,6 +17,7 @@ pub mod config;
 mod convert;
 pub mod error;
 pub mod limit;
+pub mod revoked;
 pub mod routes;
 pub mod state;
 pub mod tls;

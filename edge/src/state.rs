@@ -40,6 +40,8 @@ pub struct Inner {
     pub health: msgr_nats::health::Health,
     /// Rate limits of this edge.
     pub limits: crate::limit::Limits,
+    /// Revoked sessions (followed from `MSGR_REVOKED`).
+    pub revoked: crate::revoked::Revocations,
 }
 
 impl std::ops::Deref for EdgeState {

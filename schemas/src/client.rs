@@ -48,6 +48,9 @@ pub struct LoginJson {
     pub user_id: String,
     pub token: String,
     pub expires_at: String,
+    /// The session (signed-in device) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// `media` object of a message.

@@ -227,3 +227,252 @@ async fn every_endpoint_needs_a_valid_unexpired_token() {
         assert_eq!(body["error"]["code"], "unauthorized", "{path}");
     }
 }
+
+/// A status and JSON body, for a request with a bearer token and a User-Agent.
+async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
+    let r = msgr_tests::http_stream(
+        addr,
+        method,
+        path,
+        &[("authorization", format!("Bearer {token}"))],
+        futures_util::stream::empty(),
+    )
+    .await;
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+async fn login_as(app: &TestApp, username: &str, agent: &str) -> serde_json::Value {
+    let body = bytes::Bytes::from(
+        json!({"username": username, "password": "correct horse battery"}).to_string(),
+    );
+    let r = msgr_tests::http_stream(
+        app.addr,
+        "POST",
+        "/user/login",
+        &[
+            ("content-type", "application/json".to_owned()),
+            ("user-agent", agent.to_owned()),
+        ],
+        futures_util::stream::once(async move { body }),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).expect("JSON")
+}
+
+/// Until `f` holds (polled every 50 ms), at most `within`; how long it took.
+async fn within<F, Fut>(within: std::time::Duration, mut f: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "not within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+/// Sessions a user can see and end: two devices are listed (the current one
+/// marked), revoking the other one makes its token fail on every edge within
+/// moments and closes its WebSocket with 4001; a refresh gives a new token
+/// for a live session only; logout ends the current one; "revoke all" ends
+/// every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_and_revoked_everywhere_within_moments() {
+    let app = TestApp::spawn().await;
+    let user = app.user("dana").await;
+    let (other_edge, _guard) = app.extra_edge(|_| {}).await;
+    let phone = login_as(&app, &user.username, "Phone/1.0").await;
+    let laptop = login_as(&app, &user.username, "Laptop/2.0").await;
+    let (phone_token, laptop_token) = (
+        phone["token"].as_str().expect("token").to_owned(),
+        laptop["token"].as_str().expect("token").to_owned(),
+    );
+    let phone_sid = phone["session_id"].as_str().expect("session_id").to_owned();
+
+    let (s, list) = call(app.addr, "GET", "/user/sessions", &laptop_token).await;
+    assert_eq!(s, 200, "{list}");
+    let sessions = list["sessions"].as_array().expect("sessions");
+    let agents: Vec<_> = sessions
+        .iter()
+        .filter_map(|s| s["user_agent"].as_str())
+        .collect();
+    assert!(
+        agents.contains(&"Phone/1.0") && agents.contains(&"Laptop/2.0"),
+        "{list}"
+    );
+    let current: Vec<_> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{list}");
+    assert_eq!(current[0]["user_agent"], "Laptop/2.0");
+
+    // The phone's WebSocket, on the other edge.
+    let mut ws = WsClient::connect(other_edge, "/messages/send", Some(&phone_token))
+        .await
+        .expect("phone connects");
+    let (s, _) = call(
+        app.addr,
+        "DELETE",
+        &format!("/user/sessions/{phone_sid}"),
+        &laptop_token,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let took = within(std::time::Duration::from_secs(5), || async {
+        call(
+            other_edge,
+            "GET",
+            &format!("/users/{}", user.user_id),
+            &phone_token,
+        )
+        .await
+        .0 == 401
+    })
+    .await;
+    println!(
+        "a revoked token refused on the other edge after {} ms",
+        took.as_millis()
+    );
+    let (s, body) = call(
+        app.addr,
+        "GET",
+        &format!("/users/{}", user.user_id),
+        &phone_token,
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("session_revoked"))
+    );
+    let closed = loop {
+        match ws.next(crate::T).await {
+            Some(msgr_tests::WsEvent::Closed(code)) => break code,
+            Some(_) => {}
+            None => panic!("the revoked session's WebSocket stayed open"),
+        }
+    };
+    assert_eq!(closed, Some(4001));
+    assert!(
+        WsClient::connect(app.addr, "/messages/send", Some(&phone_token))
+            .await
+            .is_err(),
+        "a revoked token opens no WebSocket"
+    );
+    // The laptop is untouched, and can refresh its token.
+    let (s, fresh) = call(app.addr, "POST", "/user/token", &laptop_token).await;
+    assert_eq!(s, 200, "{fresh}");
+    let fresh_token = fresh["token"].as_str().expect("token").to_owned();
+    assert_eq!(fresh["session_id"], laptop["session_id"]);
+    assert_eq!(
+        call(
+            app.addr,
+            "GET",
+            &format!("/users/{}", user.user_id),
+            &fresh_token
+        )
+        .await
+        .0,
+        200
+    );
+    // Left: the laptop and the login `app.user` made.
+    let (s, list) = call(app.addr, "GET", "/user/sessions", &fresh_token).await;
+    assert_eq!(
+        list["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "{s} {list}"
+    );
+    assert!(!list.to_string().contains(&phone_sid));
+    // A revoked session cannot be refreshed, nor revoked twice.
+    assert_eq!(
+        call(app.addr, "POST", "/user/token", &phone_token).await.0,
+        401
+    );
+    assert_eq!(
+        call(
+            app.addr,
+            "DELETE",
+            &format!("/user/sessions/{phone_sid}"),
+            &fresh_token
+        )
+        .await
+        .0,
+        404
+    );
+    // Someone else's session is not found for me.
+    let stranger = app.user("erin").await;
+    let (_, theirs) = call(app.addr, "GET", "/user/sessions", &stranger.token).await;
+    let theirs = theirs["sessions"][0]["session_id"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    assert_eq!(
+        call(
+            app.addr,
+            "DELETE",
+            &format!("/user/sessions/{theirs}"),
+            &fresh_token
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            app.addr,
+            "GET",
+            &format!("/users/{}", user.user_id),
+            &stranger.token
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Logout ends this session (both its tokens); revoke-all ends the rest.
+    let tablet = login_as(&app, &user.username, "Tablet/3.0").await;
+    let tablet_token = tablet["token"].as_str().expect("token").to_owned();
+    let (s, _) = call(app.addr, "POST", "/user/logout", &fresh_token).await;
+    assert_eq!(s, 204);
+    for t in [&fresh_token, &laptop_token] {
+        within(std::time::Duration::from_secs(5), || async {
+            call(app.addr, "GET", "/user/sessions", t).await.0 == 401
+        })
+        .await;
+    }
+    assert_eq!(
+        call(app.addr, "GET", "/user/sessions", &tablet_token)
+            .await
+            .0,
+        200
+    );
+    let (s, r) = call(app.addr, "DELETE", "/user/sessions", &tablet_token).await;
+    assert_eq!(
+        (s, r["revoked"].as_u64()),
+        (200, Some(2)),
+        "the tablet and the first login: {r}"
+    );
+    for t in [&tablet_token, &user.token] {
+        within(std::time::Duration::from_secs(5), || async {
+            call(app.addr, "GET", "/user/sessions", t).await.0 == 401
+        })
+        .await;
+    }
+    // Logging in again works.
+    let again = login_as(&app, &user.username, "Phone/1.1").await;
+    let t = again["token"].as_str().expect("token");
+    assert_eq!(
+        call(app.addr, "GET", &format!("/users/{}", user.user_id), t)
+            .await
+            .0,
+        200
+    );
+}

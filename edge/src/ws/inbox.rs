@@ -65,6 +65,23 @@ pub(crate) struct Membership<'a> {
 }
 
 impl Inbox {
+    /// Asks every connection of `user_id` here opened with session
+    /// `session_id` to close with `code`; returns how many.
+    pub fn close_session(&self, user_id: &str, session_id: &str, code: u16) -> usize {
+        let Some(entry) = lock(&self.users).get(user_id).cloned() else {
+            return 0;
+        };
+        let sessions = lock(&entry.sessions);
+        let mut n = 0;
+        for s in sessions.iter() {
+            if s.session_id.as_deref() == Some(session_id) {
+                s.mailbox.close(code);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// An inbox in `mode`. In `wildcard` mode the one subscription is made
     /// here (and flushed), before the edge accepts connections.
     ///

@@ -31,7 +31,10 @@ pub async fn upgrade(
     auth: Result<WsAuthUser, ApiError>,
     ws: Result<IncomingUpgrade, StatusCode>,
 ) -> Response {
-    let WsAuthUser(user_id) = match auth {
+    let WsAuthUser {
+        user_id,
+        session_id,
+    } = match auth {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -58,7 +61,7 @@ pub async fn upgrade(
                 ws.set_auto_close(true);
                 ws.set_auto_pong(true);
                 ws.set_max_message_size(state.config.max_frame_bytes);
-                session::run(state, user_id, ws).await;
+                session::run(state, user_id, session_id, ws).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

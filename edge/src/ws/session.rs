@@ -168,6 +168,8 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(150);
 /// JetStream acks for it.
 pub(crate) struct Session {
     pub(super) user_id: String,
+    /// The session (token `jti`) it was opened with; closed when that is revoked.
+    pub(super) session_id: Option<String>,
     /// Sends awaiting their ack, by `client_msg_id`.
     pending: Mutex<Pending>,
     /// Receipt publishes awaiting their JetStream ack.
@@ -306,9 +308,15 @@ enum End {
 }
 
 /// Runs one connection to completion.
-pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
+pub(super) async fn run(
+    state: EdgeState,
+    user_id: String,
+    session_id: Option<String>,
+    ws: WebSocket<Io>,
+) {
     let session = Arc::new(Session {
         user_id,
+        session_id,
         pending: Mutex::new(Pending::default()),
         receipts_in_flight: AtomicUsize::new(0),
         group_receipts: Mutex::new(HashMap::new()),
@@ -371,6 +379,7 @@ pub(super) async fn run(state: EdgeState, user_id: String, ws: WebSocket<Io>) {
                 INVALID_DATA => b"invalid UTF-8",
                 TOO_BIG => b"frame too large",
                 POLICY => b"too many bad frames",
+                crate::revoked::SESSION_REVOKED => b"session revoked",
                 TRY_AGAIN_LATER => b"too slow; reconnect and sync",
                 _ => b"",
             };
