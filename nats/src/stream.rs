@@ -192,11 +192,28 @@ fn js_err(e: impl std::fmt::Display) -> EnsureError {
     EnsureError::JetStream(e.to_string())
 }
 
-/// Creates (or checks) the command stream, one durable pull consumer per
-/// partition, and the lease bucket. Returns the lease bucket.
+/// What bounds the command stream's disk: every command leaves `MSGR_IN`
+/// after `max_age`, processed or not; a consumer idle for `consumer_idle`
+/// (an integrator gone) is deleted by JetStream and stops holding commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandLogLimits {
+    pub max_age: Duration,
+    pub consumer_idle: Duration,
+}
+
+impl Default for CommandLogLimits {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            consumer_idle: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// [`ensure_all_with`] with the default [`CommandLogLimits`].
 ///
 /// # Errors
-/// JetStream failures, or a partition count that differs from the stream's.
+/// As [`ensure_all_with`].
 pub async fn ensure_all(
     js: &jetstream::Context,
     partitions: u32,
@@ -204,23 +221,65 @@ pub async fn ensure_all(
     max_ack_pending: usize,
     replicas: usize,
 ) -> Result<kv::Store, EnsureError> {
+    ensure_all_with(
+        js,
+        partitions,
+        lease_ttl,
+        max_ack_pending,
+        replicas,
+        CommandLogLimits::default(),
+    )
+    .await
+}
+
+/// Creates (or checks) the command stream (bringing its limits in line),
+/// one durable pull consumer per partition, and the buckets. Returns the
+/// lease bucket.
+///
+/// # Errors
+/// JetStream failures, or a partition count that differs from the stream's.
+pub async fn ensure_all_with(
+    js: &jetstream::Context,
+    partitions: u32,
+    lease_ttl: Duration,
+    max_ack_pending: usize,
+    replicas: usize,
+    limits: CommandLogLimits,
+) -> Result<kv::Store, EnsureError> {
     let mut metadata = std::collections::HashMap::new();
     metadata.insert(PARTITIONS_KEY.to_owned(), partitions.to_string());
+    let consumer_limits = Some(stream::ConsumerLimits {
+        // The default (and most) a consumer may set: one that neither pulls
+        // nor acks for this long is deleted (sequencers pull all the time).
+        inactive_threshold: limits.consumer_idle,
+        max_ack_pending: 0,
+    });
     let mut s = js
         .get_or_create_stream(stream::Config {
             name: IN_STREAM.to_owned(),
             subjects: vec![subject::IN_ALL.to_owned()],
-            // Interest: a command stays until every durable consumer acked it.
+            // Interest: a command stays until every durable consumer acked it,
+            // and at most `max_age`.
             retention: stream::RetentionPolicy::Interest,
             storage: stream::StorageType::File,
             num_replicas: replicas,
             duplicate_window: Duration::from_secs(120),
+            max_age: limits.max_age,
+            consumer_limits: consumer_limits.clone(),
             metadata,
             ..Default::default()
         })
         .await
         .map_err(js_err)?;
-    let info = s.info().await.map_err(js_err)?;
+    let mut info = s.info().await.map_err(js_err)?.clone();
+    // A stream made by an earlier release (or with other limits): bring its
+    // limits in line; everything else about it stays.
+    if info.config.max_age != limits.max_age || info.config.consumer_limits != consumer_limits {
+        let mut config = info.config.clone();
+        config.max_age = limits.max_age;
+        config.consumer_limits = consumer_limits;
+        info = js.update_stream(config).await.map_err(js_err)?;
+    }
     if let Some(existing) = info
         .config
         .metadata

@@ -191,6 +191,10 @@ impl WorkerApp {
             lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(200)),
             max_ack_pending: config.batch_max.max(1),
             replicas: config.replicas.max(1),
+            limits: msgr_nats::stream::CommandLogLimits {
+                max_age: Duration::from_secs(config.command_max_age_secs.max(60)),
+                consumer_idle: Duration::from_secs(config.consumer_idle_secs.max(1)),
+            },
         };
         // JetStream may still be electing leaders (a cluster starting, or
         // coming back from losing every node): wait for it, with short

@@ -62,6 +62,12 @@ pub struct WorkerConfig {
     pub batch_max: usize,
     /// Session token lifetime.
     pub token_ttl_secs: u64,
+    /// A command stays in `MSGR_IN` at most this long, processed or not
+    /// (what bounds the disk a consumer that never acks can hold).
+    pub command_max_age_secs: u64,
+    /// A consumer of `MSGR_IN` idle this long (no pulls, no acks) is deleted
+    /// by JetStream, and stops holding commands (an integrator gone for good).
+    pub consumer_idle_secs: u64,
     /// Most members a group may have.
     pub max_group_members: usize,
     /// argon2id memory cost of new password hashes (KiB).
@@ -90,6 +96,8 @@ impl Default for WorkerConfig {
             lease_ttl_ms: 2_000,
             batch_max: 256,
             token_ttl_secs: 24 * 3600,
+            command_max_age_secs: 7 * 24 * 3600,
+            consumer_idle_secs: 24 * 3600,
             max_group_members: 1024,
             password_memory_kib: 19_456,
             password_iterations: 2,

@@ -42,6 +42,7 @@ pub struct BusSpec {
     pub lease_ttl: Duration,
     pub max_ack_pending: usize,
     pub replicas: usize,
+    pub limits: msgr_nats::stream::CommandLogLimits,
 }
 
 impl BusSpec {
@@ -53,12 +54,13 @@ impl BusSpec {
         &self,
         js: &jetstream::Context,
     ) -> Result<jetstream::kv::Store, msgr_nats::stream::EnsureError> {
-        msgr_nats::stream::ensure_all(
+        msgr_nats::stream::ensure_all_with(
             js,
             self.partitions,
             self.lease_ttl,
             self.max_ack_pending,
             self.replicas,
+            self.limits,
         )
         .await
     }

@@ -66,6 +66,7 @@ pub(crate) async fn run(
                 }
                 failing = false;
                 ctx.health.clear("bus");
+                report_command_log(&ctx).await;
             }
             Err(
                 e @ (EnsureError::PartitionMismatch { .. } | EnsureError::LeaseTtlMismatch { .. }),
@@ -85,4 +86,44 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Publishes what the command stream holds and how far behind each
+/// consumer that is not a sequencer's (an integrator's) is:
+/// `msgr_command_log_messages`, `msgr_command_log_bytes` and
+/// `msgr_integrator_backlog{consumer}` (commands it has not acked).
+async fn report_command_log(ctx: &WorkerContext) {
+    use futures_util::StreamExt as _;
+    let Ok(mut stream) = ctx.js.get_stream(msgr_nats::stream::IN_STREAM).await else {
+        return;
+    };
+    if let Ok(info) = stream.info().await {
+        metrics::gauge!("msgr_command_log_messages").set(info.state.messages as f64);
+        metrics::gauge!("msgr_command_log_bytes").set(info.state.bytes as f64);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut consumers = stream.consumers();
+    while let Some(item) = consumers.next().await {
+        let Ok(c) = item else {
+            // A partial listing: leave last time's figures alone.
+            return;
+        };
+        if c.name.starts_with("SEQ_") {
+            continue;
+        }
+        let behind = c.num_pending + c.num_ack_pending as u64;
+        metrics::gauge!("msgr_integrator_backlog", "consumer" => c.name.clone()).set(behind as f64);
+        seen.insert(c.name);
+    }
+    // A consumer that is gone holds nothing any more (and must not go on
+    // firing its alert).
+    static REPORTED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for gone in reported.iter().flatten().filter(|n| !seen.contains(*n)) {
+        metrics::gauge!("msgr_integrator_backlog", "consumer" => gone.clone()).set(0.0);
+    }
+    *reported = Some(seen);
 }
