@@ -47,6 +47,7 @@ mod users;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_sessions.sql"),
+    include_str!("../migrations/0003_closed_conversations.sql"),
 ];
 
 /// Any lock id would do; this one is "msgr" in ASCII.
@@ -214,6 +215,10 @@ impl Store for PgStore {
 
     async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>> {
         users::search(&self.conn().await?, prefix, limit).await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
+        users::delete(&self.conn().await?, user_id).await
     }
 
     async fn create_session(&self, session: SessionRecord) -> StoreResult<()> {

@@ -138,14 +138,14 @@ pub(crate) async fn append(c: &impl GenericClient, m: &NewMessage) -> StoreResul
     let next = query_opt(
         c,
         "UPDATE conversations SET last_seq = last_seq + 1, updated_at = GREATEST(updated_at, $2)
-         WHERE conversation_id = $1 RETURNING last_seq",
+         WHERE conversation_id = $1 AND NOT closed RETURNING last_seq",
         &[&m.conversation_id, &m.sent_at_ms],
     )
     .await?;
     let seq: u64 = match next {
         Some(row) => u(row.get(0)),
-        // The first message of a direct chat creates it (users are never
-        // deleted, so an existing chat needs no user checks).
+        // The first message of a direct chat creates it (an account deleted
+        // later closes its chats, so an open one needs no user checks).
         None => match to_user {
             Some(to) => {
                 if !user_exists(c, to).await? || !user_exists(c, &m.sender_id).await? {

@@ -21,7 +21,11 @@ fn row_to_user(r: &Row) -> UserRecord {
 
 pub(crate) async fn user_exists(c: &impl GenericClient, user_id: &str) -> StoreResult<bool> {
     Ok(
-        query_opt(c, "SELECT 1 FROM users WHERE user_id = $1", &[&user_id])
+        query_opt(
+            c,
+            "SELECT 1 FROM users WHERE user_id = $1 AND username NOT LIKE '~%'",
+            &[&user_id],
+        )
             .await?
             .is_some(),
     )
@@ -67,7 +71,7 @@ pub(crate) async fn by_username(
 
 pub(crate) async fn by_ids(c: &impl GenericClient, ids: &[String]) -> StoreResult<Vec<UserRecord>> {
     // One query for all; answered in the order asked, unknown ids left out.
-    let sql = format!("{USER_SELECT} WHERE user_id = ANY($1)");
+    let sql = format!("{USER_SELECT} WHERE user_id = ANY($1) AND username NOT LIKE '~%'");
     let rows = query(c, &sql, &[&ids]).await?;
     let mut found: std::collections::HashMap<String, UserRecord> = rows
         .iter()
@@ -89,4 +93,27 @@ pub(crate) async fn search(
     );
     let rows = query(c, &sql, &[&prefix, &i64::from(limit)]).await?;
     Ok(rows.iter().map(row_to_user).collect())
+}
+
+/// A deleted account: the profile goes (username freed, name and password
+/// hash cleared); the id stays on the messages others received. A deleted
+/// row's username starts with `~`, which no username may.
+pub(crate) async fn delete(c: &impl GenericClient, user_id: &str) -> StoreResult<bool> {
+    let n = crate::exec(
+        c,
+        "UPDATE users SET username = '~deleted-' || user_id, display_name = '', password_hash = ''
+         WHERE user_id = $1 AND username NOT LIKE '~%'",
+        &[&user_id],
+    )
+    .await?;
+    crate::exec(c, "DELETE FROM sessions WHERE user_id = $1", &[&user_id]).await?;
+    // User ids are unique tokens: a direct chat's id names both members.
+    crate::exec(
+        c,
+        "UPDATE conversations SET closed = TRUE
+         WHERE kind = 'direct' AND strpos(conversation_id, $1) > 0",
+        &[&user_id],
+    )
+    .await?;
+    Ok(n > 0)
 }

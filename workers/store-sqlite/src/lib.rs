@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_media.sql"),
     include_str!("../migrations/0004_partition_claims.sql"),
     include_str!("../migrations/0005_sessions.sql"),
+    include_str!("../migrations/0006_closed_conversations.sql"),
 ];
 const READERS: usize = 4;
 
@@ -434,6 +435,11 @@ impl Store for SqliteStore {
         let prefix = prefix.to_owned();
         self.read(move |conn| users::search(conn, &prefix, limit))
             .await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
+        let user = user_id.to_owned();
+        self.write(move |conn| users::delete(conn, &user)).await
     }
 
     async fn create_session(&self, session: SessionRecord) -> StoreResult<()> {

@@ -123,16 +123,16 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
     };
     let mut next_seq = tx.prepare_cached(
         "UPDATE conversations SET last_seq = last_seq + 1, updated_at = max(updated_at, ?2)
-         WHERE conversation_id = ?1 RETURNING last_seq",
+         WHERE conversation_id = ?1 AND closed = 0 RETURNING last_seq",
     )?;
     let seq: u64 = match next_seq
         .query_row(params![m.conversation_id, m.sent_at_ms], |r| r.get(0))
         .optional()?
     {
         Some(seq) => seq,
-        // The first message of a direct chat creates it (users are never
-        // deleted, so an existing chat needs no user checks: the hot path is
-        // one statement here).
+        // The first message of a direct chat creates it (an account deleted
+        // later closes its chats, so an open one needs no user checks: the
+        // hot path is one statement here).
         None => match to_user {
             Some(to) => {
                 if !user_exists(tx, to)? || !user_exists(tx, &m.sender_id)? {

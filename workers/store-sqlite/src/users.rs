@@ -20,7 +20,7 @@ pub(crate) fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord>
 
 pub(crate) fn user_exists(conn: &Connection, user_id: &str) -> rusqlite::Result<bool> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")?
+        .prepare_cached("SELECT 1 FROM users WHERE user_id = ?1 AND username NOT LIKE '~%'")?
         .query_row([user_id], |_| Ok(()))
         .optional()?
         .is_some())
@@ -57,7 +57,9 @@ pub(crate) fn by_username(conn: &Connection, username: &str) -> StoreResult<Opti
 
 pub(crate) fn by_ids(conn: &Connection, ids: &[String]) -> StoreResult<Vec<UserRecord>> {
     let mut stmt = conn
-        .prepare_cached(&format!("{USER_SELECT} WHERE user_id = ?1"))
+        .prepare_cached(&format!(
+            "{USER_SELECT} WHERE user_id = ?1 AND username NOT LIKE '~%'"
+        ))
         .map_err(unavailable)?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
@@ -84,4 +86,28 @@ pub(crate) fn search(conn: &Connection, prefix: &str, limit: u32) -> StoreResult
         .query_map(params![prefix, limit], row_to_user)
         .map_err(unavailable)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+/// A deleted account: the profile goes (username freed, name and password
+/// hash cleared); the id stays on the messages others received. A deleted
+/// row's username starts with `~`, which no username may.
+pub(crate) fn delete(conn: &Connection, user_id: &str) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE users SET username = '~deleted-' || user_id, display_name = '', password_hash = ''
+             WHERE user_id = ?1 AND username NOT LIKE '~%'",
+        )
+        .and_then(|mut st| st.execute([user_id]))
+        .map_err(unavailable)?;
+    conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")
+        .and_then(|mut st| st.execute([user_id]))
+        .map_err(unavailable)?;
+    // User ids are unique tokens: a direct chat's id names both members.
+    conn.prepare_cached(
+        "UPDATE conversations SET closed = 1
+         WHERE kind = 'direct' AND instr(conversation_id, ?1) > 0",
+    )
+    .and_then(|mut st| st.execute([user_id]))
+    .map_err(unavailable)?;
+    Ok(n > 0)
 }

@@ -16,6 +16,7 @@ pub async fn run_all(store: &dyn Store) {
     users_are_unique_by_canonical_username(store).await;
     users_are_found_by_username_prefix(store).await;
     sessions_are_listed_extended_and_revoked_by_their_user_only(store).await;
+    a_deleted_account_is_gone_but_what_others_received_stays(store).await;
     seqs_are_dense_per_conversation_and_start_at_one(store).await;
     appending_the_same_client_msg_id_returns_the_original(store).await;
     unknown_recipients_are_rejected_and_nothing_is_stored(store).await;
@@ -727,6 +728,67 @@ async fn sessions_are_listed_extended_and_revoked_by_their_user_only(store: &dyn
         store.sessions(&b.user_id, now).await.expect("list"),
         vec![theirs],
         "another user's sessions are untouched"
+    );
+}
+
+async fn a_deleted_account_is_gone_but_what_others_received_stays(store: &dyn Store) {
+    let (gone, stays) = (user(store, "del").await, user(store, "del").await);
+    let conv = id::direct_conversation_id(&gone.user_id, &stays.user_id);
+    let out = store
+        .apply(vec![
+            direct(&gone, &stays, "d1", "before I go"),
+            direct(&stays, &gone, "d2", "bye"),
+        ])
+        .await
+        .expect("apply");
+    assert!(out.iter().all(|o| matches!(o, OpOutcome::Stored(_))), "{out:?}");
+    store
+        .create_session(SessionRecord {
+            session_id: format!("s{}", &id::new_user_id()[1..]),
+            user_id: gone.user_id.clone(),
+            created_at_ms: 1,
+            expires_at_ms: i64::MAX,
+            user_agent: String::new(),
+        })
+        .await
+        .expect("session");
+    assert!(store.delete_user(&gone.user_id).await.expect("delete"));
+    assert!(!store.delete_user(&gone.user_id).await.expect("delete"), "once");
+    assert_eq!(store.user_by_username(&gone.username).await.expect("by name"), None);
+    assert!(store
+        .users_by_ids(std::slice::from_ref(&gone.user_id))
+        .await
+        .expect("by id")
+        .is_empty());
+    assert!(store.sessions(&gone.user_id, 0).await.expect("sessions").is_empty());
+    let prefix = &gone.username[..gone.username.len() - 2];
+    assert!(!store
+        .search_users(prefix, 50)
+        .await
+        .expect("search")
+        .iter()
+        .any(|u| u.user_id == gone.user_id));
+    // Nobody can send to it any more; the other member keeps the history.
+    let out = store
+        .apply(vec![direct(&stays, &gone, "d3", "hello?")])
+        .await
+        .expect("apply");
+    assert_eq!(out, vec![OpOutcome::Rejected(Rejection::UnknownRecipient)]);
+    let h = store
+        .history(&conv, &stays.user_id, Page { limit: 50, before: None, after: None })
+        .await
+        .expect("history");
+    let texts: Vec<_> = h.messages.iter().filter_map(|m| m.message.text.clone()).collect();
+    assert_eq!(texts, vec!["before I go".to_owned(), "bye".to_owned()]);
+    // The username is free again.
+    let again = UserRecord {
+        user_id: id::new_user_id(),
+        ..gone.clone()
+    };
+    store.create_user(again.clone()).await.expect("the name is free");
+    assert_eq!(
+        store.user_by_username(&gone.username).await.expect("by name"),
+        Some(again)
     );
 }
 

@@ -379,6 +379,12 @@ pub trait Store: Send + Sync + 'static {
     /// username order.
     async fn search_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRecord>>;
 
+    /// Deletes an account: its profile goes (the username is free again, the
+    /// password can no longer log in, look-ups no longer find it, nobody can
+    /// send to it) and its sessions with it; the messages others received
+    /// stay, with its id. `false` if there was no such (live) account.
+    async fn delete_user(&self, user_id: &str) -> StoreResult<bool>;
+
     /// Records a new session (a login).
     async fn create_session(&self, session: SessionRecord) -> StoreResult<()>;
     /// `user_id`'s sessions neither revoked nor expired at `now_ms`, newest first.
