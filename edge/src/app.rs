@@ -32,6 +32,11 @@ pub fn router(state: EdgeState) -> Router {
     let mut app = Router::new()
         .route("/user/register", post(crate::routes::user::register))
         .route("/user/login", post(crate::routes::user::login))
+        .route(
+            "/user",
+            axum::routing::delete(crate::routes::user::delete_account),
+        )
+        .route("/user/export", get(crate::routes::user::export))
         .route("/user/logout", post(crate::routes::user::logout))
         .route("/user/token", post(crate::routes::user::refresh))
         .route(

@@ -68,6 +68,7 @@ pub mod rpc {
     pub const SESSIONS: &str = "msgr.v1.rpc.account.sessions";
     pub const REVOKE: &str = "msgr.v1.rpc.account.revoke";
     pub const REFRESH: &str = "msgr.v1.rpc.account.refresh";
+    pub const DELETE_ACCOUNT: &str = "msgr.v1.rpc.account.delete";
     pub const HISTORY: &str = "msgr.v1.rpc.query.history";
     pub const CHATS: &str = "msgr.v1.rpc.query.chats";
     pub const LOOKUP: &str = "msgr.v1.rpc.query.lookup";
@@ -90,6 +91,7 @@ pub mod rpc {
         SESSIONS,
         REVOKE,
         REFRESH,
+        DELETE_ACCOUNT,
         HISTORY,
         CHATS,
         LOOKUP,

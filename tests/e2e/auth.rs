@@ -476,3 +476,162 @@ async fn sessions_are_listed_and_revoked_everywhere_within_moments() {
         200
     );
 }
+
+/// Export my data, then delete my account (as on WhatsApp: the profile
+/// goes, what others received stays): the export holds every chat with
+/// every message; deletion needs the password, leaves the groups, ends
+/// every session and socket, frees the username, and the other person keeps
+/// the chat but can send nothing more to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_is_exported_then_deleted_and_others_keep_their_chats() {
+    let app = TestApp::spawn().await;
+    let (alice, bob, carol) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("carol").await,
+    );
+    let (s, g) = app
+        .post(
+            "/groups/create",
+            &json!({"name": "Trio", "members": [bob.user_id, carol.user_id]}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let group = g["group_id"].as_str().expect("group_id").to_owned();
+    let mut a = app.ws(&alice.token).await;
+    let mut b = app.ws(&bob.token).await;
+    a.send_text_to(&bob.user_id, "a1", "hi bob").await;
+    a.expect("ack", crate::T).await;
+    b.send_text_to(&alice.user_id, "b1", "hi alice").await;
+    b.expect("ack", crate::T).await;
+    b.send_json(&json!({"type":"send","client_msg_id":"b2","to_group":group,"text":"hi all"}))
+        .await;
+    b.expect("ack", crate::T).await;
+
+    // The export.
+    let r = msgr_tests::http_get_raw(
+        app.addr,
+        "/user/export",
+        &[("authorization", format!("Bearer {}", bob.token))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-disposition")
+        .is_some_and(|d| d.starts_with("attachment")));
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).expect("the export is JSON");
+    assert_eq!(doc["user"]["user_id"], bob.user_id.as_str());
+    assert_eq!(doc["sessions"].as_array().map(Vec::len), Some(1));
+    let chats = doc["chats"].as_array().expect("chats");
+    assert_eq!(chats.len(), 2, "{doc}");
+    let texts: Vec<&str> = chats
+        .iter()
+        .flat_map(|c| c["messages"].as_array().into_iter().flatten())
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    for t in ["hi bob", "hi alice", "hi all"] {
+        assert!(texts.contains(&t), "{t} missing from {texts:?}");
+    }
+
+    // A wrong password changes nothing.
+    let (s, body) = msgr_tests::http(
+        app.addr,
+        "DELETE",
+        "/user",
+        Some(&bob.token),
+        Some(
+            json!({"password": "not it at all"})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
+    assert_eq!(
+        app.get(&format!("/users/{}", bob.user_id), &alice.token)
+            .await
+            .0,
+        200
+    );
+
+    let (s, body) = msgr_tests::http(
+        app.addr,
+        "DELETE",
+        "/user",
+        Some(&bob.token),
+        Some(
+            json!({"password": "correct horse battery"})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    // His socket closes, his token and password stop working.
+    let closed = loop {
+        match b.next(crate::T).await {
+            Some(msgr_tests::WsEvent::Closed(code)) => break code,
+            Some(_) => {}
+            None => panic!("the deleted account's socket stayed open"),
+        }
+    };
+    assert_eq!(closed, Some(4001));
+    assert_eq!(
+        app.get(&format!("/users/{}", alice.user_id), &bob.token)
+            .await
+            .0,
+        401
+    );
+    let (s, _) = app
+        .post(
+            "/user/login",
+            &json!({"username": bob.username, "password": "correct horse battery"}),
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    // The others: his profile is gone, the chat stays, nothing more reaches him.
+    assert_eq!(
+        app.get(&format!("/users/{}", bob.user_id), &alice.token)
+            .await
+            .0,
+        404
+    );
+    let (s, h) = app
+        .get(
+            &format!("/messages/{}/{}", alice.user_id, bob.user_id),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["messages"].as_array().map(Vec::len), Some(2), "{h}");
+    a.send_text_to(&bob.user_id, "a2", "are you there?").await;
+    let e = a.expect("error", crate::T).await;
+    assert_eq!(e["code"], "unknown_recipient", "{e}");
+    let (s, page) = app.get(&format!("/groups/{group}"), &carol.token).await;
+    assert_eq!(s, 200, "{page}");
+    let members: Vec<&str> = page["group"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["user_id"].as_str())
+        .collect();
+    assert!(!members.contains(&bob.user_id.as_str()), "{members:?}");
+    assert!(
+        page.to_string().contains("hi all"),
+        "his group message stays"
+    );
+    // His username is free.
+    let (s, body) = app
+        .post(
+            "/user/register",
+            &json!({"username": bob.username, "password": "another good one"}),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+}

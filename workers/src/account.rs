@@ -178,7 +178,23 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow
             }
         },
     );
-    tokio::try_join!(register, login, users, search, bootstrap, sessions, revoke, refresh)?;
+    let c = Arc::clone(&ctx);
+    let h = Arc::clone(&hashing);
+    let delete = serve(
+        ctx.nats.clone(),
+        rpc::DELETE_ACCOUNT,
+        16,
+        shutdown.clone(),
+        move |b| {
+            let (ctx, hashing) = (Arc::clone(&c), Arc::clone(&h));
+            async move {
+                delete_account(&ctx, &hashing, decode(&b)?)
+                    .await
+                    .map(|m| m.encode_to_vec().into())
+            }
+        },
+    );
+    tokio::try_join!(register, login, users, search, bootstrap, sessions, revoke, refresh, delete)?;
     Ok(())
 }
 
@@ -465,4 +481,66 @@ async fn refresh(ctx: &WorkerContext, req: pb::RefreshRequest) -> Result<pb::Ses
         }
         Err(e) => Err(Refusal::internal(e)),
     }
+}
+
+/// # `msgr.v1.rpc.account.delete`
+/// - `invalid_credentials`: wrong password (nothing changes).
+///
+/// In this order, each step safe to repeat (a retry after a failure
+/// finishes the job): leave every group (its members see the `left` event),
+/// revoke every session (every edge closes its sockets), then delete the
+/// profile and close its direct chats in the store.
+async fn delete_account(
+    ctx: &WorkerContext,
+    hashing: &Hashers,
+    req: pb::DeleteAccountRequest,
+) -> Result<pb::Deleted, Refusal> {
+    let denied = || Refusal::new("invalid_credentials", "wrong password");
+    let user = ctx
+        .store
+        .users_by_ids(std::slice::from_ref(&req.caller_id))
+        .await
+        .map_err(Refusal::internal)?
+        .pop()
+        .ok_or_else(denied)?;
+    let pw = if req.password.len() > 1024 {
+        String::new()
+    } else {
+        req.password
+    };
+    if !verify_blocking(hashing, pw, user.password_hash.clone()).await? {
+        return Err(denied());
+    }
+    let mut cursor = None;
+    loop {
+        let page = ctx
+            .store
+            .chats(&user.user_id, 200, cursor.as_deref())
+            .await
+            .map_err(Refusal::internal)?;
+        for chat in &page.chats {
+            if let Some(group_id) = &chat.group_id {
+                // A group already left answers `forbidden`: nothing to do.
+                let _ = crate::group::leave(ctx, &user.user_id, group_id).await;
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    revoke(
+        ctx,
+        pb::RevokeRequest {
+            caller_id: user.user_id.clone(),
+            session_id: None,
+        },
+    )
+    .await?;
+    ctx.store
+        .delete_user(&user.user_id)
+        .await
+        .map_err(Refusal::internal)?;
+    tracing::info!(user = %user.user_id, "account deleted");
+    Ok(pb::Deleted {})
 }

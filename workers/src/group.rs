@@ -178,6 +178,24 @@ async fn add(ctx: &WorkerContext, req: pb::GroupMemberRequest) -> Result<pb::Gro
     Ok(group)
 }
 
+/// `user_id` leaves `group_id` (an account being deleted), announced as a
+/// member leaving is.
+pub(crate) async fn leave(
+    ctx: &WorkerContext,
+    user_id: &str,
+    group_id: &str,
+) -> Result<pb::Group, Refusal> {
+    remove(
+        ctx,
+        pb::GroupMemberRequest {
+            caller_id: user_id.to_owned(),
+            group_id: group_id.to_owned(),
+            user_id: user_id.to_owned(),
+        },
+    )
+    .await
+}
+
 /// # `msgr.v1.rpc.group.remove`
 /// - `not_found`, `forbidden` (caller not a member), `not_admin` (removing
 ///   someone else), `not_member` (the user is not in the group).

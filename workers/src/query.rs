@@ -105,7 +105,15 @@ async fn history(ctx: &WorkerContext, req: pb::HistoryRequest) -> Result<pb::His
             .users_by_ids(&[peer.to_owned()])
             .await
             .map_err(Refusal::internal)?;
-        if found.is_empty() {
+        // A deleted account is not found, but the chat with it stays
+        // readable to whoever had it.
+        if found.is_empty()
+            && !ctx
+                .store
+                .is_member(conv, &req.caller_id)
+                .await
+                .map_err(Refusal::internal)?
+        {
             return Err(Refusal::new("user_not_found", "no such user"));
         }
     } else if !ctx

@@ -10,7 +10,7 @@ use msgr_nats::{rpc, subject};
 use msgr_schemas::client::{LoginBody, LoginJson, RegisterBody};
 use msgr_schemas::pb::v1 as pb;
 
-use crate::auth::AuthSession;
+use crate::auth::{AuthSession, AuthUser};
 use crate::error::{ApiError, Path};
 use crate::routes::json_body;
 use crate::state::EdgeState;
@@ -219,4 +219,218 @@ pub async fn refresh(
         expires_at: rfc3339_ms(session.expires_at_ms),
         session_id: Some(session.session_id).filter(|s| !s.is_empty()),
     }))
+}
+
+/// # `DELETE /user`
+/// Deletes the caller's account, confirmed by its password (`{"password"}`):
+/// it leaves its groups, every session ends (sockets closed with 4001), the
+/// profile goes and the username is free again; the messages others
+/// received stay with them.
+/// - 204.
+/// - 401 `invalid_credentials`: wrong password (nothing changes).
+pub async fn delete_account(
+    State(state): State<EdgeState>,
+    AuthUser(caller): AuthUser,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Confirm {
+        password: String,
+    }
+    let req: Confirm = json_body(body, state.config.max_body_bytes).await?;
+    let _: pb::Deleted = rpc::call(
+        &state.nats,
+        subject::rpc::DELETE_ACCOUNT,
+        &pb::DeleteAccountRequest {
+            caller_id: caller,
+            password: req.password,
+        },
+        state.rpc_timeout(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// # `GET /user/export`
+/// Everything the server holds for the caller, as one JSON document
+/// (streamed: `{"exported_at","user","sessions","chats":[{"chat","messages":[…]}]}`,
+/// every message the caller can read, oldest first). Media bytes are not
+/// inlined: each media message has its `url`.
+/// - 200 `application/json` (an attachment).
+pub async fn export(
+    State(state): State<EdgeState>,
+    AuthUser(caller): AuthUser,
+) -> Result<axum::response::Response, ApiError> {
+    state.limits.read(&caller)?;
+    // What can fail before the first byte fails with a status.
+    let users: pb::Users = rpc::call(
+        &state.nats,
+        subject::rpc::USERS,
+        &pb::UsersRequest {
+            user_ids: vec![caller.clone()],
+        },
+        state.rpc_timeout(),
+    )
+    .await?;
+    let me = users
+        .users
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))?;
+    let sessions: pb::SessionList = rpc::call(
+        &state.nats,
+        subject::rpc::SESSIONS,
+        &pb::SessionsRequest {
+            caller_id: caller.clone(),
+        },
+        state.rpc_timeout(),
+    )
+    .await?;
+    // Bounded: the writer waits for the client to take each chunk.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        if let Err(e) = write_export(&state, &caller, me, sessions, &tx).await {
+            tracing::warn!(user = %caller, error = %e, "export cut short");
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let mut resp = axum::response::Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        axum::http::HeaderValue::from_static("attachment; filename=\"msgr-export.json\""),
+    );
+    Ok(resp)
+}
+
+/// Pages through the caller's chats and each chat's history, writing JSON.
+async fn write_export(
+    state: &EdgeState,
+    caller: &str,
+    me: pb::User,
+    sessions: pb::SessionList,
+    tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) -> Result<(), String> {
+    let send = |v: Vec<u8>| async move {
+        tx.send(Ok(bytes::Bytes::from(v)))
+            .await
+            .map_err(|_| "the client went away".to_owned())
+    };
+    let sessions: Vec<_> = sessions
+        .sessions
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "session_id": s.session_id,
+                "created_at": rfc3339_ms(s.created_at_ms),
+                "expires_at": rfc3339_ms(s.expires_at_ms),
+                "user_agent": s.user_agent,
+            })
+        })
+        .collect();
+    let head = serde_json::json!({
+        "exported_at": rfc3339_ms(msgr_core::time::now_ms()),
+        "user": crate::convert::user(me),
+        "sessions": sessions,
+    })
+    .to_string();
+    // Open the object again to append the chats.
+    let mut head = head.into_bytes();
+    head.pop();
+    head.extend_from_slice(br#","chats":["#);
+    send(head).await?;
+    let mut cursor: Option<String> = None;
+    let mut first = true;
+    loop {
+        let page: pb::ChatPage = rpc::call(
+            &state.nats,
+            subject::rpc::CHATS,
+            &pb::ChatsRequest {
+                caller_id: caller.to_owned(),
+                limit: 200,
+                cursor: cursor.clone(),
+            },
+            state.rpc_timeout(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for chat in page.chats {
+            let (conversation_id, group_id) = (chat.conversation_id.clone(), chat.group_id.clone());
+            let mut out = Vec::new();
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(br#"{"chat":"#);
+            out.extend(serde_json::to_vec(&crate::convert::chat(chat)).unwrap_or_default());
+            out.extend_from_slice(br#","messages":["#);
+            send(out).await?;
+            let mut after = 0u64;
+            let mut first_message = true;
+            loop {
+                let (messages, has_more) = match &group_id {
+                    Some(g) => {
+                        let p: pb::GroupPage = rpc::call(
+                            &state.nats,
+                            subject::rpc::GROUP_GET,
+                            &pb::GetGroupRequest {
+                                caller_id: caller.to_owned(),
+                                group_id: g.clone(),
+                                limit: 200,
+                                before: None,
+                                after: Some(after),
+                            },
+                            state.rpc_timeout(),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        (p.messages, p.has_more)
+                    }
+                    None => {
+                        let p: pb::HistoryPage = rpc::call(
+                            &state.nats,
+                            subject::rpc::HISTORY,
+                            &pb::HistoryRequest {
+                                caller_id: caller.to_owned(),
+                                conversation_id: conversation_id.clone(),
+                                limit: 200,
+                                before: None,
+                                after: Some(after),
+                            },
+                            state.rpc_timeout(),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        (p.messages, p.has_more)
+                    }
+                };
+                let mut out = Vec::new();
+                for m in messages {
+                    after = after.max(m.seq);
+                    if !first_message {
+                        out.push(b',');
+                    }
+                    first_message = false;
+                    out.extend(serde_json::to_vec(&crate::convert::message(m)).unwrap_or_default());
+                }
+                send(out).await?;
+                if !has_more {
+                    break;
+                }
+            }
+            send(b"]}".to_vec()).await?;
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    send(b"]}".to_vec()).await
 }

@@ -20,15 +20,13 @@ fn row_to_user(r: &Row) -> UserRecord {
 }
 
 pub(crate) async fn user_exists(c: &impl GenericClient, user_id: &str) -> StoreResult<bool> {
-    Ok(
-        query_opt(
-            c,
-            "SELECT 1 FROM users WHERE user_id = $1 AND username NOT LIKE '~%'",
-            &[&user_id],
-        )
-            .await?
-            .is_some(),
+    Ok(query_opt(
+        c,
+        "SELECT 1 FROM users WHERE user_id = $1 AND username NOT LIKE '~%'",
+        &[&user_id],
     )
+    .await?
+    .is_some())
 }
 
 pub(crate) async fn create(c: &impl GenericClient, user: &UserRecord) -> StoreResult<()> {

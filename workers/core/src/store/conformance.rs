@@ -741,7 +741,10 @@ async fn a_deleted_account_is_gone_but_what_others_received_stays(store: &dyn St
         ])
         .await
         .expect("apply");
-    assert!(out.iter().all(|o| matches!(o, OpOutcome::Stored(_))), "{out:?}");
+    assert!(
+        out.iter().all(|o| matches!(o, OpOutcome::Stored(_))),
+        "{out:?}"
+    );
     store
         .create_session(SessionRecord {
             session_id: format!("s{}", &id::new_user_id()[1..]),
@@ -753,14 +756,27 @@ async fn a_deleted_account_is_gone_but_what_others_received_stays(store: &dyn St
         .await
         .expect("session");
     assert!(store.delete_user(&gone.user_id).await.expect("delete"));
-    assert!(!store.delete_user(&gone.user_id).await.expect("delete"), "once");
-    assert_eq!(store.user_by_username(&gone.username).await.expect("by name"), None);
+    assert!(
+        !store.delete_user(&gone.user_id).await.expect("delete"),
+        "once"
+    );
+    assert_eq!(
+        store
+            .user_by_username(&gone.username)
+            .await
+            .expect("by name"),
+        None
+    );
     assert!(store
         .users_by_ids(std::slice::from_ref(&gone.user_id))
         .await
         .expect("by id")
         .is_empty());
-    assert!(store.sessions(&gone.user_id, 0).await.expect("sessions").is_empty());
+    assert!(store
+        .sessions(&gone.user_id, 0)
+        .await
+        .expect("sessions")
+        .is_empty());
     let prefix = &gone.username[..gone.username.len() - 2];
     assert!(!store
         .search_users(prefix, 50)
@@ -775,19 +791,37 @@ async fn a_deleted_account_is_gone_but_what_others_received_stays(store: &dyn St
         .expect("apply");
     assert_eq!(out, vec![OpOutcome::Rejected(Rejection::UnknownRecipient)]);
     let h = store
-        .history(&conv, &stays.user_id, Page { limit: 50, before: None, after: None })
+        .history(
+            &conv,
+            &stays.user_id,
+            Page {
+                limit: 50,
+                before: None,
+                after: None,
+            },
+        )
         .await
         .expect("history");
-    let texts: Vec<_> = h.messages.iter().filter_map(|m| m.message.text.clone()).collect();
+    let texts: Vec<_> = h
+        .messages
+        .iter()
+        .filter_map(|m| m.message.text.clone())
+        .collect();
     assert_eq!(texts, vec!["before I go".to_owned(), "bye".to_owned()]);
     // The username is free again.
     let again = UserRecord {
         user_id: id::new_user_id(),
         ..gone.clone()
     };
-    store.create_user(again.clone()).await.expect("the name is free");
+    store
+        .create_user(again.clone())
+        .await
+        .expect("the name is free");
     assert_eq!(
-        store.user_by_username(&gone.username).await.expect("by name"),
+        store
+            .user_by_username(&gone.username)
+            .await
+            .expect("by name"),
         Some(again)
     );
 }
