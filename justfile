@@ -51,12 +51,18 @@ up: tools build
       echo "msgr stopped"
     }
     trap stop INT TERM EXIT
-    nats-server -c nats/conf/dev.conf & pids+=($!); echo $! > data/nats.pid
+    # Each role its own NATS user with the least it needs (passwords made once,
+    # owner-only, in data/secrets; infra/nats_auth.py).
+    cp nats/conf/dev.conf data/nats-server.conf
+    python3 infra/nats_auth.py data/secrets data/nats-server.conf
+    nats-server -c data/nats-server.conf & pids+=($!); echo $! > data/nats.pid
     ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
     for _ in $(seq 100); do ready "http://127.0.0.1:8222/healthz?js-enabled-only=true" && break; sleep 0.1; done
-    ./target/release/msgr-worker all & pids+=($!); echo $! > data/worker.pid
+    MSGR_NATS__USER=worker MSGR_NATS__PASSWORD_FILE=data/secrets/worker.pass \
+      ./target/release/msgr-worker all & pids+=($!); echo $! > data/worker.pid
     # One edge takes every event anyway: one wildcard inbox subscription instead of one per user.
-    MSGR_INBOX="${MSGR_INBOX:-wildcard}" ./target/release/msgr-edge & pids+=($!); echo $! > data/edge.pid
+    MSGR_NATS__USER=edge MSGR_NATS__PASSWORD_FILE=data/secrets/edge.pass \
+      MSGR_INBOX="${MSGR_INBOX:-wildcard}" ./target/release/msgr-edge & pids+=($!); echo $! > data/edge.pid
     for _ in $(seq 300); do ready http://127.0.0.1:8080/healthz && break; sleep 0.1; done
     echo "msgr is up: http://127.0.0.1:8080  (metrics: :8080/metrics, worker :9464/metrics; Ctrl-C stops)"
     wait -n "${pids[@]}"

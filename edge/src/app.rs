@@ -167,18 +167,19 @@ impl EdgeApp {
         for outcome in ["ok", "too_large", "refused", "failed"] {
             metrics::counter!("msgr_edge_media_uploads_total", "outcome" => outcome).increment(0);
         }
-        let (nats, link) = msgr_nats::connect::connect(
-            &config.nats.url,
-            "msgr-edge",
-            // Events wait here only until the pump or dispatcher moves them to
-            // connection mailboxes (which are bounded per connection).
+        // Events wait here only until the pump or dispatcher moves them to
+        // connection mailboxes (which are bounded per connection).
+        let mut options =
             async_nats::ConnectOptions::new().subscription_capacity(match config.inbox {
                 crate::ws::InboxMode::PerUser => 1024,
                 crate::ws::InboxMode::Wildcard => 65_536,
-            }),
-        )
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
+            });
+        if let Some((user, password)) = config.nats.credentials().map_err(anyhow::Error::msg)? {
+            options = options.user_and_password(user, password);
+        }
+        let (nats, link) = msgr_nats::connect::connect(&config.nats.url, "msgr-edge", options)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
         let health = msgr_nats::health::Health::new();
         tokio::spawn(msgr_nats::connect::report_link(
             link,

@@ -59,6 +59,9 @@ for n in 1 2 3; do
   shift_ports "$root/nats/conf/cluster-$n.conf" \
     | sed -e "s|\"./data/cluster/nats-$n\"|\"$data/nats-$n\"|" >"$data/conf/nats-$n.conf"
 done
+# Each role its own NATS user with the least it needs; passwords made once,
+# owner-only, under $data/secrets (infra/nats_auth.py).
+python3 "$root/infra/nats_auth.py" "$data/secrets" "$data"/conf/nats-{1,2,3}.conf
 shift_ports "$root/infra/cluster/haproxy.cfg" >"$data/conf/haproxy.cfg"
 cat >"$data/conf/s3.json" <<'JSON'
 {"identities":[{"name":"msgr","credentials":[{"accessKey":"msgr","secretKey":"msgr-cluster-secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
@@ -178,10 +181,12 @@ export MSGR_NATS__URL=$nats_urls MSGR_STORE__URL=$pg_url MSGR_MEDIA__ENDPOINT=$s
 export MSGR_DATA_DIR=$data RUST_LOG=${RUST_LOG:-info,async_nats=warn}
 for n in 1 2; do
   supervise "worker-$n" env MSGR_INSTANCE_ID="worker-$n" MSGR_METRICS_LISTEN="127.0.0.1:$(p 946$((n + 4)))" \
+    MSGR_NATS__USER=worker MSGR_NATS__PASSWORD_FILE="$data/secrets/worker.pass" \
     "$bin/msgr-worker" --config "$root/infra/cluster/worker.toml" all
 done
 for n in 1 2; do
   supervise "edge-$n" env MSGR_EDGE_ID="edge-$n" MSGR_LISTEN="127.0.0.1:$(p 808$n)" \
+    MSGR_NATS__USER=edge MSGR_NATS__PASSWORD_FILE="$data/secrets/edge.pass" \
     "$bin/msgr-edge" --config "$root/infra/cluster/edge.toml"
 done
 for n in 1 2; do wait_for "edge-$n" "http://127.0.0.1:$(p 808$n)/healthz" 120; done

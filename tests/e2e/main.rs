@@ -5,6 +5,7 @@
 mod auth;
 mod backup;
 mod bad_input;
+mod bus_auth;
 mod bus_restart;
 mod direct;
 mod groups;

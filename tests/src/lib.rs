@@ -70,6 +70,7 @@ fn worker_config(base: &WorkerConfig, nats_url: &str, data: &Path) -> WorkerConf
     WorkerConfig {
         nats: msgr_core::config::NatsConfig {
             url: nats_url.to_owned(),
+            ..base.nats.clone()
         },
         data_dir: data.to_path_buf(),
         ..base.clone()
@@ -153,6 +154,7 @@ impl TestApp {
             listen: "127.0.0.1:0".to_owned(),
             nats: msgr_core::config::NatsConfig {
                 url: self.nats.url(),
+                ..Default::default()
             },
             data_dir: self.data.path().to_path_buf(),
             ..test_edge_base()
@@ -260,14 +262,30 @@ impl TestApp {
 
     async fn spawn_inner_on(
         worker_bin: Option<PathBuf>,
-        mut edge: EdgeConfig,
+        edge: EdgeConfig,
         worker_base: WorkerConfig,
         data: tempfile::TempDir,
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             msgr_core::telemetry::init_tracing("info,async_nats=warn");
         }
-        let nats = TestNats::start();
+        Self::spawn_on_nats(TestNats::start(), worker_bin, edge, worker_base, data).await
+    }
+
+    /// NATS already started (with authorization, say) + the worker + the
+    /// edge; their `nats` settings (user, password) are kept, the URL set.
+    pub async fn spawn_on(nats: TestNats, edge: EdgeConfig, worker: WorkerConfig) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        Self::spawn_on_nats(nats, None, edge, worker, data).await
+    }
+
+    async fn spawn_on_nats(
+        nats: TestNats,
+        worker_bin: Option<PathBuf>,
+        mut edge: EdgeConfig,
+        worker_base: WorkerConfig,
+        data: tempfile::TempDir,
+    ) -> Self {
         let mut app = Self {
             nats,
             addr: "127.0.0.1:0".parse().expect("addr"),
@@ -482,6 +500,7 @@ impl TestApp {
             data_dir: self.data.path().to_path_buf(),
             nats: msgr_core::config::NatsConfig {
                 url: self.nats.url(),
+                ..Default::default()
             },
             ..test_edge_base()
         };

@@ -79,19 +79,19 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<TokenSigner> {
 /// Connects to NATS (any of the comma-separated servers), retrying until one
 /// answers (it may still be starting); returns the client and its link state.
 pub async fn connect_nats(
-    url: &str,
+    nats: &msgr_core::config::NatsConfig,
     name: &str,
 ) -> anyhow::Result<(
     async_nats::Client,
     tokio::sync::watch::Receiver<msgr_nats::connect::Link>,
 )> {
-    msgr_nats::connect::connect(
-        url,
-        name,
-        async_nats::ConnectOptions::new().subscription_capacity(8192),
-    )
-    .await
-    .with_context(|| format!("connecting to NATS at {url}"))
+    let mut options = async_nats::ConnectOptions::new().subscription_capacity(8192);
+    if let Some((user, password)) = nats.credentials().map_err(anyhow::Error::msg)? {
+        options = options.user_and_password(user, password);
+    }
+    msgr_nats::connect::connect(&nats.url, name, options)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", nats.url))
 }
 
 impl WorkerApp {
@@ -184,7 +184,7 @@ impl WorkerApp {
 
         let media = msgr_core::media::open(&config.media, &config.data_dir)
             .map_err(|e| anyhow::anyhow!("media store: {e}"))?;
-        let (nats, link) = connect_nats(&config.nats.url, "msgr-worker").await?;
+        let (nats, link) = connect_nats(&config.nats, "msgr-worker").await?;
         let js = async_nats::jetstream::new(nats.clone());
         let bus = crate::context::BusSpec {
             partitions: config.partitions,

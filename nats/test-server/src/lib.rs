@@ -21,6 +21,9 @@ pub struct TestNats {
     port: u16,
     monitor_port: u16,
     store: tempfile::TempDir,
+    /// A configuration file (authorization, say); the ports and store come
+    /// from the command line, which overrides it.
+    config: Option<PathBuf>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
@@ -70,13 +73,36 @@ impl TestNats {
             port: free_port(),
             monitor_port: free_port(),
             store: tempfile::tempdir().expect("temp store dir"),
+            config: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Like [`Self::start`], with the configuration file `config` as well.
+    ///
+    /// # Panics
+    /// As [`Self::start`].
+    #[must_use]
+    pub fn start_with_config(config: &std::path::Path) -> Self {
+        let mut s = Self {
+            child: None,
+            bin: nats_server_bin(),
+            port: free_port(),
+            monitor_port: free_port(),
+            store: tempfile::tempdir().expect("temp store dir"),
+            config: Some(config.to_path_buf()),
         };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(c) = &self.config {
+            cmd.arg("-c").arg(c);
+        }
+        let child = cmd
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor_port.to_string()])
             .args(["-js", "-sd"])

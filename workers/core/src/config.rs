@@ -15,13 +15,48 @@ use serde::{Deserialize, Serialize};
 pub struct NatsConfig {
     /// Server URL(s), comma-separated.
     pub url: String,
+    /// The NATS user this process connects as (its role's identity; empty:
+    /// none, for a server without authorization).
+    pub user: String,
+    /// That user's password, or (better) a file holding it.
+    pub password: Option<String>,
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
+            user: String::new(),
+            password: None,
+            password_file: None,
         }
+    }
+}
+
+impl NatsConfig {
+    /// The user and password to connect with, if a user is set.
+    ///
+    /// # Errors
+    /// An unreadable password file, or a user without a password.
+    pub fn credentials(&self) -> Result<Option<(String, String)>, String> {
+        if self.user.is_empty() {
+            return Ok(None);
+        }
+        let password = match (&self.password, &self.password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("reading the NATS password file {}: {e}", f.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                return Err(format!(
+                    "NATS user {} has no password (nats.password or nats.password_file)",
+                    self.user
+                ))
+            }
+        };
+        Ok(Some((self.user.clone(), password)))
     }
 }
 

@@ -1,0 +1,212 @@
+//! The bus as a trust boundary: each role connects as its own NATS user
+//! (`infra/nats_auth.py`, as `just up` and `just cluster` use it) and is
+//! refused what it must not do. Above all, nothing but an edge can put a
+//! command on the bus: a process that could published a `SendCommand` in
+//! user A's name and had it stored and pushed as A's message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use msgr_nats_test_server::TestNats;
+use msgr_tests::{test_edge_base, TestApp};
+use prost::Message as _;
+
+use crate::T;
+
+fn role(dir: &Path, name: &str) -> msgr_core::config::NatsConfig {
+    msgr_core::config::NatsConfig {
+        user: name.to_owned(),
+        password_file: Some(dir.join(format!("{name}.pass"))),
+        ..Default::default()
+    }
+}
+
+async fn connect_as(nats: &TestNats, dir: &Path, name: &str) -> async_nats::Client {
+    let pw = std::fs::read_to_string(dir.join(format!("{name}.pass"))).expect("password");
+    async_nats::ConnectOptions::with_user_and_password(name.to_owned(), pw.trim().to_owned())
+        .connect(nats.url())
+        .await
+        .expect("connect")
+}
+
+/// Whether the server refuses `client` publishing on `subject` (a refused
+/// publish comes back as a permissions error on the connection).
+async fn publish_refused(client: &async_nats::Client, subject: &str) -> bool {
+    // A JetStream publish needs an answer: a refused one gets none (the
+    // server drops it and reports a permissions violation).
+    let js = async_nats::jetstream::new(client.clone());
+    match tokio::time::timeout(Duration::from_secs(2), async {
+        js.publish(subject.to_owned(), "x".into()).await?.await
+    })
+    .await
+    {
+        Ok(Ok(_)) => false,
+        Ok(Err(_)) | Err(_) => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, "max_payload: 1MB\n").expect("conf");
+    let secrets = dir.path().join("secrets");
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/nats_auth.py"
+        ))
+        .arg(&secrets)
+        .arg(&conf)
+        .output()
+        .expect("python3 runs infra/nats_auth.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in ["edge.pass", "worker.pass", "integrator.pass"] {
+        let mode = std::fs::metadata(secrets.join(f))
+            .expect("pass")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{f} is readable by others");
+    }
+    let nats = TestNats::start_with_config(&conf);
+
+    // Without credentials: nothing.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), async_nats::connect(nats.url()))
+            .await
+            .map_or(true, |r| r.is_err()),
+        "an anonymous client was let in"
+    );
+
+    // The whole system works as edge and worker users.
+    let mut edge = test_edge_base();
+    edge.nats = role(&secrets, "edge");
+    let worker = msgr_workers::config::WorkerConfig {
+        nats: role(&secrets, "worker"),
+        metrics_listen: String::new(),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_on(nats, edge, worker).await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    a.send_text_to(&bob.user_id, "ok-1", "through the bus, with identities")
+        .await;
+    assert_eq!(a.expect("ack", T).await["client_msg_id"], "ok-1");
+
+    // An integrator reads events and may own a consumer on MSGR_IN…
+    let integrator = connect_as(&app.nats, &secrets, "integrator").await;
+    let mut events = integrator
+        .subscribe("msgr.v1.evt.message.>")
+        .await
+        .expect("subscribe to events");
+    let ijs = async_nats::jetstream::new(integrator.clone());
+    let stream = ijs
+        .get_stream(msgr_nats::stream::IN_STREAM)
+        .await
+        .expect("the integrator sees MSGR_IN");
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("AUDIT".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .expect("the integrator makes its own consumer");
+    a.send_text_to(&bob.user_id, "ok-2", "seen by the integrator")
+        .await;
+    a.expect("ack", T).await;
+    let ev = tokio::time::timeout(T, futures_util::StreamExt::next(&mut events))
+        .await
+        .expect("an event in time")
+        .expect("event");
+    let stored = msgr_schemas::pb::v1::StoredMessage::decode(ev.payload).expect("StoredMessage");
+    assert_eq!(stored.client_msg_id, "ok-2");
+
+    // …but cannot forge a command in someone's name, ask the services, or
+    // push to a user's inbox.
+    let conv = msgr_core::id::direct_conversation_id(&alice.user_id, &bob.user_id);
+    let p = msgr_core::id::partition_of(&conv, 16);
+    let forged = msgr_schemas::pb::v1::SendCommand {
+        sender_id: alice.user_id.clone(),
+        client_msg_id: "forged".to_owned(),
+        conversation_id: conv.clone(),
+        target: Some(msgr_schemas::pb::v1::send_command::Target::ToUser(
+            bob.user_id.clone(),
+        )),
+        text: Some("I am alice, honest".to_owned()),
+        media_id: None,
+        received_at_ms: 1,
+    };
+    let subject = msgr_nats::subject::in_send(p, &conv);
+    let refused = tokio::time::timeout(Duration::from_secs(2), async {
+        ijs.publish(subject.clone(), forged.encode_to_vec().into())
+            .await?
+            .await
+    })
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "an integrator put a command on the bus"
+    );
+    assert!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            integrator.request("msgr.v1.rpc.account.login", "x".into())
+        )
+        .await
+        .map_or(true, |r| r.is_err()),
+        "an integrator made a request"
+    );
+    for subject in [
+        format!("msgr.v1.deliver.user.{}", bob.user_id),
+        "msgr.v1.rpc.account.login".to_owned(),
+    ] {
+        assert!(
+            publish_refused(&integrator, &subject).await,
+            "integrator: {subject}"
+        );
+    }
+    // A worker may not put commands on the bus either; an edge may not
+    // answer the services (it cannot subscribe to them).
+    let worker = connect_as(&app.nats, &secrets, "worker").await;
+    assert!(
+        publish_refused(&worker, &subject).await,
+        "worker: {subject}"
+    );
+    let edge = connect_as(&app.nats, &secrets, "edge").await;
+    let mut sub = edge
+        .subscribe("msgr.v1.rpc.account.login")
+        .await
+        .expect("a subscribe call returns");
+    let _ = edge.flush().await;
+    let got = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures_util::StreamExt::next(&mut sub),
+    )
+    .await;
+    assert!(
+        !matches!(got, Ok(Some(_))),
+        "an edge received a service request"
+    );
+
+    // Nothing forged was stored: bob's history has the two real messages.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, h) = app
+        .get(
+            &format!("/messages/{}/{}", bob.user_id, alice.user_id),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(s, 200, "{h}");
+    let ids: Vec<_> = h["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["client_msg_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["ok-1", "ok-2"]);
+}
