@@ -10,6 +10,7 @@ use std::time::Duration;
 use msgr_nats_test_server::TestNats;
 use msgr_tests::{test_edge_base, TestApp};
 use prost::Message as _;
+use serde_json::json;
 
 use crate::T;
 
@@ -96,7 +97,28 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
     let mut a = app.ws(&alice.token).await;
     a.send_text_to(&bob.user_id, "ok-1", "through the bus, with identities")
         .await;
-    assert_eq!(a.expect("ack", T).await["client_msg_id"], "ok-1");
+    let ack = a.expect("ack", T).await;
+    assert_eq!(ack["client_msg_id"], "ok-1");
+    // Receipts, typing and a group's events cross the bus as well.
+    let mut b = app.ws(&bob.token).await;
+    b.send_json(&json!({"type":"receipt","conversation_id":ack["conversation_id"],"status":"read","up_to_seq":1}))
+        .await;
+    assert_eq!(
+        a.expect("receipt", T).await["user_id"],
+        bob.user_id.as_str()
+    );
+    b.send_json(&json!({"type":"typing","conversation_id":ack["conversation_id"]}))
+        .await;
+    assert_eq!(a.expect("typing", T).await["user_id"], bob.user_id.as_str());
+    let (s, g) = app
+        .post(
+            "/groups/create",
+            &json!({"name": "Guarded", "members": [bob.user_id]}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    assert_eq!(b.expect("group", T).await["event"], "created");
 
     // An integrator reads events and may own a consumer on MSGR_IN…
     let integrator = connect_as(&app.nats, &secrets, "integrator").await;
