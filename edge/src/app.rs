@@ -276,7 +276,8 @@ impl EdgeApp {
         {
             tracing::warn!("some sessions did not end within 5 s");
         }
-        let _ = state.nats.flush().await;
+        // Bounded: a flush waits for a server that may be gone for good.
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
         Ok(())
     }
 }

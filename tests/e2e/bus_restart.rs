@@ -508,3 +508,50 @@ async fn just_status_reads_the_live_system_and_says_when_it_is_not_healthy() {
     assert!(out.contains("disconnected from NATS"), "{out}");
     blocking(|| app.nats.start_again());
 }
+
+/// Whether process `pid` has exited (gone, or a zombie its parent has not
+/// reaped yet).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Stopping a worker and an edge while nats-server is down does not hang:
+/// each flushes what it can for a bounded time and exits (it waited for the
+/// server forever, and only SIGKILL ended it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_edge_stop_promptly_while_nats_server_is_down() {
+    let mut app = TestApp::spawn_with_worker_process(env!("CARGO_BIN_EXE_msgr-test-worker")).await;
+    let (edge, _) = app
+        .edge_process(env!("CARGO_BIN_EXE_msgr-test-edge"), &[])
+        .await;
+    let guard = ChildGuard(edge);
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    a.send_text_to(&bob.user_id, "before", "hi").await;
+    a.expect("ack", T).await;
+    let worker = app.worker_pid().expect("worker process");
+    let edge = guard.0.id();
+    app.nats.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    signal(worker, "TERM");
+    signal(edge, "TERM");
+    while !(exited(worker) && exited(edge)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still running {:?} after SIGTERM with NATS down (worker exited: {}, edge exited: {})",
+            start.elapsed(),
+            exited(worker),
+            exited(edge)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "both exited {} ms after SIGTERM with NATS down",
+        start.elapsed().as_millis()
+    );
+}

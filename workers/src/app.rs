@@ -328,8 +328,9 @@ impl WorkerApp {
                 shutdown.cancel();
             }
         }
-        // Deliver what is buffered (fan-out, acks) before the connection drops.
-        let _ = self.ctx.nats.flush().await;
+        // Deliver what is buffered (fan-out, acks) before the connection drops;
+        // bounded, since a flush waits for a server that may be gone for good.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ctx.nats.flush()).await;
         result
     }
 }
