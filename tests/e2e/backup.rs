@@ -6,33 +6,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use msgr_tests::{http_get_raw, http_stream, TestApp, TestUser};
+use msgr_tests::{http_get_raw, http_stream, TestApp};
 use serde_json::Value;
 
 use crate::T;
-
-async fn all_messages(app: &TestApp, me: &TestUser, peer: &TestUser) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let (s, page) = app
-            .get(
-                &format!(
-                    "/messages/{}/{}?after={after}&limit=200",
-                    me.user_id, peer.user_id
-                ),
-                &me.token,
-            )
-            .await;
-        assert_eq!(s, 200, "{page}");
-        let msgs = page["messages"].as_array().expect("messages").clone();
-        let Some(last) = msgs.last() else {
-            return out;
-        };
-        after = last["seq"].as_u64().expect("seq");
-        out.extend(msgs);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_under_load_restores_every_acked_message_media_and_session() {
@@ -100,7 +77,7 @@ async fn a_backup_taken_under_load_restores_every_acked_message_media_and_sessio
         .expect("restore");
     let restored = TestApp::spawn_on_data(fresh).await;
     // The old session token still works: the signing key came back too.
-    let msgs = all_messages(&restored, &alice, &bob).await;
+    let msgs = restored.direct_history(&alice, &bob).await;
     let seqs: Vec<u64> = msgs
         .iter()
         .map(|m| m["seq"].as_u64().expect("seq"))

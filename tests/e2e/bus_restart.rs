@@ -89,30 +89,6 @@ impl Outbox {
     }
 }
 
-/// Every message of the direct chat, oldest first, as `user` reads it.
-async fn history(app: &TestApp, user: &TestUser, peer: &TestUser) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let (s, page) = app
-            .get(
-                &format!(
-                    "/messages/{}/{}?after={after}&limit=200",
-                    user.user_id, peer.user_id
-                ),
-                &user.token,
-            )
-            .await;
-        assert_eq!(s, 200, "{page}");
-        let msgs = page["messages"].as_array().expect("messages").clone();
-        let Some(last) = msgs.last() else {
-            return out;
-        };
-        after = last["seq"].as_u64().expect("seq");
-        out.extend(msgs);
-    }
-}
-
 /// Runs a std-blocking server operation without stalling the runtime's
 /// other tasks (the in-process edge shares it).
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
@@ -194,7 +170,7 @@ async fn chat_through_a_restart(clean: bool) {
 
     // Nothing lost or doubled: dense seqs, each message once, with the
     // acked seq; and bob got every one of them.
-    let hist = history(&app, &alice, &bob).await;
+    let hist = app.direct_history(&alice, &bob).await;
     let seqs: Vec<u64> = hist
         .iter()
         .map(|m| m["seq"].as_u64().expect("seq"))
@@ -219,7 +195,7 @@ async fn chat_through_a_restart(clean: bool) {
         }
         if got.len() < 35 {
             // Pushes lost with the server are found by a sync, as clients do.
-            for m in history(&app, &bob, &alice).await {
+            for m in app.direct_history(&bob, &alice).await {
                 got.insert(m["seq"].as_u64().expect("seq"), ());
             }
         }
@@ -296,7 +272,7 @@ async fn a_send_whose_ack_event_was_lost_is_answered_on_the_same_socket() {
     while !(stored.contains("a-1") && stored.contains("c-1")) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for peer in [&alice, &carol] {
-            for m in history(&app, &bob, peer).await {
+            for m in app.direct_history(&bob, peer).await {
                 stored.insert(m["client_msg_id"].as_str().expect("cmid").to_owned());
             }
         }

@@ -190,34 +190,6 @@ async fn a_stopped_worker_hands_its_partitions_over_before_the_lease_ttl() {
     drop(standby);
 }
 
-/// Every message of the direct chat between `user` and `peer`, oldest first.
-async fn full_history(
-    app: &TestApp,
-    user: &msgr_tests::TestUser,
-    peer: &msgr_tests::TestUser,
-) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let (s, page) = app
-            .get(
-                &format!(
-                    "/messages/{}/{}?after={after}&limit=200",
-                    user.user_id, peer.user_id
-                ),
-                &user.token,
-            )
-            .await;
-        assert_eq!(s, 200, "{page}");
-        let msgs = page["messages"].as_array().expect("messages").clone();
-        let Some(last) = msgs.last() else {
-            return out;
-        };
-        after = last["seq"].as_u64().expect("seq");
-        out.extend(msgs);
-    }
-}
-
 /// The partition holder is frozen (SIGSTOP) for longer than its lease while
 /// one socket keeps sending; a standby takes over; the frozen holder wakes
 /// up with whatever it had pulled. Its claim has been superseded, so it
@@ -286,7 +258,7 @@ async fn a_paused_holder_is_fenced_out_and_one_sockets_order_holds() {
         }
     }
     assert_eq!(acked.len(), total - 1, "every message acked");
-    let hist = full_history(&app, &alice, &bob).await;
+    let hist = app.direct_history(&alice, &bob).await;
     let seqs: Vec<u64> = hist
         .iter()
         .map(|m| m["seq"].as_u64().expect("seq"))

@@ -480,6 +480,31 @@ impl TestApp {
         }
     }
 
+    /// Every message of the direct chat between `user` and `peer`, oldest
+    /// first, as `user` reads it (paging forward through history).
+    pub async fn direct_history(&self, user: &TestUser, peer: &TestUser) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let (s, page) = self
+                .get(
+                    &format!(
+                        "/messages/{}/{}?after={after}&limit=200",
+                        user.user_id, peer.user_id
+                    ),
+                    &user.token,
+                )
+                .await;
+            assert_eq!(s, 200, "{page}");
+            let msgs = page["messages"].as_array().expect("messages").clone();
+            let Some(last) = msgs.last() else {
+                return out;
+            };
+            after = last["seq"].as_u64().expect("seq");
+            out.extend(msgs);
+        }
+    }
+
     /// A WebSocket to `/messages/send` authenticated by `token`.
     pub async fn ws(&self, token: &str) -> WsClient {
         WsClient::connect(self.addr, &format!("/messages/send?token={token}"), None)
