@@ -150,24 +150,11 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
 
     // …but cannot forge a command in someone's name, ask the services, or
     // push to a user's inbox.
-    let conv = msgr_core::id::direct_conversation_id(&alice.user_id, &bob.user_id);
-    let p = msgr_core::id::partition_of(&conv, 16);
-    let forged = msgr_schemas::pb::v1::SendCommand {
-        sender_id: alice.user_id.clone(),
-        client_msg_id: "forged".to_owned(),
-        conversation_id: conv.clone(),
-        target: Some(msgr_schemas::pb::v1::send_command::Target::ToUser(
-            bob.user_id.clone(),
-        )),
-        text: Some("I am alice, honest".to_owned()),
-        media_id: None,
-        received_at_ms: 1,
-    };
+    let (forged, conv, p) =
+        msgr_tests::direct_send_command(&alice, &bob, "forged", "I am alice, honest");
     let subject = msgr_nats::subject::in_send(p, &conv);
     let refused = tokio::time::timeout(Duration::from_secs(2), async {
-        ijs.publish(subject.clone(), forged.encode_to_vec().into())
-            .await?
-            .await
+        ijs.publish(subject.clone(), forged.into()).await?.await
     })
     .await;
     assert!(

@@ -7,14 +7,20 @@ mod backup;
 mod bad_input;
 mod bus_auth;
 mod bus_restart;
+mod contract;
 mod direct;
+mod fuzz;
 mod groups;
 mod hardening;
 mod history;
+mod integrators;
+mod limits;
 mod media;
 mod receipts;
 mod resilience;
+mod tls;
 mod users;
+mod websocket;
 
 use std::time::Duration;
 

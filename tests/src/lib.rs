@@ -120,6 +120,32 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(ok, "kill -{signal} {pid} failed");
 }
 
+/// The `SendCommand` an edge would publish for a direct message from
+/// `from` to `to`, as raw bytes, and its conversation id and partition (of
+/// the default 16): what a test puts on the bus by hand.
+pub fn direct_send_command(
+    from: &TestUser,
+    to: &TestUser,
+    cmid: &str,
+    text: &str,
+) -> (Vec<u8>, String, u32) {
+    use prost::Message as _;
+    let conv = msgr_core::id::direct_conversation_id(&from.user_id, &to.user_id);
+    let cmd = msgr_schemas::pb::v1::SendCommand {
+        sender_id: from.user_id.clone(),
+        client_msg_id: cmid.to_owned(),
+        conversation_id: conv.clone(),
+        target: Some(msgr_schemas::pb::v1::send_command::Target::ToUser(
+            to.user_id.clone(),
+        )),
+        text: Some(text.to_owned()),
+        media_id: None,
+        received_at_ms: 1,
+    };
+    let p = msgr_core::id::partition_of(&conv, 16);
+    (cmd.encode_to_vec(), conv, p)
+}
+
 impl TestApp {
     /// NATS + in-process worker (all roles) + in-process edge.
     pub async fn spawn() -> Self {

@@ -1,0 +1,82 @@
+//! The integrators' documents against the code: the README's table of
+//! services, `asyncapi.yaml` and what a live worker answers.
+
+use msgr_tests::TestApp;
+
+use crate::T;
+
+/// Every full `msgr.v1.rpc.…` subject named in `text` (patterns like
+/// `msgr.v1.rpc.*` left out).
+fn rpc_subjects(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("msgr.v1.rpc.") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_'))
+            .unwrap_or(tail.len());
+        let s = tail[..end].trim_end_matches('.');
+        let next = tail[end..].chars().next();
+        if !matches!(next, Some('*' | '{' | '<')) && s.len() > "msgr.v1.rpc.".len() {
+            out.insert(s.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The integrators' documents and the workers agree on the request/reply
+/// services: the README's table, `asyncapi.yaml` and the subjects a live
+/// worker answers are the same set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_services_are_the_ones_the_workers_answer() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let known: std::collections::BTreeSet<String> = msgr_nats::subject::rpc::ALL
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let table: String = readme
+        .lines()
+        .filter(|l| l.starts_with("| `msgr.v1.rpc."))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        rpc_subjects(&table),
+        known,
+        "the README's table of services"
+    );
+    let stray: Vec<_> = rpc_subjects(&readme).difference(&known).cloned().collect();
+    assert!(
+        stray.is_empty(),
+        "the README names services that do not exist: {stray:?}"
+    );
+    let asyncapi =
+        std::fs::read_to_string(root.join("schemas/asyncapi.yaml")).expect("asyncapi.yaml");
+    let channels: String = asyncapi
+        .lines()
+        .filter(|l| l.trim_start().starts_with("address: msgr.v1.rpc."))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(rpc_subjects(&channels), known, "asyncapi.yaml's channels");
+    let stray: Vec<_> = rpc_subjects(&asyncapi)
+        .difference(&known)
+        .cloned()
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "asyncapi.yaml names services that do not exist: {stray:?}"
+    );
+
+    // Each is answered (an empty request is refused, but answered).
+    let app = TestApp::spawn().await;
+    let nats = async_nats::connect(app.nats.url()).await.expect("nats");
+    for s in &known {
+        let r = tokio::time::timeout(T, nats.request(s.clone(), bytes::Bytes::new())).await;
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("{s}: no worker answers ({e})"),
+            Err(_) => panic!("{s}: no answer in time"),
+        }
+    }
+}

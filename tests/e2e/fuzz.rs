@@ -1,0 +1,164 @@
+//! Bounded fuzz runs against a live stack (`just fuzz` runs them longer).
+
+use std::time::Duration;
+
+use msgr_tests::TestApp;
+
+use crate::T;
+
+/// A tiny deterministic generator for the bounded fuzz runs below.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// `seed` with a few bytes flipped, inserted or cut, or random bytes.
+    fn mutate(&mut self, seed: &[u8]) -> Vec<u8> {
+        let mut b = seed.to_vec();
+        for _ in 0..=self.below(4) {
+            match self.below(5) {
+                0 if !b.is_empty() => {
+                    let j = self.below(b.len());
+                    b[j] = self.next() as u8;
+                }
+                1 => {
+                    let j = self.below(b.len() + 1);
+                    b.insert(j, self.next() as u8);
+                }
+                2 => b.truncate(self.below(b.len() + 1)),
+                3 => b = (0..self.below(96)).map(|_| self.next() as u8).collect(),
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
+/// Hostile and malformed input from both sides neither crashes nor blocks
+/// anything: commands of random and mutated bytes published straight onto a
+/// live conversation's partition (as an integrator could), random history
+/// cursors and page bounds, and random multipart bodies. The partition goes
+/// on sequencing, history stays dense, every REST answer is a 2xx or a
+/// documented 4xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bytes_on_the_bus_and_in_requests_neither_crash_nor_block() {
+    use prost::Message as _;
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    a.send_text_to(&bob.user_id, "before", "before the storm")
+        .await;
+    a.expect("ack", T).await;
+    let (send, conv, p) = msgr_tests::direct_send_command(&alice, &bob, "hostile", "x");
+    let receipt = msgr_schemas::pb::v1::ReceiptCommand {
+        conversation_id: conv.clone(),
+        user_id: bob.user_id.clone(),
+        status: 2,
+        up_to_seq: 1,
+        at_ms: 1,
+    }
+    .encode_to_vec();
+    let js = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.expect("nats"));
+    let subjects = [
+        msgr_nats::subject::in_send(p, &conv),
+        msgr_nats::subject::in_receipt(p, &conv),
+        format!("msgr.v1.in.{p}.send.not-a-conversation"),
+        format!("msgr.v1.in.{p}.bogus.{conv}"),
+    ];
+    let mut rng = Xorshift(0x2545_F491_4F6C_DD1D);
+    // `just fuzz` publishes many more.
+    let commands: usize = std::env::var("MSGR_FUZZ_COMMANDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    for i in 0..commands {
+        let seed = if i % 2 == 0 { &send } else { &receipt };
+        let payload = rng.mutate(seed);
+        let subject = subjects[rng.below(subjects.len())].clone();
+        js.publish(subject, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored in the stream");
+    }
+    // The partition still sequences: a real send right after is acked.
+    a.send_text_to(&bob.user_id, "after", "after the storm")
+        .await;
+    let ack = a.expect("ack", Duration::from_secs(20)).await;
+    assert_eq!(ack["client_msg_id"], "after");
+    let (s, h) = app
+        .get(
+            &format!("/messages/{}/{}?limit=200", bob.user_id, alice.user_id),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(s, 200, "{h}");
+    let msgs = h["messages"].as_array().expect("messages");
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m["seq"], i as u64 + 1, "dense history");
+    }
+    let texts: Vec<&str> = msgs.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert!(texts.contains(&"before the storm") && texts.contains(&"after the storm"));
+
+    // Random cursors and page bounds.
+    for _ in 0..150 {
+        let junk: String = (0..rng.below(40))
+            .map(|_| char::from(b"aZ09-_.~%:/+=!&?#"[rng.below(17)]))
+            .collect();
+        let enc: String = junk.bytes().map(|b| format!("%{b:02X}")).collect();
+        for path in [
+            format!("/chat/{}?cursor={enc}", bob.user_id),
+            format!("/messages/{}/{}?before={enc}", bob.user_id, alice.user_id),
+            format!(
+                "/messages/{}/{}?after={}&limit={}",
+                bob.user_id,
+                alice.user_id,
+                rng.next(),
+                rng.next() % 1000
+            ),
+        ] {
+            let (s, body) = app.get(&path, &bob.token).await;
+            assert!(s == 200 || s == 400, "{path}: {s} {body}");
+            if s == 400 {
+                assert_eq!(body["error"]["code"], "invalid_query", "{path}");
+            }
+        }
+    }
+
+    // Random multipart bodies.
+    let good = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--\r\n";
+    for _ in 0..100 {
+        let body = rng.mutate(good);
+        let r = msgr_tests::http_stream(
+            app.addr,
+            "POST",
+            "/media",
+            &[
+                ("authorization", format!("Bearer {}", bob.token)),
+                ("content-type", "multipart/form-data; boundary=b".to_owned()),
+            ],
+            futures_util::stream::once(async move { bytes::Bytes::from(body) }),
+        )
+        .await;
+        assert!(
+            r.status == 201 || (400..500).contains(&r.status),
+            "multipart: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // And the edge and worker are still there.
+    let (s, _) = app
+        .get(&format!("/users/{}", bob.user_id), &bob.token)
+        .await;
+    assert_eq!(s, 200);
+}
