@@ -72,7 +72,7 @@ pub struct Buckets<K> {
     map: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl<K: Hash + Eq + Clone> Buckets<K> {
+impl<K: Hash + Eq> Buckets<K> {
     /// `amount` per `window`, all of it available at once.
     #[must_use]
     pub fn new(amount: u32, window: Duration) -> Self {
@@ -83,8 +83,13 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         }
     }
 
-    /// Takes one token for `key`; `Err(wait)` when there is none.
-    pub fn take(&self, key: &K) -> Result<(), Duration> {
+    /// Takes one token for `key`; `Err(wait)` when there is none. The key
+    /// is copied only the first time it is seen (sends and reads pass here).
+    pub fn take<Q>(&self, key: &Q) -> Result<(), Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if self.burst <= 0.0 {
             return Ok(());
         }
@@ -98,13 +103,18 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
             let (per_sec, burst) = (self.per_sec, self.burst);
             map.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * per_sec < burst);
             if map.len() >= MAX_KEYS {
-                let victim = map.keys().next().cloned();
-                if let Some(v) = victim {
-                    map.remove(&v);
+                // Still full of active keys: drop one (it starts afresh).
+                if let Some(v) = map.keys().next().map(|k| k.borrow().to_owned()) {
+                    map.remove(v.borrow());
                 }
             }
         }
-        let (tokens, at) = map.entry(key.clone()).or_insert((self.burst, now));
+        if !map.contains_key(key) {
+            map.insert(key.to_owned(), (self.burst, now));
+        }
+        let Some((tokens, at)) = map.get_mut(key) else {
+            return Ok(());
+        };
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
@@ -180,12 +190,11 @@ impl Limits {
         peer.ip()
     }
 
-    fn gate<K: Hash + Eq + Clone>(
-        &self,
-        name: &'static str,
-        b: &Buckets<K>,
-        key: &K,
-    ) -> Result<(), Limited> {
+    fn gate<K, Q>(&self, name: &'static str, b: &Buckets<K>, key: &Q) -> Result<(), Limited>
+    where
+        K: Hash + Eq + std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if !self.config.enabled {
             return Ok(());
         }
@@ -262,19 +271,19 @@ impl Limits {
     }
 
     pub fn lookup(&self, user: &str) -> Result<(), Limited> {
-        self.gate("lookup", &self.lookups, &user.to_owned())
+        self.gate("lookup", &self.lookups, user)
     }
 
     pub fn read(&self, user: &str) -> Result<(), Limited> {
-        self.gate("read", &self.reads, &user.to_owned())
+        self.gate("read", &self.reads, user)
     }
 
     pub fn upload(&self, user: &str) -> Result<(), Limited> {
-        self.gate("upload", &self.uploads, &user.to_owned())
+        self.gate("upload", &self.uploads, user)
     }
 
     pub fn send(&self, user: &str) -> Result<(), Limited> {
-        self.gate("send", &self.sends, &user.to_owned())
+        self.gate("send", &self.sends, user)
     }
 }
 

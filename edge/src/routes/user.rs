@@ -375,6 +375,8 @@ async fn write_export(
             let mut after = 0u64;
             let mut first_message = true;
             loop {
+                // A group through the group page: it also serves former
+                // members what they saw, where history wants a current one.
                 let (messages, has_more) = match &group_id {
                     Some(g) => {
                         let p: pb::GroupPage = rpc::call(
