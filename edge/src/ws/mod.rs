@@ -9,6 +9,7 @@
 mod frame;
 mod inbox;
 mod mailbox;
+mod sending;
 mod session;
 
 pub use inbox::{Inbox, InboxMode};

@@ -22,14 +22,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use fastwebsockets::{
     Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
 };
 use hyper::upgrade::Upgraded;
 use msgr_core::id;
-use msgr_nats::{rpc, subject};
+use msgr_nats::subject;
 use msgr_schemas::client::{ReceiptStatusJson, ServerFrame};
 use msgr_schemas::pb::v1 as pb;
 use prost::Message;
@@ -37,6 +36,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 
 use super::frame::{self, FrameError, Request};
 use super::mailbox::{Item, Mailbox, Next, TRY_AGAIN_LATER};
+use super::sending::{ack_frame, check_pending, send, Pending, CHECKS_PER_TICK, CHECK_TICK};
 use crate::state::EdgeState;
 
 type Io = hyper_util::rt::TokioIo<Upgraded>;
@@ -114,56 +114,6 @@ const MAX_GROUP_RECEIPTS_TRACKED: usize = 256;
 /// A receipt refusal later than this after the receipt is not shown.
 const GROUP_RECEIPT_ANSWER_WITHIN: Duration = Duration::from_secs(60);
 
-/// A send awaiting its `ack`, kept so that it can be answered even if the
-/// bus loses the event that carries its ack (or the command itself).
-struct PendingSend {
-    /// When its frame was read.
-    read_at: Instant,
-    /// The encoded command and its subject, to publish again if it was lost.
-    cmd: Bytes,
-    subject: String,
-    /// When to ask the store about it next.
-    next_check: Instant,
-    /// Checks so far (the interval between them grows).
-    checks: u32,
-    /// When the last check started (the read, before any).
-    last_check: Instant,
-    /// A check is running.
-    checking: bool,
-    /// JetStream acknowledged the original publish, so the command holds its
-    /// place in the stream. Until then it is never published again: a
-    /// publish lost with a dying connection must not go in behind the sends
-    /// that followed it (the sender's order); its PubAck times out instead
-    /// and the client is told `unavailable`, and its resend takes its place.
-    in_stream: bool,
-}
-
-/// Sends awaiting acks, and the bytes they hold.
-#[derive(Default)]
-struct Pending {
-    sends: HashMap<String, PendingSend>,
-    bytes: usize,
-}
-
-impl Pending {
-    fn remove(&mut self, cmid: &str) -> Option<PendingSend> {
-        let p = self.sends.remove(cmid)?;
-        self.bytes -= p.cmd.len();
-        Some(p)
-    }
-}
-
-/// A pending send is looked up at most this often when the client resends it.
-const RESEND_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How often a connection with pending sends looks for ones due a check.
-const CHECK_TICK: Duration = Duration::from_millis(500);
-/// Checks a connection starts at once (the rest wait for the next tick).
-const CHECKS_PER_TICK: usize = 8;
-/// After this long without an answer a send is given up with `unavailable`
-/// (resend it with the same `client_msg_id`): past JetStream's duplicate
-/// window (120 s), so a publish again is a real one.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(150);
-
 /// One connection's state, shared with its inbox pump and the tasks awaiting
 /// JetStream acks for it.
 pub(crate) struct Session {
@@ -184,14 +134,14 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forgets a pending send, returning when its frame was read.
-    fn take_pending(&self, cmid: &str) -> Option<Instant> {
+    pub(super) fn take_pending(&self, cmid: &str) -> Option<Instant> {
         self.pending().remove(cmid).map(|p| p.read_at)
     }
 
@@ -274,17 +224,17 @@ impl Session {
 
     /// Queues a frame from a background task. A connection that cannot take
     /// it is closing (or is being closed as too slow), so it is dropped.
-    fn post(&self, bytes: Vec<u8>) {
+    pub(super) fn post(&self, bytes: Vec<u8>) {
         self.mailbox.push(Item::Frame(bytes));
     }
 }
 
-fn encode(frame: &ServerFrame) -> Vec<u8> {
+pub(super) fn encode(frame: &ServerFrame) -> Vec<u8> {
     // Serializing these plain structs cannot fail.
     serde_json::to_vec(frame).unwrap_or_default()
 }
 
-fn error_frame(e: FrameError) -> Vec<u8> {
+pub(super) fn error_frame(e: FrameError) -> Vec<u8> {
     metrics::counter!("msgr_edge_frames_rejected_total", "code" => e.code).increment(1);
     encode(&ServerFrame::Error {
         code: e.code.to_owned(),
@@ -617,318 +567,6 @@ async fn handle_text(
             }
             Ok(None)
         }
-    }
-}
-
-fn sending_error(code: &'static str, message: &str, cmid: &str) -> FrameError {
-    FrameError {
-        code,
-        message: message.to_owned(),
-        client_msg_id: Some(cmid.to_owned()),
-    }
-}
-
-/// # `{"type":"send"}`
-/// Publishes the command durably; the `ack` arrives through the inbox once the
-/// sequencer stored it. Errors: `unknown_recipient`, `invalid_recipient`,
-/// `rate_limited` (too many sends awaiting acks), `unavailable` (bus down).
-async fn send(
-    state: &EdgeState,
-    session: &Arc<Session>,
-    f: msgr_schemas::client::SendFrame,
-) -> Result<(), FrameError> {
-    let me = session.user_id.clone();
-    let cmid = f.client_msg_id.clone();
-    let (conversation_id, target) = match (&f.to_user, &f.to_group) {
-        (Some(u), _) => {
-            if !id::is_user_id(u) {
-                return Err(sending_error(
-                    "unknown_recipient",
-                    "no such recipient",
-                    &cmid,
-                ));
-            }
-            if *u == me {
-                return Err(sending_error(
-                    "invalid_recipient",
-                    "cannot send to yourself",
-                    &cmid,
-                ));
-            }
-            (
-                id::direct_conversation_id(&me, u),
-                pb::send_command::Target::ToUser(u.clone()),
-            )
-        }
-        (None, Some(g)) => {
-            if !id::is_group_id(g) {
-                return Err(sending_error(
-                    "unknown_conversation",
-                    "no such group",
-                    &cmid,
-                ));
-            }
-            (g.clone(), pb::send_command::Target::ToGroup(g.clone()))
-        }
-        (None, None) => {
-            return Err(sending_error(
-                "missing_recipient",
-                "to_user or to_group is required",
-                &cmid,
-            ))
-        }
-    };
-    let cmd = pb::SendCommand {
-        sender_id: me.clone(),
-        client_msg_id: cmid.clone(),
-        conversation_id: conversation_id.clone(),
-        target: Some(target),
-        text: f.text,
-        media_id: f.media_id,
-        received_at_ms: msgr_core::time::now_ms(),
-    };
-    let subject = subject::in_send(
-        id::partition_of(&conversation_id, state.partitions),
-        &conversation_id,
-    );
-    let payload = Bytes::from(cmd.encode_to_vec());
-    {
-        let mut pending = session.pending();
-        if let Some(p) = pending.sends.get_mut(&cmid) {
-            // A resend of a send still awaiting its ack: its ack event (or
-            // the command) may have been lost, so ask the store now rather
-            // than leave the client waiting. At most once a second.
-            if !p.checking && p.last_check.elapsed() >= RESEND_CHECK_EVERY {
-                p.checking = true;
-                p.last_check = Instant::now();
-                tokio::spawn(check_pending(state.clone(), Arc::clone(session), cmid));
-            }
-            return Ok(());
-        }
-        if pending.sends.len() >= state.config.max_in_flight
-            || pending.bytes + payload.len() > state.config.max_in_flight_bytes
-        {
-            return Err(sending_error(
-                "rate_limited",
-                "too many messages awaiting acks",
-                &cmid,
-            ));
-        }
-        if state.limits.send(&me).is_err() {
-            return Err(sending_error(
-                "rate_limited",
-                "too many messages; resend later with the same client_msg_id",
-                &cmid,
-            ));
-        }
-        let now = Instant::now();
-        pending.bytes += payload.len();
-        pending.sends.insert(
-            cmid.clone(),
-            PendingSend {
-                read_at: now,
-                cmd: payload.clone(),
-                subject: subject.clone(),
-                next_check: now + state.ack_check_after(),
-                checks: 0,
-                last_check: now,
-                checking: false,
-                in_stream: false,
-            },
-        );
-    }
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("{me}:{cmid}").as_str());
-    let started = Instant::now();
-    let publish = state
-        .js
-        .publish_with_headers(subject, headers, payload)
-        .await;
-    metrics::counter!("msgr_edge_messages_in_total").increment(1);
-    let ack_future = match publish {
-        Ok(f) => f,
-        Err(e) => {
-            session.take_pending(&cmid);
-            tracing::warn!(error = %e, "publish failed");
-            return Err(sending_error(
-                "unavailable",
-                "could not accept the message; retry",
-                &cmid,
-            ));
-        }
-    };
-    // Await the PubAck off the read path so a client can pipeline sends.
-    let session = Arc::clone(session);
-    tokio::spawn(async move {
-        match ack_future.await {
-            Ok(ack) => {
-                metrics::histogram!("msgr_edge_publish_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                let mut pending = session.pending();
-                if let Some(p) = pending.sends.get_mut(&cmid) {
-                    p.in_stream = true;
-                    if ack.duplicate {
-                        // JetStream dropped a resend inside its window: the
-                        // original may be stored already, so answer from the
-                        // store soon.
-                        p.next_check = p
-                            .next_check
-                            .min(Instant::now() + Duration::from_millis(200));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "publish not acknowledged");
-                if session.take_pending(&cmid).is_some() {
-                    let e =
-                        sending_error("unavailable", "could not accept the message; retry", &cmid);
-                    session.post(error_frame(e));
-                }
-            }
-        }
-    });
-    Ok(())
-}
-
-/// Answers a send still awaiting its ack from the store: `ack` if it is
-/// stored (its event was lost); otherwise, if JetStream took the original,
-/// publishes it again (the same `Nats-Msg-Id`, so JetStream drops it if the
-/// original is still queued) and checks again later, giving up with `unavailable` after
-/// [`GIVE_UP_AFTER`]. The ack event may also arrive meanwhile; whichever
-/// comes first answers, once.
-async fn check_pending(state: EdgeState, session: Arc<Session>, cmid: String) {
-    metrics::counter!("msgr_edge_ack_checks_total").increment(1);
-    let req = pb::LookupRequest {
-        sender_id: session.user_id.clone(),
-        client_msg_id: cmid.clone(),
-    };
-    let found = rpc::call::<_, pb::LookupResult>(
-        &state.nats,
-        subject::rpc::LOOKUP,
-        &req,
-        state.rpc_timeout(),
-    )
-    .await;
-    match found {
-        Ok(pb::LookupResult { message: Some(m) }) => {
-            if session.take_pending(&cmid).is_some() {
-                metrics::counter!("msgr_edge_acks_from_store_total").increment(1);
-                session.post(encode(&ack_frame(&m)));
-            }
-            return;
-        }
-        Ok(_) => {
-            let again = {
-                let pending = session.pending();
-                pending
-                    .sends
-                    .get(&cmid)
-                    .filter(|p| p.in_stream)
-                    .map(|p| (p.subject.clone(), p.cmd.clone()))
-            };
-            if let Some((subject, cmd)) = again {
-                publish_again(&state, &session, &cmid, subject, cmd).await;
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "lookup of a pending send failed"),
-    }
-    let gave_up = {
-        let mut pending = session.pending();
-        let Some(p) = pending.sends.get_mut(&cmid) else {
-            return;
-        };
-        p.checking = false;
-        p.checks += 1;
-        if p.read_at.elapsed() > GIVE_UP_AFTER {
-            pending.remove(&cmid);
-            true
-        } else {
-            // 3 s, 6 s, 12 s, then every 20 s (with the default ack_check_ms).
-            let backoff = state.ack_check_after() * (1 << p.checks.min(3)) / 2;
-            p.next_check = Instant::now() + backoff.min(Duration::from_secs(20));
-            false
-        }
-    };
-    if gave_up {
-        session.post(error_frame(sending_error(
-            "unavailable",
-            "not confirmed yet; resend later with the same client_msg_id",
-            &cmid,
-        )));
-    }
-}
-
-/// Publishes a send that is not stored (yet) again. With the same
-/// `Nats-Msg-Id` first: if JetStream still holds the original (a worker is
-/// slow or taking over), that is a no-op. If JetStream reports a duplicate
-/// but no longer holds the original, the bus dropped it (a consumer missing
-/// when it arrived) or a worker refused it and the refusal was lost: then it
-/// goes again under a fresh id, and the store's `(sender, client_msg_id)`
-/// dedupe keeps it from being stored twice.
-async fn publish_again(
-    state: &EdgeState,
-    session: &Session,
-    cmid: &str,
-    subject: String,
-    cmd: Bytes,
-) {
-    let id = format!("{}:{cmid}", session.user_id);
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id.as_str());
-    let ack = match state
-        .js
-        .publish_with_headers(subject.clone(), headers, cmd.clone())
-        .await
-    {
-        Ok(f) => f.await,
-        Err(e) => {
-            tracing::debug!(error = %e, "republish failed");
-            return;
-        }
-    };
-    let original = match ack {
-        Ok(a) if !a.duplicate => {
-            metrics::counter!("msgr_edge_sends_republished_total").increment(1);
-            return;
-        }
-        Ok(a) => a.sequence,
-        Err(e) => {
-            tracing::debug!(error = %e, "republish not acknowledged");
-            return;
-        }
-    };
-    let Ok(stream) = state
-        .js
-        .get_stream_no_info(msgr_nats::stream::IN_STREAM)
-        .await
-    else {
-        return;
-    };
-    use async_nats::jetstream::stream::RawMessageErrorKind;
-    match stream.get_raw_message(original).await {
-        Ok(_) => {} // still queued: a worker will get to it
-        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-            let mut headers = HeaderMap::new();
-            let fresh = format!("{id}:{}", msgr_core::id::new_message_id());
-            headers.insert("Nats-Msg-Id", fresh.as_str());
-            if let Ok(f) = state.js.publish_with_headers(subject, headers, cmd).await {
-                if f.await.is_ok() {
-                    metrics::counter!("msgr_edge_sends_republished_total").increment(1);
-                    tracing::info!(user = %session.user_id, cmid, "a send the bus had dropped was published again");
-                }
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "could not look for the original command"),
-    }
-}
-
-fn ack_frame(m: &pb::StoredMessage) -> ServerFrame {
-    ServerFrame::Ack {
-        client_msg_id: m.client_msg_id.clone(),
-        message_id: m.message_id.clone(),
-        conversation_id: m.conversation_id.clone(),
-        seq: m.seq,
-        sent_at: msgr_core::time::rfc3339_ms(m.sent_at_ms),
     }
 }
 
