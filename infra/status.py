@@ -55,6 +55,20 @@ def first(ms, name, **want):
     return None, None
 
 
+def probe(addr, role):
+    """A worker's or edge's /healthz and /metrics: None when it is down, else
+    (name, version, healthy, problems it reports, parsed metrics)."""
+    s, body = get(f"http://{addr}/healthz")
+    ms_status, mbody = get(f"http://{addr}/metrics")
+    if s is None or ms_status != 200:
+        return None
+    ms = metrics(mbody)
+    info, _ = first(ms, "msgr_build_info", role=role)
+    info = info or {}
+    reported = [] if s == 200 else json.loads(body).get("problems", [])
+    return info.get("id", addr), info.get("version", "?"), s == 200, reported, ms
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("shape", nargs="?", default="up", choices=["up", "cluster"])
@@ -127,16 +141,13 @@ def main():
     worker_up = 0
     store_problems = []
     for addr in workers:
-        s, body = get(f"http://{addr}/healthz")
-        hs, mbody = get(f"http://{addr}/metrics")
-        if s is None or hs != 200:
+        seen = probe(addr, "worker")
+        if seen is None:
             print(f"  {addr:<22} DOWN")
             problems.append(f"worker {addr} is down")
             continue
         worker_up += 1
-        ms = metrics(mbody)
-        info, _ = first(ms, "msgr_build_info", role="worker")
-        name = (info or {}).get("id", addr)
+        name, version, healthy, reported, ms = seen
         held = sorted(int(l["partition"]) for n, l, v in ms
                       if n == "msgr_worker_partition_held" and v == 1)
         for part in held:
@@ -144,15 +155,14 @@ def main():
         _, total = first(ms, "msgr_worker_partitions")
         if total:
             partitions = int(total)
-        state = "healthy" if s == 200 else "UNHEALTHY"
-        print(f"  {addr:<22} {name:<24} v{(info or {}).get('version', '?'):<8} {state:<10} "
+        state = "healthy" if healthy else "UNHEALTHY"
+        print(f"  {addr:<22} {name:<24} v{version:<8} {state:<10} "
               f"holds {len(held):>3} partitions")
-        if s != 200:
-            for prob in json.loads(body).get("problems", []):
-                print(f"      - {prob}")
-                problems.append(f"worker {name}: {prob}")
-                if prob.startswith("store"):
-                    store_problems.append(prob)
+        for prob in reported:
+            print(f"      - {prob}")
+            problems.append(f"worker {name}: {prob}")
+            if prob.startswith("store"):
+                store_problems.append(prob)
     if worker_up == 0:
         problems.append("no worker answers: nothing is sequenced or stored")
 
@@ -178,24 +188,21 @@ def main():
     print("EDGES")
     edge_up = 0
     for addr in edges:
-        s, body = get(f"http://{addr}/healthz")
-        ms_status, mbody = get(f"http://{addr}/metrics")
-        if s is None or ms_status != 200:
+        seen = probe(addr, "edge")
+        if seen is None:
             print(f"  {addr:<22} DOWN")
             problems.append(f"edge {addr} is down")
             continue
         edge_up += 1
-        ms = metrics(mbody)
-        info, _ = first(ms, "msgr_build_info", role="edge")
+        name, version, healthy, reported, ms = seen
         _, conns = first(ms, "msgr_edge_connections")
         _, cap = first(ms, "msgr_edge_max_connections")
-        state = "healthy" if s == 200 else "UNHEALTHY"
-        print(f"  {addr:<22} {(info or {}).get('id', addr):<24} v{(info or {}).get('version', '?'):<8} "
+        state = "healthy" if healthy else "UNHEALTHY"
+        print(f"  {addr:<22} {name:<24} v{version:<8} "
               f"{state:<10} {int(conns or 0):>6} / {int(cap or 0)} connections")
-        if s != 200:
-            for prob in json.loads(body).get("problems", []):
-                print(f"      - {prob}")
-                problems.append(f"edge {addr}: {prob}")
+        for prob in reported:
+            print(f"      - {prob}")
+            problems.append(f"edge {addr}: {prob}")
     if edge_up == 0:
         problems.append("no edge answers: clients cannot connect")
 
