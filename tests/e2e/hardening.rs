@@ -295,16 +295,6 @@ async fn a_chat_of_large_messages_is_read_page_by_page() {
     }
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
 /// A burst of registrations (argon2id, 19 MiB of working memory per hash)
 /// leaves the worker holding no more than its hashing threads' working
 /// areas, not a 19 MiB block in every allocator arena a thread touched.
@@ -312,7 +302,8 @@ fn rss_kib(pid: u32) -> u64 {
 async fn a_registration_burst_does_not_leave_the_worker_holding_memory() {
     let app = TestApp::spawn_with_worker_process(env!("CARGO_BIN_EXE_msgr-test-worker")).await;
     let pid = app.worker_pid().expect("the worker is a process");
-    let before = rss_kib(pid);
+    let before = msgr_tests::rss_kib(pid);
+    assert!(before > 0, "no resident memory for the worker (pid {pid})");
     const N: usize = 400;
     const AT_ONCE: usize = 16;
     let addr = app.addr;
@@ -337,7 +328,8 @@ async fn a_registration_burst_does_not_leave_the_worker_holding_memory() {
     while let Some(r) = tasks.join_next().await {
         r.expect("registrations");
     }
-    let after = rss_kib(pid);
+    let after = msgr_tests::rss_kib(pid);
+    assert!(after > 0, "the worker (pid {pid}) is gone");
     let grown_mib = after.saturating_sub(before) / 1024;
     println!(
         "worker RSS {} MiB before, {} MiB after {N} registrations",

@@ -409,18 +409,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// The edge process streams a 64 MiB upload (and its download) with parts of
 /// 1 MiB, two at a time: its memory grows by far less than the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,13 +437,16 @@ async fn the_edge_streams_files_much_larger_than_its_buffers() {
     }
     let expected = hex::encode(hasher.finalize());
 
-    let baseline = rss_kib(pid);
+    let baseline = msgr_tests::rss_kib(pid);
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
     let watcher = {
         let peak = std::sync::Arc::clone(&peak);
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(
+                    msgr_tests::rss_kib(pid),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })

@@ -120,6 +120,19 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(ok, "kill -{signal} {pid} failed");
 }
 
+/// Resident memory of process `pid` in KiB (from /proc); 0 if it is gone.
+#[must_use]
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The `SendCommand` an edge would publish for a direct message from
 /// `from` to `to`, as raw bytes, and its conversation id and partition (of
 /// the default 16): what a test puts on the bus by hand.

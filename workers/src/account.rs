@@ -386,13 +386,7 @@ async fn login(
         .sign_session(&user.user_id, Some(&session_id), ttl)
         .map_err(Refusal::internal)?;
     let mut agent = req.user_agent;
-    if agent.len() > 200 {
-        let mut end = 200;
-        while !agent.is_char_boundary(end) {
-            end -= 1;
-        }
-        agent.truncate(end);
-    }
+    validate::truncate_at_char(&mut agent, 200);
     ctx.store
         .create_session(msgr_core::store::SessionRecord {
             session_id: session_id.clone(),

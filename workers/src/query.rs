@@ -189,12 +189,7 @@ pub(crate) const PREVIEW_BYTES: usize = 1024;
 
 fn preview(mut chat: pb::Chat) -> pb::Chat {
     if let Some(text) = chat.last_message.as_mut().and_then(|m| m.text.as_mut()) {
-        if text.len() > PREVIEW_BYTES {
-            let mut end = PREVIEW_BYTES;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+        if msgr_core::validate::truncate_at_char(text, PREVIEW_BYTES) {
             text.push('…');
         }
     }

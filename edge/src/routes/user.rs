@@ -136,16 +136,26 @@ pub async fn sessions(
         .sessions
         .into_iter()
         .map(|s| {
-            serde_json::json!({
-                "session_id": s.session_id,
-                "created_at": rfc3339_ms(s.created_at_ms),
-                "expires_at": rfc3339_ms(s.expires_at_ms),
-                "user_agent": s.user_agent,
-                "current": caller.session_id.as_deref() == Some(s.session_id.as_str()),
-            })
+            let current = caller.session_id.as_deref() == Some(s.session_id.as_str());
+            session_json(s, Some(current))
         })
         .collect();
     Ok(Json(serde_json::json!({ "sessions": sessions })))
+}
+
+/// A session as the API shows it, with `current` (whether it is the asking
+/// token's) when given.
+fn session_json(s: pb::SessionInfo, current: Option<bool>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "session_id": s.session_id,
+        "created_at": rfc3339_ms(s.created_at_ms),
+        "expires_at": rfc3339_ms(s.expires_at_ms),
+        "user_agent": s.user_agent,
+    });
+    if let Some(current) = current {
+        v["current"] = current.into();
+    }
+    v
 }
 
 /// # `DELETE /user/sessions/{session_id}`
@@ -326,14 +336,7 @@ async fn write_export(
     let sessions: Vec<_> = sessions
         .sessions
         .into_iter()
-        .map(|s| {
-            serde_json::json!({
-                "session_id": s.session_id,
-                "created_at": rfc3339_ms(s.created_at_ms),
-                "expires_at": rfc3339_ms(s.expires_at_ms),
-                "user_agent": s.user_agent,
-            })
-        })
+        .map(|s| session_json(s, None))
         .collect();
     let head = serde_json::json!({
         "exported_at": rfc3339_ms(msgr_core::time::now_ms()),

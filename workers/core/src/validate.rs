@@ -39,6 +39,19 @@ impl ValidationError {
 
 /// Checks a username and returns its canonical (lowercase) form: usernames are
 /// case-insensitively unique.
+/// Cuts `s` to at most `max` bytes, on a character boundary; whether it cut.
+pub fn truncate_at_char(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
+}
+
 pub fn username(raw: &str) -> Result<String, ValidationError> {
     if (3..=32).contains(&raw.len()) && username_chars(raw) {
         Ok(raw.to_ascii_lowercase())
@@ -141,5 +154,15 @@ mod tests {
             Err(ValidationError::TextTooLong)
         );
         assert!(message_body(Some(&"x".repeat(MAX_TEXT_BYTES)), false).is_ok());
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        let mut s = "héllo".to_owned();
+        assert!(truncate_at_char(&mut s, 2));
+        assert_eq!(s, "h");
+        let mut t = "abc".to_owned();
+        assert!(!truncate_at_char(&mut t, 3));
+        assert_eq!(t, "abc");
     }
 }
