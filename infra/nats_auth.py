@@ -9,11 +9,14 @@ CONF given (a copy the caller owns, e.g. data/nats/server.conf), which it
 leaves 0600 too. Run again, it reuses the passwords, so restarts keep working.
 
 The roles:
-- edge: publishes commands (msgr.v1.in.>), requests (msgr.v1.rpc.>) and typing
-  to inboxes; reads the command stream's messages (a lost send's lookup) and
-  watches the revoked-sessions bucket; receives inbox deliveries and replies.
+- edge: publishes commands (msgr.v1.in.>), requests (msgr.v1.rpc.>), typing
+  (to a peer's inbox, or to the workers for a group) and presence; reads the
+  command stream's messages (a lost send's lookup), watches the
+  revoked-sessions bucket and keeps the presence bucket; receives inbox
+  deliveries, presence changes and replies.
 - worker: owns JetStream (streams, consumers, buckets), answers requests,
-  publishes events and deliveries. It may not publish commands.
+  fans out group typing, publishes events, deliveries and presence (a user
+  hiding theirs). It may not publish commands.
 - integrator: reads events (msgr.v1.evt.>) and may own pull consumers on
   MSGR_IN; it publishes nothing onto the bus's subjects, makes no requests
   and deletes no consumers.
@@ -30,6 +33,12 @@ ROLES = {
             "msgr.v1.in.>",
             "msgr.v1.rpc.>",
             "msgr.v1.deliver.user.*",
+            "msgr.v1.typing.*",
+            "msgr.v1.presence.*",
+            "$KV.MSGR_PRESENCE.>",
+            "$JS.API.STREAM.INFO.KV_MSGR_PRESENCE",
+            "$JS.API.DIRECT.GET.KV_MSGR_PRESENCE.>",
+            "$JS.API.STREAM.MSG.GET.KV_MSGR_PRESENCE",
             "$JS.API.INFO",
             "$JS.API.STREAM.INFO.MSGR_IN",
             "$JS.API.STREAM.MSG.GET.MSGR_IN",
@@ -39,14 +48,21 @@ ROLES = {
             "$JS.API.CONSUMER.DELETE.KV_MSGR_REVOKED.>",
             "$JS.FC.KV_MSGR_REVOKED.>",
         ],
-        "subscribe": ["_INBOX.>", "msgr.v1.deliver.user.*"],
+        "subscribe": ["_INBOX.>", "msgr.v1.deliver.user.*", "msgr.v1.presence.*"],
     },
     "worker": {
         "publish": {
-            "allow": ["$JS.>", "$KV.>", "_INBOX.>", "msgr.v1.evt.>", "msgr.v1.deliver.>"],
+            "allow": [
+                "$JS.>",
+                "$KV.>",
+                "_INBOX.>",
+                "msgr.v1.evt.>",
+                "msgr.v1.deliver.>",
+                "msgr.v1.presence.*",
+            ],
             "deny": ["msgr.v1.in.>"],
         },
-        "subscribe": ["_INBOX.>", "msgr.v1.rpc.>"],
+        "subscribe": ["_INBOX.>", "msgr.v1.rpc.>", "msgr.v1.typing.*"],
     },
     "integrator": {
         "publish": [

@@ -337,6 +337,7 @@ pub async fn ensure_all_with(
         .await
         .map_err(js_err)?;
     revocations_bucket(js, replicas).await?;
+    presence_bucket(js, replicas).await?;
     let bucket = lease_bucket(js, lease_ttl, replicas).await?;
     // Holders renew on their own TTL; a bucket expiring entries sooner would
     // hand a live holder's partition to a standby.
@@ -375,6 +376,38 @@ pub async fn revocations_bucket(
     {
         Ok(b) => Ok(b),
         Err(_) => js.get_key_value(REVOKED_BUCKET).await.map_err(js_err),
+    }
+}
+
+/// Presence: `u.<user_id>` holds which edges a user is connected to and
+/// when they were last seen; `e.<edge_id>` is an edge's heartbeat.
+pub const PRESENCE_BUCKET: &str = "MSGR_PRESENCE";
+
+/// The presence bucket, created if missing. Entries of users not seen for
+/// 30 days and of edges gone for good age out.
+///
+/// # Errors
+/// JetStream failures.
+pub async fn presence_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<kv::Store, EnsureError> {
+    if let Ok(b) = js.get_key_value(PRESENCE_BUCKET).await {
+        return Ok(b);
+    }
+    match js
+        .create_key_value(kv::Config {
+            bucket: PRESENCE_BUCKET.to_owned(),
+            history: 1,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(b) => Ok(b),
+        Err(_) => js.get_key_value(PRESENCE_BUCKET).await.map_err(js_err),
     }
 }
 

@@ -16,6 +16,42 @@ pub fn in_receipt(partition: u32, conversation_id: &str) -> String {
     format!("msgr.v1.in.{partition}.receipt.{conversation_id}")
 }
 
+/// A change command (edit, delete, reaction) for `conversation_id` in `partition`.
+#[must_use]
+pub fn in_change(partition: u32, conversation_id: &str) -> String {
+    format!("msgr.v1.in.{partition}.change.{conversation_id}")
+}
+
+/// Whether an `in` subject carries a change command.
+#[must_use]
+pub fn is_change(subject: &str) -> bool {
+    subject.split('.').nth(4) == Some("change")
+}
+
+/// Every change of a conversation's messages, for integrators (core NATS).
+/// Payload: `msgr.v1.MessageChanged`.
+#[must_use]
+pub fn evt_change(conversation_id: &str) -> String {
+    format!("msgr.v1.evt.change.{conversation_id}")
+}
+
+/// A typing notice in a group, for the workers to check and fan out (core
+/// NATS, queue group [`WORKER_QUEUE`]). Payload: `msgr.v1.TypingEvent`.
+#[must_use]
+pub fn typing(conversation_id: &str) -> String {
+    format!("msgr.v1.typing.{conversation_id}")
+}
+
+/// Every group typing notice (the workers' subscription).
+pub const TYPING_ALL: &str = "msgr.v1.typing.*";
+
+/// A user's presence changes (core NATS, published by edges).
+/// Payload: `msgr.v1.PresenceEvent`.
+#[must_use]
+pub fn presence(user_id: &str) -> String {
+    format!("msgr.v1.presence.{user_id}")
+}
+
 /// All commands of one partition (a sequencer consumer's filter).
 #[must_use]
 pub fn in_partition(partition: u32) -> String {
@@ -79,6 +115,10 @@ pub mod rpc {
     pub const GROUP_RECEIPTS: &str = "msgr.v1.rpc.group.receipts";
     pub const MEDIA_REGISTER: &str = "msgr.v1.rpc.media.register";
     pub const MEDIA_AUTHORIZE: &str = "msgr.v1.rpc.media.authorize";
+    pub const BLOCK: &str = "msgr.v1.rpc.account.block";
+    pub const BLOCKED: &str = "msgr.v1.rpc.account.blocked";
+    pub const PRESENCE: &str = "msgr.v1.rpc.account.presence";
+    pub const PRESENCE_ALLOWED: &str = "msgr.v1.rpc.account.presence_allowed";
 
     /// Every service above (the README's table and `asyncapi.yaml` are
     /// checked against this, and each against a live worker).
@@ -102,6 +142,10 @@ pub mod rpc {
         GROUP_RECEIPTS,
         MEDIA_REGISTER,
         MEDIA_AUTHORIZE,
+        BLOCK,
+        BLOCKED,
+        PRESENCE,
+        PRESENCE_ALLOWED,
     ];
 }
 

@@ -307,7 +307,10 @@ impl WorkerApp {
             let (ctx, token) = (Arc::clone(&self.ctx), shutdown.clone());
             match role {
                 Role::Sequencer => tasks.spawn(crate::sequencer::run(ctx, token)),
-                Role::Account => tasks.spawn(crate::account::run(ctx, token)),
+                Role::Account => {
+                    tasks.spawn(crate::social::run(Arc::clone(&ctx), token.clone()));
+                    tasks.spawn(crate::account::run(ctx, token))
+                }
                 Role::Query => tasks.spawn(crate::query::run(ctx, token)),
                 Role::Group => tasks.spawn(crate::group::run(ctx, token)),
                 Role::Media => tasks.spawn(crate::media::run(ctx, token)),

@@ -70,6 +70,10 @@ pub struct WorkerConfig {
     pub consumer_idle_secs: u64,
     /// Most members a group may have.
     pub max_group_members: usize,
+    /// How long after sending its sender may edit a text message (seconds).
+    pub edit_window_secs: u64,
+    /// How long after sending its sender may delete a message for everyone (seconds).
+    pub delete_window_secs: u64,
     /// argon2id memory cost of new password hashes (KiB).
     pub password_memory_kib: u32,
     /// argon2id passes of new password hashes.
@@ -99,6 +103,8 @@ impl Default for WorkerConfig {
             command_max_age_secs: 7 * 24 * 3600,
             consumer_idle_secs: 24 * 3600,
             max_group_members: 1024,
+            edit_window_secs: 15 * 60,
+            delete_window_secs: 24 * 3600,
             password_memory_kib: 19_456,
             password_iterations: 2,
             secret_key_file: None,

@@ -27,6 +27,24 @@ pub(crate) fn message(m: &StoredMessage, status: Option<MessageStatus>) -> pb::S
             Some(MessageStatus::Delivered) => pb::MessageStatus::Delivered,
             Some(MessageStatus::Read) => pb::MessageStatus::Read,
         } as i32,
+        reply_to: m.reply_to.as_ref().map(|q| pb::Quote {
+            seq: q.seq,
+            sender_id: q.sender_id.clone(),
+            text: q.text.clone(),
+            has_media: q.has_media,
+            deleted: q.deleted,
+        }),
+        edited_at_ms: m.edited_at_ms,
+        deleted_at_ms: m.deleted_at_ms,
+        reactions: m
+            .reactions
+            .iter()
+            .map(|r| pb::Reaction {
+                user_id: r.user_id.clone(),
+                emoji: r.emoji.clone(),
+            })
+            .collect(),
+        rev: m.rev,
     }
 }
 

@@ -293,6 +293,7 @@ async fn get(ctx: &WorkerContext, req: pb::GetGroupRequest) -> Result<pb::GroupP
         group: Some(group),
         messages,
         has_more: h.has_more || cut,
+        rev: h.rev,
     })
 }
 

@@ -8,6 +8,7 @@
 //! - [`group`]: group create/add/remove, group page, per-member receipts.
 //! - [`media`]: media registration/authorization and the thumbnail worker.
 //! - [`backup`]: backups of the one-machine store (`msgr-backup`).
+//! - `social`: blocking, presence privacy and watch rights, group typing.
 //! - `balance`: shares the partitions among the live workers.
 //! - `keeper`: re-creates streams, consumers and buckets the bus may have lost.
 //! - [`config`]: configuration. `context`, `convert`, `rpc`: shared plumbing.
@@ -25,6 +26,7 @@ pub mod media;
 pub mod query;
 mod rpc;
 pub mod sequencer;
+mod social;
 
 pub use app::{Role, WorkerApp};
 pub use config::WorkerConfig;

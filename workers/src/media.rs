@@ -236,6 +236,24 @@ async fn thumbnail(ctx: &WorkerContext, ev: &pb::MediaUploaded) -> Result<(), Th
     Ok(())
 }
 
+/// Removes a media object and its thumbnail (a message deleted for everyone
+/// was the last to reference it), in the background: the sequencer does not
+/// wait on the object store. A failure leaves unreachable bytes behind (its
+/// metadata is already gone), which is logged.
+pub(crate) fn remove_object(ctx: &WorkerContext, media_id: &str) {
+    let store = ctx.media.store.clone();
+    let media_id = media_id.to_owned();
+    tokio::spawn(async move {
+        for key in [object_key(&media_id), thumbnail_key(&media_id)] {
+            match store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, %media_id, "could not remove media bytes"),
+            }
+        }
+        metrics::counter!("msgr_worker_media_removed_total").increment(1);
+    });
+}
+
 /// Decodes an image (bounded) and encodes a JPEG thumbnail of it.
 fn make_thumbnail(bytes: &[u8], format: image::ImageFormat) -> Result<Vec<u8>, ThumbError> {
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);

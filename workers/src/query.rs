@@ -124,22 +124,29 @@ async fn history(ctx: &WorkerContext, req: pb::HistoryRequest) -> Result<pb::His
     {
         return Err(Refusal::new("not_found", "no such conversation"));
     }
-    let page = Page {
-        limit: req.limit,
-        before: req.before,
-        after: req.after,
-    };
-    let out = ctx
-        .store
-        .history(conv, &req.caller_id, page)
-        .await
-        .map_err(Refusal::internal)?;
+    let out = if let Some(after_rev) = req.changes_after {
+        ctx.store
+            .changes(conv, &req.caller_id, after_rev, req.limit)
+            .await
+    } else {
+        let page = Page {
+            limit: req.limit,
+            before: req.before,
+            after: req.after,
+        };
+        ctx.store.history(conv, &req.caller_id, page).await
+    }
+    .map_err(Refusal::internal)?;
     let mut messages: Vec<_> = out.messages.iter().map(convert::view).collect();
-    let cut = fit_page(&mut messages, req.after.is_some());
+    let cut = fit_page(
+        &mut messages,
+        req.after.is_some() || req.changes_after.is_some(),
+    );
     Ok(pb::HistoryPage {
         conversation_id: conv.to_owned(),
         messages,
         has_more: out.has_more || cut,
+        rev: out.rev,
     })
 }
 

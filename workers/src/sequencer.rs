@@ -40,7 +40,8 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use msgr_core::id;
 use msgr_core::store::{
-    Fence, NewMessage, Op, OpOutcome, ReceiptKind, StoreError, Target, WatermarkUpdate,
+    ChangeKind, Fence, MessageChange, NewMessage, Op, OpOutcome, ReceiptKind, StoreError, Target,
+    WatermarkUpdate,
 };
 use msgr_nats::lease::{Lease, LeaseError};
 use msgr_nats::{stream as streams, subject};
@@ -489,6 +490,33 @@ async fn report_lag(mut consumer: jetstream::consumer::PullConsumer, p: u32) {
 enum Decoded {
     Send(pb::SendCommand),
     Receipt(pb::ReceiptCommand),
+    Change(pb::ChangeCommand),
+}
+
+/// Whom a refusal of a command goes to: the actor's inbox, matched by the
+/// connection that waits for `client_msg_id`.
+struct Answer {
+    user_id: String,
+    client_msg_id: String,
+    conversation_id: String,
+}
+
+impl Answer {
+    fn of_send(s: &pb::SendCommand) -> Self {
+        Self {
+            user_id: s.sender_id.clone(),
+            client_msg_id: s.client_msg_id.clone(),
+            conversation_id: s.conversation_id.clone(),
+        }
+    }
+
+    fn of_change(c: &pb::ChangeCommand) -> Self {
+        Self {
+            user_id: c.actor_id.clone(),
+            client_msg_id: c.client_msg_id.clone(),
+            conversation_id: c.conversation_id.clone(),
+        }
+    }
 }
 
 /// Applies one batch under `fence` and acks it; returns the highest stream
@@ -513,18 +541,24 @@ async fn process_batch(
     let mut decoded = Vec::with_capacity(batch.len());
     let mut accepted = Vec::with_capacity(batch.len());
     let mut rejected_early = Vec::new();
+    let windows = Windows {
+        edit_ms: i64::try_from(ctx.config.edit_window_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+        delete_ms: i64::try_from(ctx.config.delete_window_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+    };
     for msg in batch {
-        match decode(&msg, now) {
+        match decode(&msg, now, windows) {
             Ok((op, d)) => {
                 ops.push(op);
                 decoded.push(d);
                 accepted.push(msg);
             }
-            Err(Poison { reason, send }) => {
+            Err(Poison { reason, answer }) => {
                 metrics::counter!("msgr_worker_commands_total", "outcome" => "poison").increment(1);
                 tracing::warn!(subject = %msg.subject, reason, "terminating undecodable command");
-                if let Some(cmd) = send {
-                    rejected_early.push(cmd);
+                if let Some(a) = answer {
+                    rejected_early.push(a);
                 }
                 if let Err(e) = msg.ack_with(AckKind::Term).await {
                     tracing::warn!(error = %e, "term failed");
@@ -532,10 +566,10 @@ async fn process_batch(
             }
         }
     }
-    for cmd in rejected_early {
+    for a in rejected_early {
         reject(
             ctx,
-            &cmd,
+            &a,
             "invalid_frame",
             "the command could not be processed",
         )
@@ -589,15 +623,25 @@ async fn process_batch(
 
 struct Poison {
     reason: &'static str,
-    send: Option<Box<pb::SendCommand>>,
+    answer: Option<Answer>,
 }
 
-fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
+/// The edit and delete windows, in ms.
+#[derive(Clone, Copy)]
+struct Windows {
+    edit_ms: i64,
+    delete_ms: i64,
+}
+
+fn decode(msg: &jetstream::Message, now: i64, windows: Windows) -> Result<(Op, Decoded), Poison> {
     let conv_from_subject = msg.subject.rsplit('.').next().unwrap_or_default();
+    if subject::is_change(&msg.subject) {
+        return decode_change(msg, conv_from_subject, now, windows);
+    }
     if subject::is_receipt(&msg.subject) {
         let r = pb::ReceiptCommand::decode(msg.payload.clone()).map_err(|_| Poison {
             reason: "bad receipt protobuf",
-            send: None,
+            answer: None,
         })?;
         let kind = match r.status() {
             pb::ReceiptStatus::Delivered => ReceiptKind::Delivered,
@@ -605,14 +649,14 @@ fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
             pb::ReceiptStatus::Unspecified => {
                 return Err(Poison {
                     reason: "receipt status",
-                    send: None,
+                    answer: None,
                 })
             }
         };
         if r.conversation_id != conv_from_subject || !id::is_user_id(&r.user_id) {
             return Err(Poison {
                 reason: "receipt fields",
-                send: None,
+                answer: None,
             });
         }
         let op = Op::Receipt(WatermarkUpdate {
@@ -626,11 +670,11 @@ fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
     }
     let s = pb::SendCommand::decode(msg.payload.clone()).map_err(|_| Poison {
         reason: "bad send protobuf",
-        send: None,
+        answer: None,
     })?;
     let bad = |reason| Poison {
         reason,
-        send: Some(Box::new(s.clone())),
+        answer: Some(Answer::of_send(&s)),
     };
     if s.conversation_id != conv_from_subject || !id::is_user_id(&s.sender_id) {
         return Err(bad("send fields"));
@@ -658,8 +702,61 @@ fn decode(msg: &jetstream::Message, now: i64) -> Result<(Op, Decoded), Poison> {
         text: s.text.clone(),
         media_id: s.media_id.clone(),
         sent_at_ms: now,
+        reply_to_seq: s.reply_to_seq,
     });
     Ok((op, Decoded::Send(s)))
+}
+
+fn decode_change(
+    msg: &jetstream::Message,
+    conv_from_subject: &str,
+    now: i64,
+    windows: Windows,
+) -> Result<(Op, Decoded), Poison> {
+    let c = pb::ChangeCommand::decode(msg.payload.clone()).map_err(|_| Poison {
+        reason: "bad change protobuf",
+        answer: None,
+    })?;
+    let bad = |reason| Poison {
+        reason,
+        answer: Some(Answer::of_change(&c)),
+    };
+    if c.conversation_id != conv_from_subject
+        || !id::is_user_id(&c.actor_id)
+        || msgr_core::validate::client_msg_id(&c.client_msg_id).is_err()
+        || c.seq == 0
+    {
+        return Err(bad("change fields"));
+    }
+    let (kind, window_ms) = match &c.change {
+        Some(pb::change_command::Change::EditText(t)) => {
+            if msgr_core::validate::message_body(Some(t), false).is_err() {
+                return Err(bad("edit body"));
+            }
+            (ChangeKind::Edit(t.clone()), windows.edit_ms)
+        }
+        Some(pb::change_command::Change::Delete(_)) => (ChangeKind::Delete, windows.delete_ms),
+        Some(pb::change_command::Change::ReactEmoji(e)) if e.is_empty() => {
+            (ChangeKind::React(None), 0)
+        }
+        Some(pb::change_command::Change::ReactEmoji(e)) => {
+            if !msgr_core::validate::reaction(e) {
+                return Err(bad("reaction"));
+            }
+            (ChangeKind::React(Some(e.clone())), 0)
+        }
+        None => return Err(bad("change kind")),
+    };
+    let op = Op::Change(MessageChange {
+        conversation_id: c.conversation_id.clone(),
+        seq: c.seq,
+        actor_id: c.actor_id.clone(),
+        client_msg_id: c.client_msg_id.clone(),
+        kind,
+        at_ms: now,
+        window_ms,
+    });
+    Ok((op, Decoded::Change(c)))
 }
 
 /// Group member lists read during one batch: each group's list is read from
@@ -716,18 +813,18 @@ async fn fan_out_encoded(ctx: &WorkerContext, to: &[String], payload: Bytes) {
     }
 }
 
-async fn reject(ctx: &WorkerContext, s: &pb::SendCommand, code: &str, message: &str) {
+async fn reject(ctx: &WorkerContext, a: &Answer, code: &str, message: &str) {
     metrics::counter!("msgr_worker_commands_total", "outcome" => "rejected").increment(1);
     let d = pb::Delivery {
         event: Some(pb::delivery::Event::Rejected(pb::CommandRejected {
-            sender_id: s.sender_id.clone(),
-            client_msg_id: s.client_msg_id.clone(),
-            conversation_id: s.conversation_id.clone(),
+            sender_id: a.user_id.clone(),
+            client_msg_id: a.client_msg_id.clone(),
+            conversation_id: a.conversation_id.clone(),
             code: code.to_owned(),
             message: message.to_owned(),
         })),
     };
-    fan_out(ctx, std::slice::from_ref(&s.sender_id), &d).await;
+    fan_out(ctx, std::slice::from_ref(&a.user_id), &d).await;
 }
 
 async fn emit(
@@ -762,15 +859,58 @@ async fn emit(
             fan_out_encoded(ctx, &to, delivery).await;
         }
         (OpOutcome::Rejected(r), Decoded::Send(s)) => {
-            let message = match r {
-                msgr_core::store::Rejection::UnknownRecipient => "no such recipient",
-                msgr_core::store::Rejection::NotMember => {
-                    "you are not a member of this conversation"
-                }
-                msgr_core::store::Rejection::UnknownConversation => "no such conversation",
-                msgr_core::store::Rejection::UnknownMedia => "no such media",
+            reject(ctx, &Answer::of_send(s), r.code(), r.message()).await;
+        }
+        (OpOutcome::Rejected(r), Decoded::Change(c)) => {
+            reject(ctx, &Answer::of_change(c), r.code(), r.message()).await;
+        }
+        (
+            OpOutcome::Changed {
+                message,
+                fresh,
+                orphaned_media,
+            },
+            Decoded::Change(c),
+        ) => {
+            metrics::counter!("msgr_worker_commands_total",
+                "outcome" => if *fresh { "changed" } else { "duplicate" })
+            .increment(1);
+            let kind = match &c.change {
+                Some(pb::change_command::Change::EditText(_)) => "edited",
+                Some(pb::change_command::Change::Delete(_)) => "deleted",
+                _ => "reaction",
             };
-            reject(ctx, s, r.code(), message).await;
+            let event = pb::MessageChanged {
+                kind: kind.to_owned(),
+                actor_id: c.actor_id.clone(),
+                client_msg_id: c.client_msg_id.clone(),
+                message: Some(convert::message(message, None)),
+            };
+            if let Err(e) = ctx
+                .nats
+                .publish(
+                    subject::evt_change(&message.conversation_id),
+                    event.encode_to_vec().into(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "event publish failed");
+            }
+            let to = members(ctx, cache, &message.conversation_id, Some(message.seq)).await;
+            // Only current members and the actor: a former member's copy is frozen.
+            let current = members(ctx, cache, &message.conversation_id, None).await;
+            let to: Vec<String> = to.into_iter().filter(|u| current.contains(u)).collect();
+            fan_out(
+                ctx,
+                &to,
+                &pb::Delivery {
+                    event: Some(pb::delivery::Event::Changed(event)),
+                },
+            )
+            .await;
+            if let Some(media_id) = orphaned_media {
+                crate::media::remove_object(ctx, media_id);
+            }
         }
         (
             OpOutcome::Advanced {
@@ -837,7 +977,7 @@ async fn emit(
         (OpOutcome::Unchanged | OpOutcome::Rejected(_), _) => {
             metrics::counter!("msgr_worker_commands_total", "outcome" => "no_change").increment(1);
         }
-        (OpOutcome::Advanced { .. }, Decoded::Send(_)) => {}
+        (OpOutcome::Advanced { .. } | OpOutcome::Changed { .. }, _) => {}
     }
 }
 

@@ -37,8 +37,6 @@ impl ValidationError {
     }
 }
 
-/// Checks a username and returns its canonical (lowercase) form: usernames are
-/// case-insensitively unique.
 /// Cuts `s` to at most `max` bytes, on a character boundary; whether it cut.
 pub fn truncate_at_char(s: &mut String, max: usize) -> bool {
     if s.len() <= max {
@@ -52,6 +50,35 @@ pub fn truncate_at_char(s: &mut String, max: usize) -> bool {
     true
 }
 
+/// The first `max` characters of `s` (a reply's quote), with "…" if cut.
+#[must_use]
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+/// Maximum UTF-8 bytes of a reaction (one emoji, with its modifiers and
+/// joiners: family and flag sequences run to about 30 bytes).
+pub const MAX_REACTION_BYTES: usize = 64;
+
+/// Whether `raw` can be a reaction: one short run of non-ASCII symbols
+/// (an emoji with its modifiers), no letters, digits, spaces or controls.
+/// Checking for exactly one emoji would need the Unicode emoji tables; this
+/// keeps reactions short and symbolic, which is what clients render.
+#[must_use]
+pub fn reaction(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= MAX_REACTION_BYTES
+        && raw.chars().count() <= 10
+        && raw
+            .chars()
+            .all(|c| !c.is_ascii() && !c.is_control() && !c.is_whitespace() && !c.is_alphanumeric())
+}
+
+/// Checks a username and returns its canonical (lowercase) form: usernames are
+/// case-insensitively unique.
 pub fn username(raw: &str) -> Result<String, ValidationError> {
     if (3..=32).contains(&raw.len()) && username_chars(raw) {
         Ok(raw.to_ascii_lowercase())
@@ -163,6 +190,19 @@ mod tests {
         assert_eq!(s, "h");
         let mut t = "abc".to_owned();
         assert!(!truncate_at_char(&mut t, 3));
+        assert_eq!(truncate_chars("héllo", 2), "hé…");
+        assert_eq!(truncate_chars("hé", 2), "hé");
+    }
+
+    #[test]
+    fn reactions_are_short_runs_of_symbols() {
+        for ok in ["👍", "❤️", "👍🏽", "👨‍👩‍👧", "🇳🇱", "😂"] {
+            assert!(reaction(ok), "{ok}");
+        }
+        for bad in ["", "a", "+1", " 👍", "👍\n", "é", "👍👍👍👍👍👍👍👍👍👍👍"]
+        {
+            assert!(!reaction(bad), "{bad:?}");
+        }
         assert_eq!(t, "abc");
     }
 }

@@ -36,6 +36,7 @@ use msgr_core::store::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+mod changes;
 mod groups;
 mod media;
 mod messages;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_sessions.sql"),
     include_str!("../migrations/0003_closed_conversations.sql"),
+    include_str!("../migrations/0004_message_changes.sql"),
 ];
 
 /// Any lock id would do; this one is "msgr" in ASCII.
@@ -267,6 +269,7 @@ impl Store for PgStore {
             out.push(match op {
                 Op::Append(m) => messages::append(&tx, m).await,
                 Op::Receipt(w) => messages::receipt(&tx, w).await,
+                Op::Change(c) => changes::change(&tx, c).await,
             }?);
         }
         let sync = std::time::Instant::now();
@@ -292,6 +295,51 @@ impl Store for PgStore {
         client_msg_id: &str,
     ) -> StoreResult<Option<StoredMessage>> {
         messages::by_client_id(&self.conn().await?, sender_id, client_msg_id).await
+    }
+
+    async fn changes(
+        &self,
+        conversation_id: &str,
+        caller_id: &str,
+        after_rev: u64,
+        limit: u32,
+    ) -> StoreResult<HistoryPage> {
+        changes::changes(
+            &self.conn().await?,
+            conversation_id,
+            caller_id,
+            after_rev,
+            limit,
+        )
+        .await
+    }
+
+    async fn block(&self, user_id: &str, other: &str, at_ms: i64) -> StoreResult<bool> {
+        changes::block(&self.conn().await?, user_id, other, at_ms).await
+    }
+
+    async fn unblock(&self, user_id: &str, other: &str) -> StoreResult<bool> {
+        changes::unblock(&self.conn().await?, user_id, other).await
+    }
+
+    async fn blocked(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        changes::blocked(&self.conn().await?, user_id).await
+    }
+
+    async fn set_presence_visible(&self, user_id: &str, visible: bool) -> StoreResult<()> {
+        changes::set_presence_visible(&self.conn().await?, user_id, visible).await
+    }
+
+    async fn presence_visible(&self, user_id: &str) -> StoreResult<bool> {
+        changes::presence_visible(&self.conn().await?, user_id).await
+    }
+
+    async fn presence_allowed(
+        &self,
+        caller_id: &str,
+        others: &[String],
+    ) -> StoreResult<Vec<String>> {
+        changes::presence_allowed(&self.conn().await?, caller_id, others).await
     }
 
     async fn is_member(&self, conversation_id: &str, user_id: &str) -> StoreResult<bool> {

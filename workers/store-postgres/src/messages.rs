@@ -6,8 +6,8 @@ use deadpool_postgres::GenericClient;
 use msgr_core::id;
 use msgr_core::store::{
     ChatEntry, ChatPage, ConversationKind, HistoryPage, MediaRecord, MemberState, MessageStatus,
-    MessageView, NewMessage, OpOutcome, Page, ReceiptKind, Rejection, StoreError, StoreResult,
-    StoredMessage, Target, WatermarkUpdate,
+    MessageView, NewMessage, OpOutcome, Page, Quote, ReceiptKind, Rejection, StoreError,
+    StoreResult, StoredMessage, Target, WatermarkUpdate, QUOTE_CHARS,
 };
 use tokio_postgres::Row;
 
@@ -16,13 +16,15 @@ use crate::users::user_exists;
 use crate::{exec, i, query, query_opt, u};
 
 /// Messages with their media's metadata.
-const MESSAGE_SELECT: &str =
+pub(crate) const MESSAGE_SELECT: &str =
     "SELECT m.message_id, m.client_msg_id, m.conversation_id, m.seq, m.sender_id,
      m.to_user, m.to_group, m.text, m.media_id, m.sent_at,
-     md.uploader_id, md.content_type, md.size, md.sha256, md.has_thumbnail, md.created_at
+     md.uploader_id, md.content_type, md.size, md.sha256, md.has_thumbnail, md.created_at,
+     m.reply_seq, m.reply_sender, m.reply_text, m.reply_media, m.reply_deleted,
+     m.edited_at, m.deleted_at, m.rev
      FROM messages m LEFT JOIN media md ON md.media_id = m.media_id";
 
-fn row_to_message(r: &Row) -> StoredMessage {
+pub(crate) fn row_to_message(r: &Row) -> StoredMessage {
     let to_user: Option<String> = r.get(5);
     let to_group: Option<String> = r.get(6);
     let target = match (to_user, to_group) {
@@ -44,6 +46,7 @@ fn row_to_message(r: &Row) -> StoredMessage {
         }),
         _ => None,
     };
+    let reply_seq: Option<i64> = r.get(16);
     StoredMessage {
         message_id: r.get(0),
         client_msg_id: r.get(1),
@@ -55,19 +58,76 @@ fn row_to_message(r: &Row) -> StoredMessage {
         media_id,
         sent_at_ms: r.get(9),
         media,
+        reply_to: reply_seq.map(|seq| Quote {
+            seq: u(seq),
+            sender_id: r.get::<_, Option<String>>(17).unwrap_or_default(),
+            text: r.get(18),
+            has_media: r.get(19),
+            deleted: r.get(20),
+        }),
+        edited_at_ms: r.get(21),
+        deleted_at_ms: r.get(22),
+        reactions: Vec::new(),
+        rev: u(r.get(23)),
     }
 }
 
-async fn message_at(
+pub(crate) async fn message_at(
     c: &impl GenericClient,
     conv: &str,
     seq: u64,
 ) -> StoreResult<Option<StoredMessage>> {
     let sql = format!("{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.seq = $2");
-    Ok(query_opt(c, &sql, &[&conv, &i(seq)])
+    let mut m = query_opt(c, &sql, &[&conv, &i(seq)])
         .await?
         .as_ref()
-        .map(row_to_message))
+        .map(row_to_message);
+    if let Some(m) = m.as_mut() {
+        crate::changes::fill_reactions(c, conv, std::slice::from_mut(m)).await?;
+    }
+    Ok(m)
+}
+
+/// The quote a reply by `sender` keeps of `seq`: it must exist, be one the
+/// sender saw, and not be deleted.
+async fn quote(
+    c: &impl GenericClient,
+    conv: &str,
+    sender: &str,
+    seq: u64,
+) -> StoreResult<Option<Quote>> {
+    let Some(w) = query_opt(
+        c,
+        "SELECT joined_seq, left_seq FROM members WHERE conversation_id = $1 AND user_id = $2",
+        &[&conv, &sender],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let (joined, left): (i64, Option<i64>) = (w.get(0), w.get(1));
+    if seq <= u(joined) || left.is_some_and(|l| seq > u(l)) {
+        return Ok(None);
+    }
+    let row = query_opt(
+        c,
+        "SELECT sender_id, text, media_id IS NOT NULL, deleted_at FROM messages
+         WHERE conversation_id = $1 AND seq = $2",
+        &[&conv, &i(seq)],
+    )
+    .await?;
+    Ok(row.and_then(|r| {
+        let deleted: Option<i64> = r.get(3);
+        deleted.is_none().then(|| Quote {
+            seq,
+            sender_id: r.get(0),
+            text: r
+                .get::<_, Option<String>>(1)
+                .map(|t| msgr_core::validate::truncate_chars(&t, QUOTE_CHARS)),
+            has_media: r.get(2),
+            deleted: false,
+        })
+    }))
 }
 
 pub(crate) async fn is_member(
@@ -107,6 +167,9 @@ pub(crate) async fn append(c: &impl GenericClient, m: &NewMessage) -> StoreResul
             {
                 return Ok(OpOutcome::Rejected(Rejection::UnknownConversation));
             }
+            if let Some(r) = crate::changes::block_between(c, &m.sender_id, to).await? {
+                return Ok(OpOutcome::Rejected(r));
+            }
             (Some(to.as_str()), None)
         }
         Target::Group(g) => {
@@ -132,6 +195,13 @@ pub(crate) async fn append(c: &impl GenericClient, m: &NewMessage) -> StoreResul
         Some(id) => match media_for(c, id, &m.sender_id).await? {
             Some(md) => Some(md),
             None => return Ok(OpOutcome::Rejected(Rejection::UnknownMedia)),
+        },
+        None => None,
+    };
+    let reply_to = match m.reply_to_seq {
+        Some(seq) => match quote(c, &m.conversation_id, &m.sender_id, seq).await? {
+            Some(q) => Some(q),
+            None => return Ok(OpOutcome::Rejected(Rejection::UnknownMessage)),
         },
         None => None,
     };
@@ -182,8 +252,8 @@ pub(crate) async fn append(c: &impl GenericClient, m: &NewMessage) -> StoreResul
     exec(
         c,
         "INSERT INTO messages (message_id, client_msg_id, conversation_id, seq, sender_id, to_user,
-           to_group, text, media_id, sent_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+           to_group, text, media_id, sent_at, reply_seq, reply_sender, reply_text, reply_media)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         &[
             &m.message_id,
             &m.client_msg_id,
@@ -195,6 +265,10 @@ pub(crate) async fn append(c: &impl GenericClient, m: &NewMessage) -> StoreResul
             &m.text,
             &m.media_id,
             &m.sent_at_ms,
+            &reply_to.as_ref().map(|q| i(q.seq)),
+            &reply_to.as_ref().map(|q| q.sender_id.as_str()),
+            &reply_to.as_ref().and_then(|q| q.text.as_deref()),
+            &reply_to.as_ref().is_some_and(|q| q.has_media),
         ],
     )
     .await?;
@@ -232,6 +306,11 @@ pub(crate) async fn append(c: &impl GenericClient, m: &NewMessage) -> StoreResul
         media_id: m.media_id.clone(),
         sent_at_ms: m.sent_at_ms,
         media,
+        reply_to,
+        edited_at_ms: None,
+        deleted_at_ms: None,
+        reactions: Vec::new(),
+        rev: 0,
     }))
 }
 
@@ -303,7 +382,7 @@ pub(crate) async fn all_members(
 
 /// The caller's view of a message: the status of their own messages is the
 /// lowest watermark among everyone else who was a member when it was sent.
-fn view(m: StoredMessage, caller: &str, members: &[MemberState]) -> MessageView {
+pub(crate) fn view(m: StoredMessage, caller: &str, members: &[MemberState]) -> MessageView {
     if m.sender_id != caller {
         return MessageView {
             message: m,
@@ -343,6 +422,7 @@ pub(crate) async fn history(
         return Ok(HistoryPage {
             messages: Vec::new(),
             has_more: false,
+            rev: 0,
         });
     };
     // Only what was sent while the caller was a member.
@@ -364,12 +444,14 @@ pub(crate) async fn history(
     if descending {
         msgs.reverse();
     }
+    crate::changes::fill_reactions(c, conv, &mut msgs).await?;
     Ok(HistoryPage {
         messages: msgs
             .into_iter()
             .map(|m| view(m, caller, &members))
             .collect(),
         has_more,
+        rev: crate::changes::conversation_rev(c, conv).await?,
     })
 }
 

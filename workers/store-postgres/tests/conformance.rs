@@ -76,6 +76,7 @@ async fn the_pool_recovers_from_a_database_crash() {
             text: Some("x".to_owned()),
             media_id: None,
             sent_at_ms: 1,
+            reply_to_seq: None,
         })]
     };
     let seq = |out: Vec<OpOutcome>| match &out[..] {

@@ -29,6 +29,7 @@ use msgr_core::store::{
 };
 use rusqlite::{Connection, TransactionBehavior};
 
+mod changes;
 mod groups;
 mod media;
 mod messages;
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_partition_claims.sql"),
     include_str!("../migrations/0005_sessions.sql"),
     include_str!("../migrations/0006_closed_conversations.sql"),
+    include_str!("../migrations/0007_message_changes.sql"),
 ];
 const READERS: usize = 4;
 
@@ -295,6 +297,7 @@ fn apply_ops(tx: &Connection, ops: &[Op]) -> rusqlite::Result<Vec<OpOutcome>> {
         .map(|op| match op {
             Op::Append(m) => messages::append(tx, m),
             Op::Receipt(w) => messages::receipt(tx, w),
+            Op::Change(c) => changes::change(tx, c),
         })
         .collect()
 }
@@ -516,6 +519,59 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn changes(
+        &self,
+        conversation_id: &str,
+        caller_id: &str,
+        after_rev: u64,
+        limit: u32,
+    ) -> StoreResult<HistoryPage> {
+        let (conv, caller) = (conversation_id.to_owned(), caller_id.to_owned());
+        self.read(move |conn| {
+            changes::changes(conn, &conv, &caller, after_rev, limit).map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn block(&self, user_id: &str, other: &str, at_ms: i64) -> StoreResult<bool> {
+        let (user, other) = (user_id.to_owned(), other.to_owned());
+        self.write(move |conn| changes::block(conn, &user, &other, at_ms))
+            .await
+    }
+
+    async fn unblock(&self, user_id: &str, other: &str) -> StoreResult<bool> {
+        let (user, other) = (user_id.to_owned(), other.to_owned());
+        self.write(move |conn| changes::unblock(conn, &user, &other))
+            .await
+    }
+
+    async fn blocked(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let user = user_id.to_owned();
+        self.read(move |conn| changes::blocked(conn, &user)).await
+    }
+
+    async fn set_presence_visible(&self, user_id: &str, visible: bool) -> StoreResult<()> {
+        let user = user_id.to_owned();
+        self.write(move |conn| changes::set_presence_visible(conn, &user, visible))
+            .await
+    }
+
+    async fn presence_visible(&self, user_id: &str) -> StoreResult<bool> {
+        let user = user_id.to_owned();
+        self.read(move |conn| changes::presence_visible(conn, &user))
+            .await
+    }
+
+    async fn presence_allowed(
+        &self,
+        caller_id: &str,
+        others: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let (caller, others) = (caller_id.to_owned(), others.to_vec());
+        self.read(move |conn| changes::presence_allowed(conn, &caller, &others))
+            .await
+    }
+
     async fn history(
         &self,
         conversation_id: &str,
@@ -661,6 +717,7 @@ mod tests {
                 text: Some("x".to_owned()),
                 media_id: None,
                 sent_at_ms: 1,
+                reply_to_seq: None,
             })]
         };
         let (first, bad, last) = (send("c-1"), send("bad"), send("c-2"));

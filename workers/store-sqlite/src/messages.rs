@@ -5,8 +5,8 @@
 use msgr_core::id;
 use msgr_core::store::{
     ChatEntry, ChatPage, ConversationKind, HistoryPage, MediaRecord, MemberState, MessageStatus,
-    MessageView, NewMessage, OpOutcome, Page, ReceiptKind, Rejection, StoreError, StoreResult,
-    StoredMessage, Target, WatermarkUpdate,
+    MessageView, NewMessage, OpOutcome, Page, Quote, ReceiptKind, Rejection, StoreError,
+    StoreResult, StoredMessage, Target, WatermarkUpdate, QUOTE_CHARS,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -15,13 +15,16 @@ use crate::unavailable;
 use crate::users::user_exists;
 
 pub(crate) const MESSAGE_COLUMNS: &str =
-    "message_id, client_msg_id, conversation_id, seq, sender_id, to_user, to_group, text, media_id, sent_at";
+    "message_id, client_msg_id, conversation_id, seq, sender_id, to_user, to_group, text, media_id, sent_at,
+     reply_seq, reply_sender, reply_text, reply_media";
 
 /// Messages with their media's metadata.
 pub(crate) const MESSAGE_SELECT: &str =
     "SELECT m.message_id, m.client_msg_id, m.conversation_id, m.seq, m.sender_id,
      m.to_user, m.to_group, m.text, m.media_id, m.sent_at,
-     md.uploader_id, md.content_type, md.size, md.sha256, md.has_thumbnail, md.created_at
+     md.uploader_id, md.content_type, md.size, md.sha256, md.has_thumbnail, md.created_at,
+     m.reply_seq, m.reply_sender, m.reply_text, m.reply_media, m.reply_deleted,
+     m.edited_at, m.deleted_at, m.rev
      FROM messages m LEFT JOIN media md ON md.media_id = m.media_id";
 
 pub(crate) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
@@ -46,6 +49,17 @@ pub(crate) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMe
         }),
         _ => None,
     };
+    let reply_seq: Option<u64> = r.get(16)?;
+    let reply_to = match reply_seq {
+        Some(seq) => Some(Quote {
+            seq,
+            sender_id: r.get::<_, Option<String>>(17)?.unwrap_or_default(),
+            text: r.get(18)?,
+            has_media: r.get(19)?,
+            deleted: r.get(20)?,
+        }),
+        None => None,
+    };
     Ok(StoredMessage {
         message_id: r.get(0)?,
         client_msg_id: r.get(1)?,
@@ -57,6 +71,11 @@ pub(crate) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMe
         media_id,
         sent_at_ms: r.get(9)?,
         media,
+        reply_to,
+        edited_at_ms: r.get(21)?,
+        deleted_at_ms: r.get(22)?,
+        reactions: Vec::new(),
+        rev: r.get(23)?,
     })
 }
 
@@ -65,11 +84,16 @@ pub(crate) fn message_at(
     conv: &str,
     seq: u64,
 ) -> rusqlite::Result<Option<StoredMessage>> {
-    conn.prepare_cached(&format!(
-        "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq = ?2"
-    ))?
-    .query_row(params![conv, seq], row_to_message)
-    .optional()
+    let mut m = conn
+        .prepare_cached(&format!(
+            "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq = ?2"
+        ))?
+        .query_row(params![conv, seq], row_to_message)
+        .optional()?;
+    if let Some(m) = m.as_mut() {
+        crate::changes::fill_reactions(conn, conv, std::slice::from_mut(m))?;
+    }
+    Ok(m)
 }
 
 pub(crate) fn is_member(conn: &Connection, conv: &str, user_id: &str) -> rusqlite::Result<bool> {
@@ -102,6 +126,9 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
             {
                 return Ok(OpOutcome::Rejected(Rejection::UnknownConversation));
             }
+            if let Some(r) = crate::changes::block_between(tx, &m.sender_id, to)? {
+                return Ok(OpOutcome::Rejected(r));
+            }
             (Some(to.as_str()), None)
         }
         Target::Group(g) => {
@@ -118,6 +145,13 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
         Some(id) => match media_for(tx, id, &m.sender_id)? {
             Some(md) => Some(md),
             None => return Ok(OpOutcome::Rejected(Rejection::UnknownMedia)),
+        },
+        None => None,
+    };
+    let reply_to = match m.reply_to_seq {
+        Some(seq) => match quote(tx, &m.conversation_id, &m.sender_id, seq)? {
+            Some(q) => Some(q),
+            None => return Ok(OpOutcome::Rejected(Rejection::UnknownMessage)),
         },
         None => None,
     };
@@ -155,7 +189,8 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
         },
     };
     tx.prepare_cached(&format!(
-        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        "INSERT INTO messages ({MESSAGE_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))?
     .execute(params![
         m.message_id,
@@ -167,7 +202,11 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
         to_group,
         m.text,
         m.media_id,
-        m.sent_at_ms
+        m.sent_at_ms,
+        reply_to.as_ref().map(|q| q.seq),
+        reply_to.as_ref().map(|q| q.sender_id.as_str()),
+        reply_to.as_ref().and_then(|q| q.text.as_deref()),
+        reply_to.as_ref().is_some_and(|q| q.has_media),
     ])?;
     tx.prepare_cached(
         "INSERT INTO client_msgs (sender_id, client_msg_id, conversation_id, seq) VALUES (?1, ?2, ?3, ?4)",
@@ -196,7 +235,49 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
         media_id: m.media_id.clone(),
         sent_at_ms: m.sent_at_ms,
         media,
+        reply_to,
+        edited_at_ms: None,
+        deleted_at_ms: None,
+        reactions: Vec::new(),
+        rev: 0,
     }))
+}
+
+/// The quote a reply by `sender` keeps of `seq`: it must exist, be one the
+/// sender saw, and not be deleted.
+fn quote(tx: &Connection, conv: &str, sender: &str, seq: u64) -> rusqlite::Result<Option<Quote>> {
+    let window: Option<(u64, Option<u64>)> = tx
+        .prepare_cached(
+            "SELECT joined_seq, left_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
+        )?
+        .query_row([conv, sender], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    // A direct chat's first message has no member rows yet: nothing to quote.
+    let Some((joined, left)) = window else {
+        return Ok(None);
+    };
+    if seq <= joined || left.is_some_and(|l| seq > l) {
+        return Ok(None);
+    }
+    let row: Option<(String, Option<String>, bool, Option<i64>)> = tx
+        .prepare_cached(
+            "SELECT sender_id, text, media_id IS NOT NULL, deleted_at FROM messages
+             WHERE conversation_id = ?1 AND seq = ?2",
+        )?
+        .query_row(params![conv, seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    Ok(match row {
+        Some((sender_id, text, has_media, None)) => Some(Quote {
+            seq,
+            sender_id,
+            text: text.map(|t| msgr_core::validate::truncate_chars(&t, QUOTE_CHARS)),
+            has_media,
+            deleted: false,
+        }),
+        _ => None,
+    })
 }
 
 pub(crate) fn receipt(tx: &Connection, w: &WatermarkUpdate) -> rusqlite::Result<OpOutcome> {
@@ -298,6 +379,7 @@ pub(crate) fn history(
         return Ok(HistoryPage {
             messages: Vec::new(),
             has_more: false,
+            rev: 0,
         });
     };
     // Only what was sent while the caller was a member.
@@ -321,12 +403,14 @@ pub(crate) fn history(
     if descending {
         rows.reverse();
     }
+    crate::changes::fill_reactions(conn, conv, &mut rows)?;
     Ok(HistoryPage {
         messages: rows
             .into_iter()
             .map(|m| view(m, caller, &members))
             .collect(),
         has_more,
+        rev: crate::changes::conversation_rev(conn, conv)?,
     })
 }
 

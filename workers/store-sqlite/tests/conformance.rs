@@ -74,6 +74,7 @@ async fn concurrent_batches_keep_dense_seqs_and_their_own_outcomes() {
             text: Some("x".to_owned()),
             media_id: None,
             sent_at_ms: time::now_ms(),
+            reply_to_seq: None,
         })
     };
     let mut tasks = Vec::new();
@@ -150,6 +151,7 @@ async fn the_wal_is_checkpointed_in_the_background() {
             text: Some("x".repeat(2000)),
             media_id: None,
             sent_at_ms: time::now_ms(),
+            reply_to_seq: None,
         });
         store.apply(vec![op]).await.expect("apply");
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));

@@ -12,6 +12,7 @@ use super::{
 use crate::id;
 
 mod accounts;
+mod changes;
 mod groups;
 
 /// Runs every check against `store`; panics with the first rule broken.
@@ -34,6 +35,12 @@ pub async fn run_all(store: &dyn Store) {
     groups::the_last_admin_leaving_promotes_the_oldest_member(store).await;
     groups::group_status_needs_every_member_at_the_time_of_sending(store).await;
     media_is_readable_by_its_uploader_and_by_members_who_saw_it(store).await;
+    changes::replies_quote_the_original_as_it_was(store).await;
+    changes::only_the_sender_edits_text_within_the_window(store).await;
+    changes::a_deleted_message_loses_text_media_quotes_and_reactions(store).await;
+    changes::one_reaction_per_member_changeable_and_removable(store).await;
+    changes::blocks_stop_direct_sends_both_ways_until_lifted(store).await;
+    changes::presence_is_for_shared_chats_unless_hidden_or_blocked(store).await;
     a_newer_claim_fences_out_the_older_holder(store).await;
     the_resume_point_only_moves_forward_and_resets_with_a_new_log(store).await;
 }
@@ -289,6 +296,7 @@ fn direct(from: &UserRecord, to: &UserRecord, cmid: &str, text: &str) -> Op {
         text: Some(text.to_owned()),
         media_id: None,
         sent_at_ms: crate::time::now_ms(),
+        reply_to_seq: None,
     })
 }
 

@@ -134,6 +134,34 @@ pub struct NewMessage {
     pub text: Option<String>,
     pub media_id: Option<String>,
     pub sent_at_ms: i64,
+    /// An earlier message of the same conversation this one answers; the
+    /// store keeps a [`Quote`] of it taken now.
+    pub reply_to_seq: Option<u64>,
+}
+
+/// What a reply shows of the message it answers, taken when the reply was
+/// sent (so a reader needs no extra fetch). Emptied if that message is
+/// deleted for everyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub seq: u64,
+    pub sender_id: String,
+    /// The first [`QUOTE_CHARS`] characters of its text.
+    pub text: Option<String>,
+    /// It carried media.
+    pub has_media: bool,
+    /// It was deleted for everyone since.
+    pub deleted: bool,
+}
+
+/// How much of the quoted message's text a reply keeps.
+pub const QUOTE_CHARS: usize = 100;
+
+/// One member's reaction to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    pub user_id: String,
+    pub emoji: String,
 }
 
 /// An uploaded media object's metadata (the bytes are in the media store).
@@ -164,6 +192,16 @@ pub struct StoredMessage {
     pub sent_at_ms: i64,
     /// The media's metadata when the message carries media.
     pub media: Option<MediaRecord>,
+    pub reply_to: Option<Quote>,
+    /// When its text was last edited.
+    pub edited_at_ms: Option<i64>,
+    /// When it was deleted for everyone (its text and media are gone).
+    pub deleted_at_ms: Option<i64>,
+    /// Reactions, one per member, in the order they were made.
+    pub reactions: Vec<Reaction>,
+    /// The conversation's change counter at this message's latest edit,
+    /// deletion or reaction (0: never changed). See [`Store::changes`].
+    pub rev: u64,
 }
 
 /// Delivered or read.
@@ -183,11 +221,77 @@ pub struct WatermarkUpdate {
     pub at_ms: i64,
 }
 
+/// What a [`MessageChange`] does to a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// New text (the sender's text message, within the edit window).
+    Edit(String),
+    /// Delete for everyone (the sender, within the delete window): text,
+    /// media reference, quotes of it and reactions go for good.
+    Delete,
+    /// A member's reaction; `None` removes theirs.
+    React(Option<String>),
+}
+
+impl ChangeKind {
+    /// As spelled in the API (`edited`, `deleted`, `reaction`).
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Edit(_) => "edited",
+            Self::Delete => "deleted",
+            Self::React(_) => "reaction",
+        }
+    }
+}
+
+/// A change to a stored message: sequenced like a send (same partition, same
+/// order for everyone), deduplicated by `(actor_id, client_msg_id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageChange {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub actor_id: String,
+    pub client_msg_id: String,
+    pub kind: ChangeKind,
+    pub at_ms: i64,
+    /// How long after sending the sender may still edit or delete (ms).
+    pub window_ms: i64,
+}
+
+/// The rules of a change that every adapter checks the same way, once it
+/// knows the message exists, is not deleted, and the actor is a current
+/// member who saw it: only the sender edits (text) or deletes, within the
+/// window; any such member reacts.
+#[must_use]
+pub fn check_change(
+    c: &MessageChange,
+    sender_id: &str,
+    has_text: bool,
+    sent_at_ms: i64,
+) -> Option<Rejection> {
+    match &c.kind {
+        ChangeKind::Edit(_) | ChangeKind::Delete => {
+            if c.actor_id != sender_id {
+                Some(Rejection::NotSender)
+            } else if matches!(c.kind, ChangeKind::Edit(_)) && !has_text {
+                Some(Rejection::NotText)
+            } else if c.at_ms.saturating_sub(sent_at_ms) > c.window_ms {
+                Some(Rejection::WindowClosed)
+            } else {
+                None
+            }
+        }
+        ChangeKind::React(_) => None,
+    }
+}
+
 /// One operation of a sequencer batch, applied in order in one atomic step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Append(NewMessage),
     Receipt(WatermarkUpdate),
+    Change(MessageChange),
 }
 
 /// Why an operation was refused (nothing was stored for it).
@@ -198,6 +302,20 @@ pub enum Rejection {
     UnknownConversation,
     /// No such media, or the sender may not read it.
     UnknownMedia,
+    /// No message with that seq the actor could see.
+    UnknownMessage,
+    /// Only the sender may edit or delete a message.
+    NotSender,
+    /// The edit or delete window has passed.
+    WindowClosed,
+    /// The message was deleted for everyone.
+    MessageDeleted,
+    /// Only text can be edited (a media message without text cannot).
+    NotText,
+    /// The recipient does not take messages from the sender (blocked).
+    RecipientUnavailable,
+    /// The sender blocked the recipient: unblock to send.
+    YouBlocked,
 }
 
 impl Rejection {
@@ -209,6 +327,31 @@ impl Rejection {
             Self::NotMember => "not_member",
             Self::UnknownConversation => "unknown_conversation",
             Self::UnknownMedia => "unknown_media",
+            Self::UnknownMessage => "unknown_message",
+            Self::NotSender => "not_sender",
+            Self::WindowClosed => "window_closed",
+            Self::MessageDeleted => "message_deleted",
+            Self::NotText => "not_text",
+            Self::RecipientUnavailable => "recipient_unavailable",
+            Self::YouBlocked => "blocked",
+        }
+    }
+
+    /// The API error message.
+    #[must_use]
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::UnknownRecipient => "no such recipient",
+            Self::NotMember => "you are not a member of this conversation",
+            Self::UnknownConversation => "no such conversation",
+            Self::UnknownMedia => "no such media",
+            Self::UnknownMessage => "no such message in this conversation",
+            Self::NotSender => "only its sender may change a message",
+            Self::WindowClosed => "this message can no longer be changed",
+            Self::MessageDeleted => "this message was deleted",
+            Self::NotText => "only text can be edited",
+            Self::RecipientUnavailable => "this user cannot receive your messages",
+            Self::YouBlocked => "you blocked this user; unblock them to send",
         }
     }
 }
@@ -229,6 +372,16 @@ pub enum OpOutcome {
     /// Nothing moved (a lower or equal watermark).
     Unchanged,
     Rejected(Rejection),
+    /// A message changed (or, `fresh == false`, this change was applied
+    /// before): the message as it is now, with its new `rev`.
+    Changed {
+        message: StoredMessage,
+        fresh: bool,
+        /// A media object nothing references any more (a deleted message
+        /// carried it): its metadata is gone, the bytes are the caller's to
+        /// remove.
+        orphaned_media: Option<String>,
+    },
 }
 
 /// `before` / `after` paging of history (exclusive bounds).
@@ -255,11 +408,15 @@ pub enum MessageStatus {
     Read,
 }
 
-/// A page of history, ascending by `seq`.
+/// A page of history, ascending by `seq` (or by `rev` for [`Store::changes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
     pub messages: Vec<MessageView>,
     pub has_more: bool,
+    /// The conversation's change counter: a client that holds this page
+    /// asks [`Store::changes`] after it to catch up on edits, deletions
+    /// and reactions.
+    pub rev: u64,
 }
 
 /// One row of a user's chat list.
@@ -451,6 +608,39 @@ pub trait Store: Send + Sync + 'static {
         caller_id: &str,
         page: Page,
     ) -> StoreResult<HistoryPage>;
+
+    /// The messages `caller_id` may see that changed after `after_rev`, as
+    /// they are now, ascending by `rev` (each once, at its latest change).
+    async fn changes(
+        &self,
+        conversation_id: &str,
+        caller_id: &str,
+        after_rev: u64,
+        limit: u32,
+    ) -> StoreResult<HistoryPage>;
+
+    /// `user_id` blocks `other`: `other` can no longer send to them in a
+    /// direct chat (nor start one) nor see their presence. `false` if
+    /// already blocked; [`StoreError::NotFound`] for an unknown `other`.
+    async fn block(&self, user_id: &str, other: &str, at_ms: i64) -> StoreResult<bool>;
+    /// Lifts a block; `false` if there was none.
+    async fn unblock(&self, user_id: &str, other: &str) -> StoreResult<bool>;
+    /// Whom `user_id` blocked, earliest first.
+    async fn blocked(&self, user_id: &str) -> StoreResult<Vec<String>>;
+
+    /// Who may see `user_id`'s presence: everyone they have a chat with
+    /// (`true`, the default) or nobody.
+    async fn set_presence_visible(&self, user_id: &str, visible: bool) -> StoreResult<()>;
+    /// Whether `user_id` shows their presence (false for unknown users).
+    async fn presence_visible(&self, user_id: &str) -> StoreResult<bool>;
+    /// Of `others`, those whose presence `caller_id` may see: they share a
+    /// conversation (a direct chat or a group, current members), show
+    /// their presence, and have not blocked the caller.
+    async fn presence_allowed(
+        &self,
+        caller_id: &str,
+        others: &[String],
+    ) -> StoreResult<Vec<String>>;
 
     /// A page of `user_id`'s chat list; `cursor` comes from a previous page.
     async fn chats(&self, user_id: &str, limit: u32, cursor: Option<&str>)

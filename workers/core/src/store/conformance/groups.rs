@@ -11,6 +11,7 @@ pub(super) fn to_group(from: &UserRecord, group: &str, cmid: &str) -> Op {
         text: Some(format!("text of {cmid}")),
         media_id: None,
         sent_at_ms: crate::time::now_ms(),
+        reply_to_seq: None,
     })
 }
 
