@@ -47,6 +47,18 @@ pub fn router(state: EdgeState) -> Router {
             "/user/sessions/{session_id}",
             axum::routing::delete(crate::routes::user::revoke_one),
         )
+        .route(
+            "/user/blocks",
+            get(crate::routes::privacy::list).post(crate::routes::privacy::block),
+        )
+        .route(
+            "/user/blocks/{user_id}",
+            axum::routing::delete(crate::routes::privacy::unblock),
+        )
+        .route(
+            "/user/privacy",
+            get(crate::routes::privacy::get).put(crate::routes::privacy::set),
+        )
         .route("/users", get(crate::routes::users::find))
         .route("/users/{user_id}", get(crate::routes::users::get))
         .route("/chat/{user_id}", get(crate::routes::chat::list))
@@ -54,6 +66,10 @@ pub fn router(state: EdgeState) -> Router {
         .route(
             "/messages/{user_id}/{receiver_id}",
             get(crate::routes::messages::history),
+        )
+        .route(
+            "/conversations/{conversation_id}/changes",
+            get(crate::routes::messages::changes),
         )
         .route("/groups/create", post(crate::routes::groups::create))
         .route("/groups/{group_id}", get(crate::routes::groups::get))
@@ -214,6 +230,7 @@ impl EdgeApp {
                 connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
                 limits: crate::limit::Limits::new(config.limits.clone()),
                 revoked: crate::revoked::Revocations::default(),
+                presence: crate::ws::Presence::default(),
                 config,
                 edge_id,
                 nats,
@@ -229,6 +246,8 @@ impl EdgeApp {
             }),
         };
         tokio::spawn(crate::revoked::follow(state.clone()));
+        tokio::spawn(crate::ws::presence::follow(state.clone()));
+        tokio::spawn(crate::ws::presence::run(state.clone()));
         Ok(Self {
             state,
             listener,

@@ -1,7 +1,9 @@
 //! Bus protobuf → client JSON (the only direction the edge needs).
 
 use msgr_core::time::rfc3339_ms;
-use msgr_schemas::client::{ChatJson, MediaJson, MessageJson, ReceiptStatusJson, UserJson};
+use msgr_schemas::client::{
+    ChatJson, MediaJson, MessageJson, QuoteJson, ReactionJson, ReceiptStatusJson, UserJson,
+};
 use msgr_schemas::pb::v1 as pb;
 
 pub(crate) fn message(m: pb::StoredMessage) -> MessageJson {
@@ -36,7 +38,39 @@ pub(crate) fn message(m: pb::StoredMessage) -> MessageJson {
         text: m.text,
         sent_at: rfc3339_ms(m.sent_at_ms),
         status,
+        reply_to: m.reply_to.map(|q| QuoteJson {
+            seq: q.seq,
+            sender_id: q.sender_id,
+            text: q.text,
+            has_media: q.has_media,
+            deleted: q.deleted,
+        }),
+        edited_at: m.edited_at_ms.map(rfc3339_ms),
+        deleted_at: m.deleted_at_ms.map(rfc3339_ms),
+        reactions: reactions(m.reactions),
+        rev: m.rev,
     }
+}
+
+/// Reactions grouped by emoji: most used first, then first used first.
+fn reactions(list: Vec<pb::Reaction>) -> Vec<ReactionJson> {
+    let mut out: Vec<ReactionJson> = Vec::new();
+    for r in list {
+        match out.iter_mut().find(|g| g.emoji == r.emoji) {
+            Some(g) => {
+                g.count += 1;
+                g.user_ids.push(r.user_id);
+            }
+            None => out.push(ReactionJson {
+                emoji: r.emoji,
+                count: 1,
+                user_ids: vec![r.user_id],
+            }),
+        }
+    }
+    // Stable: equal counts keep their first-use order.
+    out.sort_by_key(|g| std::cmp::Reverse(g.count));
+    out
 }
 
 pub(crate) fn user(u: pb::User) -> UserJson {

@@ -42,6 +42,8 @@ pub struct Inner {
     pub limits: crate::limit::Limits,
     /// Revoked sessions (followed from `MSGR_REVOKED`).
     pub revoked: crate::revoked::Revocations,
+    /// Who is connected here, and who watches whose presence.
+    pub presence: crate::ws::Presence,
 }
 
 impl std::ops::Deref for EdgeState {

@@ -84,6 +84,49 @@ pub struct MessageJson {
     /// Present on messages the caller sent: `sent`, `delivered` or `read`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// What this message replies to, quoted when it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<QuoteJson>,
+    /// When its text was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// When it was deleted for everyone (then it has no text and no media).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    /// Reactions grouped by emoji, most used first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionJson>,
+    /// The conversation's change counter at this message's latest change.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rev: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The quote a reply carries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuoteJson {
+    pub seq: u64,
+    pub sender_id: String,
+    /// The first 100 characters of its text (cut ones end with "…").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_media: bool,
+    /// The quoted message was deleted for everyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// Everyone who reacted to a message with one emoji.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReactionJson {
+    pub emoji: String,
+    pub count: u64,
+    pub user_ids: Vec<String>,
 }
 
 /// `GET /messages/{user_id}/{receiver_id}` response.
@@ -92,6 +135,11 @@ pub struct HistoryJson {
     pub conversation_id: String,
     pub messages: Vec<MessageJson>,
     pub has_more: bool,
+    /// The conversation's change counter now: ask
+    /// `GET /conversations/{id}/changes?after=<rev>` later to catch up on
+    /// edits, deletions and reactions.
+    #[serde(default)]
+    pub rev: u64,
 }
 
 /// One entry of the chat list.
@@ -138,6 +186,31 @@ pub struct SendFrame {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_id: Option<String>,
+    /// The seq of an earlier message of the conversation this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_seq: Option<u64>,
+}
+
+/// `{"type":"edit",…}`, `{"type":"delete",…}` and `{"type":"react",…}` from
+/// a client: a change to the message `seq` of `conversation_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeFrame {
+    pub client_msg_id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    /// The new text (`edit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The reaction (`react`); `null` or absent removes the caller's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+}
+
+/// `{"type":"presence","user_ids":[…]}` from a client: watch these users'
+/// presence (replacing what this connection watched before).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceFrame {
+    pub user_ids: Vec<String>,
 }
 
 /// `{"type":"receipt",…}` from a client.
@@ -178,6 +251,24 @@ pub enum ServerFrame {
     Typing {
         conversation_id: String,
         user_id: String,
+    },
+    /// A message changed: edited, deleted for everyone, or reacted to.
+    MessageUpdate {
+        /// `edited`, `deleted` or `reaction`.
+        change: String,
+        actor_id: String,
+        /// The actor's id for the change (to match it to the request).
+        client_msg_id: String,
+        /// The message as it is now.
+        message: Box<MessageJson>,
+    },
+    /// A watched user's presence. `online` false with no `last_seen`:
+    /// unknown or hidden.
+    Presence {
+        user_id: String,
+        online: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen: Option<String>,
     },
     Error {
         code: String,

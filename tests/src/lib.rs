@@ -154,6 +154,7 @@ pub fn direct_send_command(
         text: Some(text.to_owned()),
         media_id: None,
         received_at_ms: 1,
+        reply_to_seq: None,
     };
     let p = msgr_core::id::partition_of(&conv, 16);
     (cmd.encode_to_vec(), conv, p)

@@ -3,7 +3,7 @@
 //! edge needs no member lists). Runs with the account role.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -195,7 +195,8 @@ async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> a
         .queue_subscribe(subject::TYPING_ALL, WORKER_QUEUE.to_owned())
         .await
         .map_err(|e| anyhow::anyhow!("subscribing to typing: {e}"))?;
-    let cache: Arc<Mutex<HashMap<String, (Instant, Arc<Vec<String>>)>>> = Arc::default();
+    // Current members per group, and when they were read.
+    let mut cache: HashMap<String, (Instant, Arc<Vec<String>>)> = HashMap::new();
     loop {
         let msg = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -209,14 +210,10 @@ async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> a
         {
             continue;
         }
-        let cached = {
-            let map = cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.get(&t.conversation_id)
-                .filter(|(at, _)| at.elapsed() < TYPING_MEMBERS_TTL)
-                .map(|(_, m)| Arc::clone(m))
-        };
+        let cached = cache
+            .get(&t.conversation_id)
+            .filter(|(at, _)| at.elapsed() < TYPING_MEMBERS_TTL)
+            .map(|(_, m)| Arc::clone(m));
         let members = match cached {
             Some(m) => m,
             None => {
@@ -229,13 +226,10 @@ async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> a
                         .map(|m| m.user_id)
                         .collect(),
                 );
-                let mut map = cache
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if map.len() >= TYPING_GROUPS_CACHED {
-                    map.clear();
+                if cache.len() >= TYPING_GROUPS_CACHED {
+                    cache.clear();
                 }
-                map.insert(
+                cache.insert(
                     t.conversation_id.clone(),
                     (Instant::now(), Arc::clone(&current)),
                 );

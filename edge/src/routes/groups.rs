@@ -85,7 +85,7 @@ fn bad_member_is_400(e: rpc::RpcError) -> ApiError {
 }
 
 /// # `GET /groups/{group_id}?limit=&before=&after=`
-/// → `{"group","messages","has_more"}`. Members only (403 `forbidden`), and a
+/// → `{"group","messages","has_more","rev"}`. Members only (403 `forbidden`), and a
 /// removed member sees only what was sent while they were in. 404 `not_found`.
 pub async fn get(
     State(state): State<EdgeState>,
@@ -119,7 +119,7 @@ pub async fn get(
         .map(crate::convert::message)
         .collect();
     Ok(Json(
-        json!({"group": group, "messages": messages, "has_more": page.has_more}),
+        json!({"group": group, "messages": messages, "has_more": page.has_more, "rev": page.rev}),
     ))
 }
 

@@ -5,6 +5,7 @@ pub mod groups;
 pub mod health;
 pub mod media;
 pub mod messages;
+pub mod privacy;
 pub mod user;
 pub mod users;
 

@@ -408,6 +408,7 @@ async fn write_export(
                                 limit: 200,
                                 before: None,
                                 after: Some(after),
+                                changes_after: None,
                             },
                             state.rpc_timeout(),
                         )

@@ -2,7 +2,7 @@
 //! each way a frame can be wrong.
 
 use msgr_core::validate;
-use msgr_schemas::client::{ReceiptFrame, SendFrame, TypingFrame};
+use msgr_schemas::client::{ChangeFrame, PresenceFrame, ReceiptFrame, SendFrame, TypingFrame};
 
 /// A parsed client request.
 #[derive(Debug)]
@@ -10,8 +10,21 @@ pub(crate) enum Request {
     Send(SendFrame),
     Receipt(ReceiptFrame),
     Typing(TypingFrame),
+    Change(Change, ChangeFrame),
+    Presence(PresenceFrame),
     Ping,
 }
+
+/// Which change a change frame asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Edit,
+    Delete,
+    React,
+}
+
+/// Most users one presence frame may watch.
+pub(crate) const MAX_PRESENCE_WATCH: usize = 100;
 
 /// A refused frame: error code, message, and the `client_msg_id` if known.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,11 +77,66 @@ pub(crate) fn parse(text: &[u8]) -> Result<Request, FrameError> {
         "typing" => serde_json::from_value(value)
             .map(Request::Typing)
             .map_err(|e| typed(serde_json::Value::String(e.to_string()))),
+        "presence" => {
+            let f: PresenceFrame = serde_json::from_value(value)
+                .map_err(|e| typed(serde_json::Value::String(e.to_string())))?;
+            if f.user_ids.len() > MAX_PRESENCE_WATCH {
+                return Err(FrameError::new(
+                    "too_large",
+                    format!("watch at most {MAX_PRESENCE_WATCH} users"),
+                ));
+            }
+            Ok(Request::Presence(f))
+        }
+        "edit" | "delete" | "react" => {
+            let kind = match kind {
+                "edit" => Change::Edit,
+                "delete" => Change::Delete,
+                _ => Change::React,
+            };
+            let cmid = value
+                .get("client_msg_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            let f: ChangeFrame = serde_json::from_value(value.clone()).map_err(|e| FrameError {
+                client_msg_id: cmid.clone(),
+                ..typed(serde_json::Value::String(e.to_string()))
+            })?;
+            check_change(kind, &f).map_err(|e| FrameError {
+                client_msg_id: Some(f.client_msg_id.clone()),
+                ..e
+            })?;
+            Ok(Request::Change(kind, f))
+        }
         "ping" => Ok(Request::Ping),
         other => Err(FrameError::new(
             "unknown_type",
             format!("unknown frame type {other:?}"),
         )),
+    }
+}
+
+fn check_change(kind: Change, f: &ChangeFrame) -> Result<(), FrameError> {
+    validate::client_msg_id(&f.client_msg_id)
+        .map_err(|e| FrameError::new(e.code(), e.to_string()))?;
+    if f.seq == 0 {
+        return Err(FrameError::new(
+            "unknown_message",
+            "no such message in this conversation",
+        ));
+    }
+    match kind {
+        Change::Edit => validate::message_body(f.text.as_deref(), false)
+            .map_err(|e| FrameError::new(e.code(), e.to_string())),
+        Change::Delete => Ok(()),
+        Change::React => match f.emoji.as_deref() {
+            None | Some("") => Ok(()),
+            Some(e) if validate::reaction(e) => Ok(()),
+            Some(_) => Err(FrameError::new(
+                "invalid_reaction",
+                "a reaction is one emoji",
+            )),
+        },
     }
 }
 
@@ -100,6 +168,35 @@ mod tests {
 
     fn code(raw: &str) -> &'static str {
         parse(raw.as_bytes()).expect_err("should be refused").code
+    }
+
+    #[test]
+    fn change_frames_are_checked_before_they_reach_the_bus() {
+        assert_eq!(
+            code(r#"{"type":"edit","client_msg_id":"e","conversation_id":"g1","seq":1}"#),
+            "empty_message"
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"react","client_msg_id":"e","conversation_id":"g1","seq":1,"emoji":"lol"}"#
+            ),
+            "invalid_reaction"
+        );
+        assert_eq!(
+            code(r#"{"type":"delete","client_msg_id":"e","conversation_id":"g1","seq":0}"#),
+            "unknown_message"
+        );
+        assert_eq!(
+            code(r#"{"type":"delete","client_msg_id":"e","conversation_id":"g1","seq":"1"}"#),
+            "invalid_frame"
+        );
+        assert!(matches!(
+            parse(br#"{"type":"react","client_msg_id":"e","conversation_id":"g1","seq":3,"emoji":null}"#),
+            Ok(Request::Change(Change::React, _))
+        ));
+        let many: Vec<String> = (0..=MAX_PRESENCE_WATCH).map(|i| format!("u{i}")).collect();
+        let frame = serde_json::json!({"type": "presence", "user_ids": many}).to_string();
+        assert_eq!(code(&frame), "too_large");
     }
 
     #[test]

@@ -5,14 +5,20 @@
 //! - [`session`]: one connection, served by one task.
 //! - [`mailbox`]: a connection's bounded queue of frames to write.
 //! - [`inbox`]: this edge's per-user inbox subscriptions, shared by a user's devices.
+//! - `sending`: sends and their lost-ack answering; `changing`: edits,
+//!   deletes and reactions.
+//! - [`presence`]: who is online across edges, and who watches whom.
 
+mod changing;
 mod frame;
 mod inbox;
 mod mailbox;
+pub mod presence;
 mod sending;
 mod session;
 
 pub use inbox::{Inbox, InboxMode};
+pub use presence::Presence;
 
 use axum::extract::State;
 use axum::http::StatusCode;

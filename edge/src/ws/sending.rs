@@ -134,6 +134,7 @@ pub(super) async fn send(
         text: f.text,
         media_id: f.media_id,
         received_at_ms: msgr_core::time::now_ms(),
+        reply_to_seq: f.reply_to_seq,
     };
     let subject = subject::in_send(
         id::partition_of(&conversation_id, state.partitions),

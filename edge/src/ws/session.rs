@@ -130,8 +130,17 @@ pub(crate) struct Session {
     group_receipts: Mutex<HashMap<String, Instant>>,
     /// Typing notices allowed now (a token bucket: tokens, last refill).
     typing: Mutex<(f64, Instant)>,
+    /// Changes (edit, delete, react) sent here awaiting their answer, by
+    /// `client_msg_id`, so that a refusal reaches this connection. Bounded.
+    changes: Mutex<HashMap<String, Instant>>,
     pub(super) mailbox: Mailbox,
 }
+
+/// Changes per connection awaiting an answer.
+const MAX_CHANGES_IN_FLIGHT: usize = 256;
+/// A change not answered within this is forgotten (its answer, if it comes,
+/// still reaches every connection as a `message_update`).
+const CHANGE_ANSWER_WITHIN: Duration = Duration::from_secs(60);
 
 impl Session {
     pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -165,6 +174,31 @@ impl Session {
         } else {
             false
         }
+    }
+
+    /// Notes a change sent on this connection; false when too many await.
+    pub(super) fn track_change(&self, cmid: &str) -> bool {
+        let mut m = self
+            .changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() >= MAX_CHANGES_IN_FLIGHT {
+            m.retain(|_, at| at.elapsed() < CHANGE_ANSWER_WITHIN);
+            if m.len() >= MAX_CHANGES_IN_FLIGHT {
+                return false;
+            }
+        }
+        m.insert(cmid.to_owned(), Instant::now());
+        true
+    }
+
+    /// Forgets a change sent here; whether it was awaiting its answer.
+    pub(super) fn take_change(&self, cmid: &str) -> bool {
+        self.changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(cmid)
+            .is_some()
     }
 
     /// Notes a receipt for group `conv` sent on this connection.
@@ -270,6 +304,7 @@ pub(super) async fn run(
         pending: Mutex::new(Pending::default()),
         receipts_in_flight: AtomicUsize::new(0),
         group_receipts: Mutex::new(HashMap::new()),
+        changes: Mutex::new(HashMap::new()),
         typing: Mutex::new((
             f64::from(state.limits.config.typing_per_second),
             Instant::now(),
@@ -303,6 +338,7 @@ pub(super) async fn run(
         }
     };
     metrics::gauge!("msgr_edge_connections").increment(1.0);
+    state.presence.connected(&session.user_id);
     let conn_id = state.next_conn_id.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(conn_id, user = %session.user_id, "connected");
     let timeout = Duration::from_millis(state.config.slow_client_timeout_ms.max(1));
@@ -312,6 +348,7 @@ pub(super) async fn run(
     let end = serve(&state, &session, &mut rx, &mut tx, &mut obligated, timeout).await;
     // Events stop now; what is still queued is for a socket about to close.
     drop(membership);
+    state.presence.disconnected(&session);
     match end {
         End::Quiet => {
             // A close echo the reader owes the peer.
@@ -542,6 +579,12 @@ async fn handle_text(
         Request::Ping => Ok(Some(encode(&ServerFrame::Pong))),
         Request::Send(f) => send(state, session, f).await.map(|()| None),
         Request::Receipt(r) => receipt(state, session, r).await.map(|()| None),
+        Request::Change(kind, f) => super::changing::change(state, session, kind, f)
+            .await
+            .map(|()| None),
+        Request::Presence(p) => super::presence::watch(state, session, p.user_ids)
+            .await
+            .map(|()| None),
         Request::Typing(t) => {
             let per_second = if state.limits.config.enabled {
                 state.limits.config.typing_per_second
@@ -552,18 +595,23 @@ async fn handle_text(
                 crate::limit::counted("typing");
                 return Err(FrameError::new("rate_limited", "too many typing notices"));
             }
-            if let Some((a, b)) = id::direct_members(&t.conversation_id) {
+            let event = pb::TypingEvent {
+                conversation_id: t.conversation_id,
+                user_id: session.user_id.clone(),
+            };
+            // Ephemeral: a lost typing event is harmless.
+            if let Some((a, b)) = id::direct_members(&event.conversation_id) {
                 if a == session.user_id || b == session.user_id {
                     let peer = subject::deliver_user(if a == session.user_id { b } else { a });
                     let d = pb::Delivery {
-                        event: Some(pb::delivery::Event::Typing(pb::TypingEvent {
-                            conversation_id: t.conversation_id,
-                            user_id: session.user_id.clone(),
-                        })),
+                        event: Some(pb::delivery::Event::Typing(event)),
                     };
-                    // Ephemeral: a lost typing event is harmless.
                     let _ = state.nats.publish(peer, d.encode_to_vec().into()).await;
                 }
+            } else if id::is_group_id(&event.conversation_id) {
+                // The workers know the members (and check the sender is one).
+                let to = subject::typing(&event.conversation_id);
+                let _ = state.nats.publish(to, event.encode_to_vec().into()).await;
             }
             Ok(None)
         }
@@ -681,7 +729,11 @@ fn delivery_frame(session: &Session, payload: &Bytes) -> Option<Vec<u8>> {
         }
         pb::delivery::Event::Rejected(r) => {
             // Only the connection that sent it is waiting for an answer.
-            session.take_pending(&r.client_msg_id)?;
+            if session.take_pending(&r.client_msg_id).is_none()
+                && !session.take_change(&r.client_msg_id)
+            {
+                return None;
+            }
             ServerFrame::Error {
                 code: r.code,
                 message: r.message,
@@ -701,6 +753,19 @@ fn delivery_frame(session: &Session, payload: &Bytes) -> Option<Vec<u8>> {
             });
             return serde_json::to_vec(&frame).ok();
         }
+        pb::delivery::Event::Changed(c) => {
+            if c.actor_id == session.user_id {
+                session.take_change(&c.client_msg_id);
+            }
+            ServerFrame::MessageUpdate {
+                change: c.kind,
+                actor_id: c.actor_id,
+                client_msg_id: c.client_msg_id,
+                message: Box::new(crate::convert::message(c.message?)),
+            }
+        }
+        // Presence reaches edges on its own subject, never in an inbox.
+        pb::delivery::Event::Presence(_) => return None,
         pb::delivery::Event::Typing(t) => {
             if t.user_id == session.user_id {
                 return None;

@@ -71,6 +71,10 @@ pub(crate) fn block_between(
     })
 }
 
+/// What a change needs of its message: sender, text, media id, sent at,
+/// deleted at.
+type TargetRow = (String, Option<String>, Option<String>, i64, Option<i64>);
+
 /// Applies one change inside the sequencer's transaction.
 pub(crate) fn change(tx: &Connection, c: &MessageChange) -> rusqlite::Result<OpOutcome> {
     let seen: Option<(String, u64)> = tx
@@ -102,7 +106,7 @@ pub(crate) fn change(tx: &Connection, c: &MessageChange) -> rusqlite::Result<OpO
         Some((joined, None)) => joined,
         _ => return Ok(OpOutcome::Rejected(Rejection::NotMember)),
     };
-    let row: Option<(String, Option<String>, Option<String>, i64, Option<i64>)> = tx
+    let row: Option<TargetRow> = tx
         .prepare_cached(
             "SELECT sender_id, text, media_id, sent_at, deleted_at FROM messages
              WHERE conversation_id = ?1 AND seq = ?2",

@@ -291,7 +291,7 @@ pub(super) async fn blocks_stop_direct_sends_both_ways_until_lifted(store: &dyn 
     ));
     assert_eq!(
         store.blocked(&a.user_id).await.expect("list"),
-        [b.user_id.clone()]
+        std::slice::from_ref(&b.user_id)
     );
     // The blocked user cannot start a chat, nor send in one.
     assert_eq!(
@@ -361,6 +361,6 @@ pub(super) async fn presence_is_for_shared_chats_unless_hidden_or_blocked(store:
             .presence_allowed(&a.user_id, &ids)
             .await
             .expect("allowed"),
-        [b.user_id.clone()]
+        std::slice::from_ref(&b.user_id)
     );
 }

@@ -1,0 +1,305 @@
+//! Blocking, presence across edges, and typing in groups.
+
+use std::time::Duration;
+
+use msgr_tests::{TestApp, TestUser, WsClient};
+use serde_json::{json, Value};
+
+use crate::T;
+
+/// The next `presence` frame about `user`.
+async fn presence_of(ws: &mut WsClient, user: &TestUser) -> Value {
+    loop {
+        let p = ws.expect("presence", T).await;
+        if p["user_id"] == user.user_id.as_str() {
+            return p;
+        }
+    }
+}
+
+/// Presence frames about `user` until one says `online`.
+async fn until_online(ws: &mut WsClient, user: &TestUser, online: bool) -> Value {
+    loop {
+        let p = presence_of(ws, user).await;
+        if p["online"] == online {
+            return p;
+        }
+    }
+}
+
+async fn refused(ws: &mut WsClient, cmid: &str) -> String {
+    loop {
+        let e = ws.expect("error", T).await;
+        if e["client_msg_id"] == cmid {
+            return e["code"].as_str().expect("code").to_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_user_cannot_send_or_start_a_chat_until_unblocked_and_groups_are_unaffected() {
+    let app = TestApp::spawn().await;
+    let (alice, bob, carol) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("carol").await,
+    );
+    let (mut wa, mut wb) = (app.ws(&alice.token).await, app.ws(&bob.token).await);
+    wb.send_text_to(&alice.user_id, "b1", "hi alice").await;
+    wb.expect("ack", T).await;
+
+    let (s, r) = app
+        .post(
+            "/user/blocks",
+            &json!({"user_id": bob.user_id}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!((s, &r["user_ids"]), (200, &json!([bob.user_id])));
+    // Bob's sends are refused without saying more than "cannot receive".
+    wb.send_text_to(&alice.user_id, "b2", "are you there?")
+        .await;
+    assert_eq!(refused(&mut wb, "b2").await, "recipient_unavailable");
+    // Alice cannot send to whom she blocked either (she must unblock).
+    wa.send_text_to(&bob.user_id, "a1", "psst").await;
+    assert_eq!(refused(&mut wa, "a1").await, "blocked");
+    // Blocking a stranger stops a first chat too.
+    app.post(
+        "/user/blocks",
+        &json!({"user_id": carol.user_id}),
+        Some(&alice.token),
+    )
+    .await;
+    let mut wc = app.ws(&carol.token).await;
+    wc.send_text_to(&alice.user_id, "c1", "hello?").await;
+    assert_eq!(refused(&mut wc, "c1").await, "recipient_unavailable");
+    let (s, chats) = app
+        .get(&format!("/chat/{}", alice.user_id), &alice.token)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        chats["chats"].as_array().expect("chats").len(),
+        1,
+        "{chats}"
+    );
+    // Bad input: unknown user, yourself.
+    let (s, e) = app
+        .post(
+            "/user/blocks",
+            &json!({"user_id": "u0000000000000000000000000000000"}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("user_not_found"))
+    );
+    let (s, _) = app
+        .post(
+            "/user/blocks",
+            &json!({"user_id": alice.user_id}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // Groups are unaffected.
+    let (s, g) = app
+        .post(
+            "/groups/create",
+            &json!({"name": "both", "members": [bob.user_id]}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let g = g["group_id"].as_str().expect("group_id").to_owned();
+    wb.send_json(&json!({"type":"send","client_msg_id":"b3","to_group":g,"text":"in the group"}))
+        .await;
+    wb.expect("ack", T).await;
+    // Nothing from the blocked sends was stored.
+    assert_eq!(app.direct_history(&alice, &bob).await.len(), 1);
+    // Unblocked, they talk again.
+    let (s, r) = app
+        .request(
+            "DELETE",
+            &format!("/user/blocks/{}", bob.user_id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!((s, &r["user_ids"]), (200, &json!([carol.user_id])));
+    wb.send_text_to(&alice.user_id, "b2", "are you there?")
+        .await;
+    assert_eq!(wb.expect("ack", T).await["seq"], 2);
+    let (_, list) = app.get("/user/blocks", &alice.token).await;
+    assert_eq!(list["user_ids"], json!([carol.user_id]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_connections_across_two_edges_and_respects_privacy_and_blocks() {
+    let app = TestApp::spawn().await;
+    let (second_edge, _guard) = app.extra_edge(|_| {}).await;
+    let (alice, bob, eve) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("eve").await,
+    );
+    // Bob and alice have a chat; eve is a stranger.
+    let mut wb = app.ws(&bob.token).await;
+    wb.send_text_to(&alice.user_id, "hi", "hi").await;
+    wb.expect("ack", T).await;
+    wb.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
+        .await;
+    let p = presence_of(&mut wb, &alice).await;
+    assert_eq!(p["online"], false);
+    let mut we = app.ws(&eve.token).await;
+    we.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
+        .await;
+
+    // Alice on two devices, on two edges.
+    let mut phone = app.ws(&alice.token).await;
+    until_online(&mut wb, &alice, true).await;
+    let mut laptop = WsClient::connect(
+        second_edge,
+        &format!("/messages/send?token={}", alice.token),
+        None,
+    )
+    .await
+    .expect("second edge");
+    phone.send_json(&json!({"type":"ping"})).await;
+    phone.expect("pong", T).await;
+    laptop.send_json(&json!({"type":"ping"})).await;
+    laptop.expect("pong", T).await;
+    drop(phone);
+    // Still online through the laptop: no offline event comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for f in wb.drain(Duration::from_millis(200)).await {
+        if f["type"] == "presence" {
+            assert_eq!(f["online"], true, "online while either device is: {f}");
+        }
+    }
+    drop(laptop);
+    let off = until_online(&mut wb, &alice, false).await;
+    assert!(off["last_seen"].is_string(), "{off}");
+    // The stranger was told nothing at any point.
+    assert!(
+        we.drain(Duration::from_millis(300))
+            .await
+            .iter()
+            .all(|f| f["type"] != "presence"),
+        "a stranger sees no presence"
+    );
+
+    // Alice hides her presence: bob's view goes blank, and asking again
+    // gets nothing.
+    let (s, r) = app
+        .request(
+            "PUT",
+            "/user/privacy",
+            Some(&alice.token),
+            Some(br#"{"presence":"nobody"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!((s, &r["presence"]), (200, &json!("nobody")));
+    let hidden = presence_of(&mut wb, &alice).await;
+    assert_eq!(
+        (hidden["online"].clone(), hidden.get("last_seen")),
+        (json!(false), None)
+    );
+    let _back = app.ws(&alice.token).await;
+    wb.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
+        .await;
+    assert!(
+        wb.drain(Duration::from_millis(800))
+            .await
+            .iter()
+            .all(|f| f["type"] != "presence"),
+        "hidden presence is not shown"
+    );
+    let (s, _) = app
+        .request(
+            "PUT",
+            "/user/privacy",
+            Some(&alice.token),
+            Some(br#"{"presence":"maybe"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // Visible again, but alice blocks bob: he sees nothing either.
+    app.request(
+        "PUT",
+        "/user/privacy",
+        Some(&alice.token),
+        Some(br#"{"presence":"everyone"}"#.to_vec()),
+    )
+    .await;
+    wb.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
+        .await;
+    assert_eq!(presence_of(&mut wb, &alice).await["online"], true);
+    app.post(
+        "/user/blocks",
+        &json!({"user_id": bob.user_id}),
+        Some(&alice.token),
+    )
+    .await;
+    let blank = presence_of(&mut wb, &alice).await;
+    assert_eq!(blank["online"], false);
+    wb.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
+        .await;
+    assert!(
+        wb.drain(Duration::from_millis(800))
+            .await
+            .iter()
+            .all(|f| f["type"] != "presence"),
+        "a blocked user sees no presence"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_in_a_group_reaches_the_other_members_only() {
+    let app = TestApp::spawn().await;
+    let (alice, bob, carol, eve) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("carol").await,
+        app.user("eve").await,
+    );
+    let (s, g) = app
+        .post(
+            "/groups/create",
+            &json!({"name": "typing", "members": [bob.user_id, carol.user_id]}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let g = g["group_id"].as_str().expect("group_id").to_owned();
+    let (mut wa, mut wb, mut wc, mut we) = (
+        app.ws(&alice.token).await,
+        app.ws(&bob.token).await,
+        app.ws(&carol.token).await,
+        app.ws(&eve.token).await,
+    );
+    wa.send_json(&json!({"type":"typing","conversation_id":g}))
+        .await;
+    for ws in [&mut wb, &mut wc] {
+        let t = ws.expect("typing", T).await;
+        assert_eq!(
+            (t["conversation_id"].as_str(), t["user_id"].as_str()),
+            (Some(g.as_str()), Some(alice.user_id.as_str()))
+        );
+    }
+    // A stranger's typing in the group reaches nobody.
+    we.send_json(&json!({"type":"typing","conversation_id":g}))
+        .await;
+    assert!(
+        wb.drain(Duration::from_millis(700))
+            .await
+            .iter()
+            .all(|f| f["type"] != "typing"),
+        "only members' typing is relayed"
+    );
+    assert!(wa
+        .drain(Duration::from_millis(100))
+        .await
+        .iter()
+        .all(|f| f["type"] != "typing"));
+}
