@@ -104,6 +104,28 @@ export class Api {
     return this.request('GET', p + qs(params));
   }
 
+  /** Messages of a conversation changed (edited, deleted, reacted to) after `rev`. */
+  changes(conversationId, after, limit = 200) {
+    return this.request('GET', `/conversations/${encodeURIComponent(conversationId)}/changes${qs({ after, limit })}`);
+  }
+
+  // --- blocking and privacy ---------------------------------------------------
+  blocks() {
+    return this.request('GET', '/user/blocks').then((r) => r.user_ids || []);
+  }
+  block(userId) {
+    return this.request('POST', '/user/blocks', { user_id: userId }).then((r) => r.user_ids || []);
+  }
+  unblock(userId) {
+    return this.request('DELETE', `/user/blocks/${encodeURIComponent(userId)}`).then((r) => r.user_ids || []);
+  }
+  privacy() {
+    return this.request('GET', '/user/privacy');
+  }
+  setPrivacy(presence) {
+    return this.request('PUT', '/user/privacy', { presence });
+  }
+
   // --- groups -----------------------------------------------------------------
   group(groupId, params) {
     return this.request('GET', `/groups/${encodeURIComponent(groupId)}${qs(params)}`);
@@ -404,6 +426,7 @@ export function isImage(media) {
 /** Chat-list preview of a message. */
 export function previewText(msg) {
   if (!msg) return '';
+  if (msg.deleted_at) return 'This message was deleted';
   if (msg.media) {
     const icon = isImage(msg.media) ? '🖼' : '📎';
     return msg.text ? `${icon} ${msg.text}` : `${icon} ${isImage(msg.media) ? 'photo' : 'file'}`;

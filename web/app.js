@@ -6,6 +6,11 @@ import {
   Api, ApiError, Socket, tickState, maxStatus, contiguousHigh, hasGap, isImage, previewText,
   formatTime, formatMessageTime, formatSize, parseUsernames, utf8Length, extensionFor,
 } from './api.js';
+import { $, el, icon, reconcile } from './dom.js';
+import {
+  QUICK_REACTIONS, applyChange, canDelete, canEdit, myReaction, presenceText, quoteOf, quoteText, withSeparators,
+} from './changes.js';
+import { Mutes, askNotifications, notificationState, notify } from './prefs.js';
 
 const STORE_KEY = 'msgr.session';
 const FLASH_KEY = 'msgr.flash';
@@ -14,56 +19,6 @@ const SYNC_PAGE = 200; // pages fetched to fill gaps
 const TYPING_SEND_MS = 3000;
 const TYPING_SHOW_MS = 4000;
 const MAX_TEXT_BYTES = 65536;
-
-// ---------------------------------------------------------------------------
-// DOM helpers
-
-const $ = (sel, root = document) => root.querySelector(sel);
-
-/** el('li', {class: 'x', 'data-testid': 'y', onclick: f}, 'text', child…) */
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') node.className = v;
-    else if (k === 'text') node.textContent = v;
-    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children) {
-    if (c !== null && c !== undefined && c !== false) node.append(c); // strings become text nodes
-  }
-  return node;
-}
-
-/**
- * Keyed list update: reuses existing child nodes by key, creates missing ones,
- * drops the rest, and only moves nodes that are out of place (moving a focused
- * node would steal keyboard focus).
- */
-function reconcile(container, nodes, items, keyOf, create, update) {
-  const keep = new Set();
-  let prev = null;
-  for (const item of items) {
-    const key = keyOf(item);
-    keep.add(key);
-    let node = nodes.get(key);
-    if (!node) {
-      node = create(item);
-      nodes.set(key, node);
-    }
-    update(node, item);
-    const want = prev ? prev.nextSibling : container.firstChild;
-    if (node !== want) container.insertBefore(node, want);
-    prev = node;
-  }
-  for (const [key, node] of nodes) {
-    if (!keep.has(key)) {
-      node.remove();
-      nodes.delete(key);
-    }
-  }
-}
 
 const ui = {
   auth: $('#auth-screen'),
@@ -87,6 +42,10 @@ const ui = {
   convSub: $('.conv-sub'),
   typing: $('[data-testid="typing"]'),
   membersBtn: $('[data-testid="members-button"]'),
+  muteBtn: $('[data-testid="mute-button"]'),
+  blockBtn: $('[data-testid="block-button"]'),
+  notifyBtn: $('[data-testid="notify-button"]'),
+  context: $('[data-testid="compose-context"]'),
   messages: $('[data-testid="messages"]'),
   jump: $('.jump'),
   composerForm: $('.composer'),
@@ -116,6 +75,11 @@ const api = new Api({ onUnauthorized: () => logout('Your session has expired. Pl
 const chats = new Map();
 const convIndex = new Map();
 const users = new Map(); // user_id -> {user_id, username, display_name}
+const presence = new Map(); // user_id -> {online, last_seen}
+let blocked = new Set(); // user ids I block
+let mutes = null; // Mutes, once signed in
+/** What the composer is doing besides a plain send: {kind: 'reply'|'edit', key, seq}. */
+let composing = null;
 /**
  * Unacknowledged sends, resent with the same client_msg_id after a reconnect
  * (the server dedupes). Kept in localStorage too, so a reload loses nothing:
@@ -259,7 +223,10 @@ function newChat(kind, id) {
     peerWm: { delivered: 0, read: 0 }, // direct chats: the peer's watermarks
     sentWm: { delivered: 0, read: 0 }, // watermarks this device already reported
     typingUntil: 0,
+    typingUser: '',
     lastTypingSent: 0,
+    rev: 0, // the conversation's change counter as far as this device applied it
+    firstUnread: 0, // seq of the first unread message when the chat was opened
     statusTimer: null,
   };
 }
@@ -454,6 +421,15 @@ function updateChatItem(li, chat) {
   time.dateTime = chat.updated_at || '';
   const last = chat.pending.at(-1) || chat.last_message;
   $('.chat-preview', btn).textContent = last ? previewText(last) : chat.kind === 'group' ? 'New group' : '';
+  let muted = $('[data-testid="muted"]', btn);
+  if (mutes?.has(chat.key)) {
+    if (!muted) {
+      muted = el('span', { class: 'muted-mark', 'data-testid': 'muted', title: 'Muted', 'aria-label': 'Muted' }, '🔕');
+      $('.chat-bottom', btn).append(muted);
+    }
+  } else if (muted) {
+    muted.remove();
+  }
   let badge = $('[data-testid="unread"]', btn);
   if (chat.unread_count > 0) {
     if (!badge) {
@@ -474,6 +450,13 @@ function shownMessages(chat) {
 }
 
 const msgKey = (m) => (m.seq ? `m:${m.message_id}` : `p:${m.client_msg_id}`);
+const itemKey = (m) => (m.sep ? m.key : msgKey(m));
+
+/** A day separator or the "unread messages" divider. */
+function createSeparator(s) {
+  return el('li', { class: `sep sep-${s.sep}`, 'data-testid': s.sep === 'day' ? 'day-separator' : 'unread-divider', role: 'separator' },
+    el('span', { text: s.label }));
+}
 
 function renderConversation() {
   const chat = openChatObj();
@@ -487,15 +470,26 @@ function renderConversation() {
   ui.conv.dataset.conversationId = chat.conversation_id;
   ui.convTitle.textContent = chatTitle(chat);
   avatarFor(ui.convAvatar, chat);
-  const typing = chat.kind === 'direct' && chat.typingUntil > Date.now();
+  const typing = chat.typingUntil > Date.now();
   ui.typing.hidden = !typing;
+  ui.typing.textContent = chat.kind === 'group' && chat.typingUser ? `${userName(chat.typingUser)} is typing…` : 'typing…';
   ui.convSub.hidden = typing;
-  ui.convSub.textContent = chat.kind === 'group' && chat.group ? `${chat.group.members.length} members` : '';
+  ui.convSub.textContent = chat.kind === 'group'
+    ? (chat.group ? `${chat.group.members.length} members` : '')
+    : (blocked.has(chat.peer_id) ? 'blocked' : presenceText(presence.get(chat.peer_id)));
   ui.membersBtn.hidden = chat.kind !== 'group';
+  ui.blockBtn.hidden = chat.kind !== 'direct';
+  ui.blockBtn.textContent = blocked.has(chat.peer_id) ? 'Unblock' : 'Block';
+  const muted = !!mutes?.has(chat.key);
+  ui.muteBtn.textContent = muted ? 'Unmute' : 'Mute';
+  ui.muteBtn.setAttribute('aria-pressed', String(muted));
+  renderContext();
 
   const box = ui.messages;
   const stick = atBottom;
-  reconcile(box, msgNodes, shownMessages(chat), msgKey, (m) => createMessage(chat, m), (n, m) => updateMessage(chat, n, m));
+  reconcile(box, msgNodes, withSeparators(shownMessages(chat), chat.firstUnread), itemKey,
+    (m) => (m.sep ? createSeparator(m) : createMessage(chat, m)),
+    (n, m) => (m.sep ? undefined : updateMessage(chat, n, m)));
   if (stick) box.scrollTop = box.scrollHeight;
   onScroll();
 }
@@ -508,12 +502,20 @@ function createMessage(chat, m) {
   // sender line is hidden from them instead of being read twice.
   bubble.append(el('span', { class: 'sr-only who' }));
   if (chat.kind === 'group' && !mine) bubble.append(el('div', { class: 'sender', 'data-testid': 'message-sender', 'aria-hidden': 'true' }));
-  if (m.media) bubble.append(mediaNode(m));
-  if (m.text) bubble.append(el('div', { class: 'text', 'data-testid': 'message-text', text: m.text }));
-  const meta = el('div', { class: 'meta' }, el('time', {}));
+  bubble.append(el('button', { type: 'button', class: 'quote', 'data-testid': 'message-quote', hidden: true, onclick: (e) => jumpTo(chat, Number(e.currentTarget.dataset.seq)) },
+    el('span', { class: 'quote-who' }), el('span', { class: 'quote-text' })));
+  if (m.media && !m.deleted_at) bubble.append(mediaNode(m));
+  bubble.append(el('div', { class: 'text', 'data-testid': 'message-text', hidden: true }));
+  bubble.append(el('div', { class: 'deleted-text', 'data-testid': 'message-deleted', hidden: true }, 'This message was deleted'));
+  const meta = el('div', { class: 'meta' }, el('span', { class: 'edited', 'data-testid': 'message-edited', hidden: true }, 'edited'), el('time', {}));
   if (mine) meta.append(el('span', { class: 'ticks', 'data-testid': 'ticks', role: 'img' }));
   bubble.append(meta);
+  bubble.append(el('button', {
+    type: 'button', class: 'actions-btn', 'data-testid': 'message-actions', title: 'Reply, react, edit or delete', 'aria-haspopup': 'menu',
+    onclick: (e) => { e.stopPropagation(); openActions(chat, li); },
+  }, '⋯'));
   li.append(bubble);
+  li.append(el('div', { class: 'reactions', 'data-testid': 'reactions', hidden: true }));
   if (mine && chat.kind === 'group') {
     // Own group messages open the per-member receipt panel (click or keyboard).
     li.tabIndex = 0;
@@ -535,18 +537,6 @@ const TICK_TEXT = { pending: '', sent: '✓', delivered: '✓✓', read: '✓✓
 const CLOCK = 'M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16zm.5-13H11v6l5.2 3.1.8-1.2-4.5-2.7z';
 const FILE = 'M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8zm4 18H6V4h7v5h5z';
 
-/** An inline SVG icon (emoji fonts are not everywhere). */
-function icon(d) {
-  const NS = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(NS, 'svg');
-  svg.setAttribute('viewBox', '0 0 24 24');
-  svg.setAttribute('class', 'icon');
-  svg.setAttribute('aria-hidden', 'true');
-  const path = document.createElementNS(NS, 'path');
-  path.setAttribute('d', d);
-  svg.append(path);
-  return svg;
-}
 const TICK_LABEL = { pending: 'Sending', sent: 'Sent', delivered: 'Delivered', read: 'Read' };
 
 function updateMessage(chat, li, m) {
@@ -557,9 +547,12 @@ function updateMessage(chat, li, m) {
   const when = m.sent_at || m.created_at;
   const canRetry = !!(m.retry || m.file);
   // Every render visits every message: skip the ones that did not change.
-  const sig = [m.seq, s, name, who, when, m.progress, m.error, canRetry, new Date().toDateString()].join('|');
+  const sig = [m.seq, s, name, who, when, m.progress, m.error, canRetry, new Date().toDateString(),
+    m.text, m.deleted_at, m.edited_at, JSON.stringify(m.reactions || []), JSON.stringify(m.reply_to || null),
+    m.reply_to ? userName(m.reply_to.sender_id) : ''].join('|');
   if (li.sig === sig) return;
   li.sig = sig;
+  renderBody(chat, li, m);
   li.dataset.seq = m.seq ? String(m.seq) : '';
   const whoNode = $('.who', li);
   if (whoNode) whoNode.textContent = `${who}: `;
@@ -602,6 +595,197 @@ function updateMessage(chat, li, m) {
   } else if (err) {
     err.remove();
   }
+}
+
+/** The parts of a message that edits, deletes and reactions change. */
+function renderBody(chat, li, m) {
+  const deleted = !!m.deleted_at;
+  li.classList.toggle('deleted', deleted);
+  const text = $('.text', li);
+  text.textContent = deleted ? '' : m.text || '';
+  text.hidden = deleted || !m.text;
+  $('.deleted-text', li).hidden = !deleted;
+  $('.edited', li).hidden = deleted || !m.edited_at;
+  if (deleted) $('.media-btn, .file', li)?.remove();
+  const q = $('.quote', li);
+  q.hidden = !m.reply_to;
+  if (m.reply_to) {
+    q.dataset.seq = String(m.reply_to.seq);
+    $('.quote-who', q).textContent = m.reply_to.sender_id === me.user_id ? 'You' : userName(m.reply_to.sender_id);
+    $('.quote-text', q).textContent = quoteText(m.reply_to);
+  }
+  const box = $('.reactions', li);
+  const list = deleted ? [] : m.reactions || [];
+  box.hidden = !list.length;
+  const mine = myReaction(m, me.user_id);
+  box.replaceChildren(...list.map((r) => el('button', {
+    type: 'button', class: `reaction${r.emoji === mine ? ' mine' : ''}`, 'data-testid': 'reaction', 'data-emoji': r.emoji,
+    title: (r.user_ids || []).map((u) => (u === me.user_id ? 'You' : userName(u))).join(', '),
+    'aria-label': `${r.emoji} ${r.count}: ${(r.user_ids || []).map((u) => (u === me.user_id ? 'you' : userName(u))).join(', ')}`,
+    onclick: () => react(chat, m.seq, r.emoji === mine ? null : r.emoji),
+  }, `${r.emoji} `, el('span', { class: 'count', text: String(r.count) }))));
+  const actions = $('.actions-btn', li);
+  actions.hidden = !m.seq || deleted;
+}
+
+/** The held message of `li` (by its seq), or null. */
+function messageOf(chat, li) {
+  return chat.msgs.get(Number(li.dataset.seq)) || null;
+}
+
+let actionsMenu = null;
+function closeActions() {
+  actionsMenu?.remove();
+  actionsMenu = null;
+}
+
+/** The small menu of one message: reactions, Reply, Edit, Delete. */
+function openActions(chat, li) {
+  const wasOpen = actionsMenu?.parentNode === li;
+  closeActions();
+  const m = messageOf(chat, li);
+  if (wasOpen || !m || m.deleted_at) return;
+  const mine = myReaction(m, me.user_id);
+  const item = (testid, label, fn) => el('button', { type: 'button', role: 'menuitem', 'data-testid': testid, onclick: () => { closeActions(); fn(); } }, label);
+  actionsMenu = el('div', { class: 'actions-menu', role: 'menu', 'data-testid': 'actions-menu' },
+    el('div', { class: 'react-row' }, ...QUICK_REACTIONS.map((e) => el('button', {
+      type: 'button', role: 'menuitem', class: `react-option${e === mine ? ' mine' : ''}`, 'data-testid': 'react-option', 'data-emoji': e,
+      'aria-label': e === mine ? `Remove ${e}` : `React ${e}`,
+      onclick: () => { closeActions(); react(chat, m.seq, e === mine ? null : e); },
+    }, e))),
+    item('action-reply', 'Reply', () => startCompose(chat, 'reply', m)),
+    canEdit(m, me.user_id) ? item('action-edit', 'Edit', () => startCompose(chat, 'edit', m)) : null,
+    canDelete(m, me.user_id) ? item('action-delete', 'Delete for everyone', () => deleteMessage(chat, m)) : null);
+  li.append(actionsMenu);
+  actionsMenu.querySelector('button')?.focus();
+}
+
+/** Reply to or edit `m`: the composer shows what it is doing. */
+function startCompose(chat, kind, m) {
+  composing = { kind, key: chat.key, seq: m.seq };
+  if (kind === 'edit') ui.composer.value = m.text || '';
+  autosize();
+  renderContext();
+  ui.composer.focus();
+}
+
+function cancelCompose() {
+  if (composing?.kind === 'edit') ui.composer.value = '';
+  composing = null;
+  autosize();
+  renderContext();
+}
+
+function renderContext() {
+  const chat = openChatObj();
+  const m = composing && chat && composing.key === chat.key ? chat.msgs.get(composing.seq) : null;
+  if (composing && (!m || m.deleted_at)) composing = null;
+  ui.context.hidden = !composing;
+  if (!composing) return;
+  ui.context.dataset.kind = composing.kind;
+  $('.ctx-title', ui.context).textContent = composing.kind === 'edit'
+    ? 'Editing'
+    : `Replying to ${isMine(m) ? 'yourself' : userName(m.sender_id)}`;
+  $('.ctx-text', ui.context).textContent = quoteText(quoteOf(m));
+}
+
+/** Sends a change frame; a refusal comes back as an error toast. */
+function sendChange(chat, frame) {
+  const f = { client_msg_id: crypto.randomUUID(), conversation_id: chat.conversation_id, ...frame };
+  if (!socket?.send(f)) toast('You are offline: try again when connected.');
+}
+
+function react(chat, seq, emoji) {
+  sendChange(chat, { type: 'react', seq, emoji });
+}
+
+function deleteMessage(chat, m) {
+  // eslint-disable-next-line no-alert
+  if (!window.confirm('Delete this message for everyone?')) return;
+  sendChange(chat, { type: 'delete', seq: m.seq });
+}
+
+/** Scrolls to a held message (a quote's original) and flashes it. */
+function jumpTo(chat, seq) {
+  const m = chat.msgs.get(seq);
+  const node = m && msgNodes.get(msgKey(m));
+  if (!node) return;
+  node.scrollIntoView({ block: 'center' });
+  node.classList.add('flash');
+  setTimeout(() => node.classList.remove('flash'), 1200);
+}
+
+/** A message changed: edited, deleted for everyone, reacted to. */
+function onUpdate(f) {
+  const m = f.message;
+  if (!m?.seq) return;
+  const chat = chatByConv(m.conversation_id);
+  if (!chat) return;
+  chat.rev = Math.max(chat.rev, m.rev || 0);
+  const held = applyChange(chat.msgs, m);
+  if (chat.last_message?.seq === m.seq) chat.last_message = held || { ...chat.last_message, ...m };
+  if (f.change === 'deleted' && composing?.key === chat.key && composing.seq === m.seq) composing = null;
+  render({ list: true, conv: chat.key === openKey });
+}
+
+/** Applies what changed in `chat` since its rev (after a reconnect). */
+async function syncChanges(chat) {
+  if (!chat.loaded || !chat.conversation_id) return;
+  try {
+    for (let i = 0; i < 20; i++) {
+      const r = await api.changes(chat.conversation_id, chat.rev);
+      for (const m of r.messages) applyChange(chat.msgs, m);
+      const last = r.messages.at(-1);
+      chat.rev = Math.max(chat.rev, last?.rev || 0, r.has_more ? 0 : r.rev || 0);
+      if (!r.has_more || !last) break;
+    }
+  } catch {
+    return; // the next reconnect tries again
+  }
+  render({ list: true, conv: chat.key === openKey });
+}
+
+/** Asks for the presence of the open direct chat's peer (again after a reconnect). */
+function watchPresence() {
+  const chat = openChatObj();
+  const ids = chat?.kind === 'direct' && !blocked.has(chat.peer_id) ? [chat.peer_id] : [];
+  socket?.send({ type: 'presence', user_ids: ids });
+}
+
+function onPresence(f) {
+  presence.set(f.user_id, { online: !!f.online, last_seen: f.last_seen });
+  const chat = openChatObj();
+  if (chat?.kind === 'direct' && chat.peer_id === f.user_id) render({ conv: true });
+}
+
+async function toggleBlock() {
+  const chat = openChatObj();
+  if (chat?.kind !== 'direct') return;
+  const was = blocked.has(chat.peer_id);
+  // eslint-disable-next-line no-alert
+  if (!was && !window.confirm(`Block ${chatTitle(chat)}? They will not be able to message you or see when you are online.`)) return;
+  try {
+    blocked = new Set(await (was ? api.unblock(chat.peer_id) : api.block(chat.peer_id)));
+    toast(was ? `${chatTitle(chat)} is unblocked.` : `${chatTitle(chat)} is blocked.`);
+  } catch (e) {
+    toast(`Could not ${was ? 'unblock' : 'block'}: ${e.message}`);
+  }
+  watchPresence();
+  render({ conv: true });
+}
+
+function toggleMute() {
+  const chat = openChatObj();
+  if (!chat || !mutes) return;
+  const now = mutes.toggle(chat.key);
+  announce(now ? 'Chat muted' : 'Chat unmuted');
+  render({ list: true, conv: true });
+}
+
+function showNotifyButton() {
+  const state = notificationState();
+  ui.notifyBtn.hidden = state === 'unsupported' || state === 'granted';
+  ui.notifyBtn.title = state === 'denied' ? 'Notifications are blocked in this browser' : 'Turn on desktop notifications';
 }
 
 // ---------------------------------------------------------------------------
@@ -730,11 +914,17 @@ function fetchHistory(chat, params) {
   if (chat.kind === 'group') {
     return api.group(chat.group_id, params).then((r) => {
       applyGroup(chat, r.group);
+      if (!chat.loaded && !chat.rev) chat.rev = r.rev || 0;
       return r;
     });
   }
   return api.direct(me.user_id, chat.peer_id, params).then((r) => {
     setConvId(chat, r.conversation_id);
+    return r;
+  }).then((r) => {
+    // The first page sets where change catch-up starts; later pages may be
+    // newer than changes not applied yet, so they never move it.
+    if (!chat.loaded && !chat.rev) chat.rev = r.rev || 0;
     return r;
   });
 }
@@ -745,7 +935,9 @@ function addMessages(chat, list) {
     if (!m || !m.seq) continue;
     setConvId(chat, m.conversation_id);
     const old = chat.msgs.get(m.seq);
-    if (old) {
+    if (old && (m.rev || 0) > (old.rev || 0)) {
+      applyChange(chat.msgs, m); // a page read after an edit, delete or reaction
+    } else if (old) {
       old.status = maxStatus(old.status, m.status);
       if (m.media?.thumbnail_url && old.media) old.media.thumbnail_url ??= m.media.thumbnail_url;
     } else {
@@ -952,6 +1144,8 @@ function onFrame(f) {
     case 'typing': return onTyping(f);
     case 'error': return onErrorFrame(f);
     case 'group': return onGroupEvent(f);
+    case 'message_update': return onUpdate(f);
+    case 'presence': return onPresence(f);
     default: return undefined; // pong, presence, future frame types
   }
 }
@@ -988,6 +1182,9 @@ function onMessage(m) {
     // Delivered up to the highest seq received (loaded chats: without holes).
     queueReceipt(chat, 'delivered', chat.loaded ? chat.known : m.seq);
     announce(`${chat.kind === 'group' ? `${userName(m.sender_id)} in ${chatTitle(chat)}` : userName(m.sender_id)}: ${previewText(m)}`);
+    if (isNew && !mutes?.has(chat.key)) {
+      notify(chat.kind === 'group' ? `${userName(m.sender_id)} in ${chatTitle(chat)}` : userName(m.sender_id), previewText(m), chat.key, () => openChat(chat.key));
+    }
   }
   render({ list: true, conv: chat.key === openKey });
   maybeRead();
@@ -1007,6 +1204,7 @@ function onAck(f) {
   };
   if (p?.text) m.text = p.text;
   if (p?.media) m.media = { ...p.media };
+  if (p?.reply_to) m.reply_to = p.reply_to;
   chat.sentWm.read = Math.max(chat.sentWm.read, f.seq); // the server moved it for us
   if (chat.loaded || chat.loading || chat.key === openKey) {
     addMessages(chat, [m]); // also drops the pending copy, reusing its DOM node
@@ -1067,6 +1265,7 @@ function onTyping(f) {
   const chat = chatByConv(f.conversation_id);
   if (!chat || f.user_id === me.user_id) return;
   chat.typingUntil = Date.now() + TYPING_SHOW_MS;
+  chat.typingUser = f.user_id;
   render({ conv: chat.key === openKey });
   setTimeout(() => render({ conv: true }), TYPING_SHOW_MS + 50);
 }
@@ -1232,6 +1431,10 @@ function openChat(key) {
     ui.messages.replaceChildren();
     openKey = key;
     atBottom = true;
+    composing = null;
+    closeActions();
+    // The divider stays where the unread messages started while the chat is open.
+    chat.firstUnread = chat.unread_count > 0 ? chat.last_seq - chat.unread_count + 1 : 0;
     ui.composer.value = chat.draft || '';
     autosize();
     if (ui.membersDialog.open) ui.membersDialog.close();
@@ -1242,6 +1445,7 @@ function openChat(key) {
     refreshStatuses(chat, 0);
   }
   render({ list: true, conv: true, members: true });
+  watchPresence();
   loadInitial(chat).then(() => {
     if (chat.key === openKey) {
       ui.messages.scrollTop = ui.messages.scrollHeight;
@@ -1261,9 +1465,12 @@ function closeConversation({ focusSearch = false } = {}) {
   ui.composer.value = '';
   autosize();
   openKey = null;
+  composing = null;
+  closeActions();
   revokeMedia();
   msgNodes.clear();
   ui.messages.replaceChildren();
+  watchPresence();
   render({ list: true, conv: true });
   // Back on the list (narrow screens): focus the chat we came from, or the
   // search box when that chat is gone (left the group).
@@ -1304,6 +1511,7 @@ function sendPending(chat, p) {
   else frame.to_user = chat.peer_id;
   if (p.text) frame.text = p.text;
   if (p.media?.media_id) frame.media_id = p.media.media_id;
+  if (p.reply_to?.seq) frame.reply_to_seq = p.reply_to.seq;
   outbox.set(p.client_msg_id, { frame, key: chat.key, media: p.media, created_at: p.created_at });
   socket.send(frame); // offline: stays in the outbox until the socket reopens
 }
@@ -1316,9 +1524,20 @@ function sendText() {
     toast('That message is too long (64 KB at most).');
     return;
   }
+  if (composing?.key === chat.key && composing.kind === 'edit') {
+    const m = chat.msgs.get(composing.seq);
+    composing = null;
+    ui.composer.value = '';
+    autosize();
+    renderContext();
+    if (m && text !== m.text) sendChange(chat, { type: 'edit', seq: m.seq, text });
+    return;
+  }
+  const reply = composing?.key === chat.key && composing.kind === 'reply' ? chat.msgs.get(composing.seq) : null;
+  composing = null;
   ui.composer.value = '';
   autosize();
-  sendPending(chat, newPending(chat, { text }));
+  sendPending(chat, newPending(chat, { text, ...(reply ? { reply_to: quoteOf(reply) } : {}) }));
 }
 
 function sendFile(file) {
@@ -1368,7 +1587,7 @@ function startUpload(chat, p, file) {
 function onComposerInput() {
   autosize();
   const chat = openChatObj();
-  if (!chat || chat.kind !== 'direct' || !chat.conversation_id || !ui.composer.value) return;
+  if (!chat || !chat.conversation_id || !ui.composer.value || composing?.kind === 'edit') return;
   const now = Date.now();
   if (now - chat.lastTypingSent > TYPING_SEND_MS) {
     chat.lastTypingSent = now;
@@ -1692,6 +1911,12 @@ function startSession() {
   ui.app.hidden = false;
   ui.me.textContent = me.username;
   ui.me.title = me.display_name || me.username;
+  mutes = new Mutes(me.user_id);
+  showNotifyButton();
+  api.blocks().then((ids) => {
+    blocked = new Set(ids);
+    render({ conv: true });
+  }, () => {});
   outbox.restore();
   render({ list: true, conv: true });
 
@@ -1718,8 +1943,11 @@ function startSession() {
       });
     } else if (open) {
       syncAfter(open);
+      // Edits, deletions and reactions made while this device was away.
+      syncChanges(open);
       if (e.detail.reconnect) refreshStatuses(open, 0);
     }
+    watchPresence();
     if (e.detail.reconnect) {
       for (const chat of chats.values()) {
         if (chat.key === openKey || !chat.loaded || chat.loading) continue;
@@ -1775,6 +2003,20 @@ function init() {
   });
   $('form', ui.groupDialog).addEventListener('submit', createGroup);
   ui.membersBtn.addEventListener('click', openMembers);
+  ui.muteBtn.addEventListener('click', toggleMute);
+  ui.blockBtn.addEventListener('click', toggleBlock);
+  ui.notifyBtn.addEventListener('click', async () => {
+    const state = await askNotifications();
+    if (state === 'denied') toast('Notifications are blocked in this browser’s site settings.');
+    showNotifyButton();
+  });
+  $('[data-testid="compose-cancel"]', ui.context).addEventListener('click', () => {
+    cancelCompose();
+    ui.composer.focus();
+  });
+  document.addEventListener('click', (e) => {
+    if (actionsMenu && !e.target.closest('.actions-menu, .actions-btn')) closeActions();
+  });
   $('.add-member', ui.membersDialog).addEventListener('submit', addMember);
   $('[data-testid="leave-group"]', ui.membersDialog).addEventListener('click', () => {
     const chat = openChatObj();
@@ -1818,6 +2060,14 @@ function init() {
   window.addEventListener('online', () => socket?.reconnectNow());
   window.addEventListener('resize', () => { if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight; });
   document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && actionsMenu) {
+      closeActions();
+      return;
+    }
+    if (e.key === 'Escape' && composing && document.activeElement === ui.composer) {
+      cancelCompose();
+      return;
+    }
     // Escape leaves the conversation on narrow screens (dialogs handle their own Escape).
     if (e.key === 'Escape' && openKey && !document.querySelector('dialog[open]') && matchMedia('(max-width: 720px)').matches) {
       closeConversation();

@@ -35,6 +35,21 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/api.js"),
     ),
     (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/dom.js"),
+    ),
+    (
+        "changes.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/changes.js"),
+    ),
+    (
+        "prefs.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/prefs.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_bytes!("../../web/icon.svg"),

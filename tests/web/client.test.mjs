@@ -243,3 +243,197 @@ it('the client reconnects after its edge restarts and catches up on what it miss
   assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'in seq order');
   assert.equal(new Set(seqs).size, seqs.length, 'no duplicates');
 });
+
+/** Opens the actions menu of the message showing `text` and clicks `testid` in it. */
+async function act(page, text, testid, emoji) {
+  const msg = message(page, text);
+  await msg.hover();
+  await msg.locator(sel('message-actions')).click();
+  const menu = msg.locator(sel('actions-menu'));
+  await menu.waitFor();
+  await menu.locator(emoji ? sel(testid, `[data-emoji="${emoji}"]`) : sel(testid)).click();
+}
+
+/** The reaction chip `emoji` under the message showing `text` reads `count`. */
+async function reaction(page, text, emoji, count) {
+  await message(page, text).locator(sel('reaction', `[data-emoji="${emoji}"]`)).filter({ hasText: String(count) }).waitFor();
+}
+
+/** The message whose quote (of a deleted message, or of `quoted`) is shown. */
+function replyTo(page, text) {
+  return message(page, text).locator(sel('message-quote'));
+}
+
+it('replies, reactions, edits and deletes reach everyone in a group live, with typing', async () => {
+  const alice = pages.get('alice');
+  const bob = pages.get('bob');
+  const carol = pages.get('carol');
+  for (const p of [alice, bob, carol]) p.on('dialog', (d) => d.accept());
+
+  await alice.click(sel('new-group'));
+  await alice.locator(sel('group-name')).fill('Club');
+  await alice.locator(sel('group-members')).fill(`${users.bob.username}, ${users.carol.username}`);
+  await alice.click(sel('group-create'));
+  await alice.locator(sel('conv-title')).filter({ hasText: 'Club' }).waitFor();
+  await send(alice, 'plan for friday');
+  for (const page of [bob, carol]) {
+    await openChat(page, 'Club');
+    await message(page, 'plan for friday').waitFor();
+  }
+
+  // Bob replies from the message's menu: the quote travels with the reply.
+  await act(bob, 'plan for friday', 'action-reply');
+  await bob.locator(sel('compose-context')).filter({ hasText: 'plan for friday' }).waitFor();
+  await send(bob, 'count me in');
+  await replyTo(carol, 'count me in').filter({ hasText: 'plan for friday' }).waitFor();
+  await replyTo(alice, 'count me in').filter({ hasText: 'You' }).waitFor(); // her own message, quoted
+  assert.equal(await bob.locator(sel('compose-context')).isHidden(), true, 'the reply bar closes after sending');
+
+  // Reactions: one each, changeable; everyone sees the counts.
+  await act(carol, 'plan for friday', 'react-option', '👍');
+  await act(bob, 'plan for friday', 'react-option', '👍');
+  await reaction(alice, 'plan for friday', '👍', 2);
+  await act(bob, 'plan for friday', 'react-option', '❤️');
+  await reaction(alice, 'plan for friday', '❤️', 1);
+  await reaction(carol, 'plan for friday', '👍', 1);
+
+  // Alice edits her message; the others see the new text, marked edited.
+  await act(alice, 'plan for friday', 'action-edit');
+  await alice.locator(sel('compose-context')).filter({ hasText: 'Editing' }).waitFor();
+  await send(alice, 'plan for saturday');
+  for (const page of [bob, carol]) {
+    await message(page, 'plan for saturday').locator(sel('message-edited')).waitFor();
+  }
+  assert.equal(await message(carol, 'plan for friday').count(), 0);
+
+  // Typing in a group shows who types.
+  await carol.locator(sel('composer')).pressSequentially('hmm');
+  await alice.locator(sel('typing')).filter({ hasText: users.carol.display }).waitFor({ state: 'visible' });
+  await carol.locator(sel('composer')).fill('');
+
+  // Delete for everyone: gone for all, and so is the quote of it.
+  await act(alice, 'plan for saturday', 'action-delete');
+  for (const page of [alice, bob, carol]) {
+    await page.locator(`${sel('message-deleted')}:visible`).first().waitFor();
+    await replyTo(page, 'count me in').filter({ hasText: 'This message was deleted' }).waitFor();
+    assert.equal(await message(page, 'plan for saturday').count(), 0);
+  }
+  // Someone else's message has no Edit or Delete in its menu.
+  const msg = message(alice, 'count me in');
+  await msg.hover();
+  await msg.locator(sel('message-actions')).click();
+  await msg.locator(sel('actions-menu')).waitFor();
+  assert.equal(await msg.locator(sel('action-edit')).count(), 0);
+  assert.equal(await msg.locator(sel('action-delete')).count(), 0);
+  await alice.keyboard.press('Escape');
+});
+
+it('presence, blocking and unblocking in a direct chat', async () => {
+  const alice = pages.get('alice');
+  const bob = pages.get('bob');
+  await openChat(alice, users.bob.display);
+  await openChat(bob, users.alice.display);
+  await bob.locator(sel('conv-sub')).filter({ hasText: 'online' }).waitFor();
+
+  await alice.click(sel('block-button'));
+  await alice.locator(sel('block-button')).filter({ hasText: 'Unblock' }).waitFor();
+  // Blocked: Bob's message is refused, and Alice's presence is gone for him.
+  await send(bob, 'are you there?');
+  await message(bob, 'are you there?').locator('.msg-error').filter({ hasText: 'cannot receive' }).waitFor();
+  await bob.waitForTimeout(500);
+  assert.equal(await message(alice, 'are you there?').count(), 0, 'nothing reached the blocker');
+
+  await alice.click(sel('block-button'));
+  await alice.locator(sel('block-button')).filter({ hasText: 'Block' }).waitFor();
+  await message(bob, 'are you there?').locator('.retry').click();
+  await message(alice, 'are you there?').waitFor();
+  await ticks(bob, 'are you there?', 'read');
+});
+
+it('muted chats, day separators, the unread divider and desktop notifications', async () => {
+  const alice = pages.get('alice');
+  const bob = pages.get('bob');
+  await openChat(bob, users.alice.display);
+  await bob.locator(sel('day-separator')).filter({ hasText: 'Today' }).first().waitFor();
+
+  // Bob looks at another chat; Alice writes twice; the divider marks where unread starts.
+  await openChat(bob, 'Club');
+  await openChat(alice, users.bob.display);
+  await send(alice, 'first unread');
+  await send(alice, 'second unread');
+  const item = bob.locator(sel('chat-item')).filter({ hasText: users.alice.display });
+  await item.locator(sel('unread')).filter({ hasText: '2' }).waitFor();
+  await openChat(bob, users.alice.display);
+  await message(bob, 'second unread').waitFor();
+  const order = await bob.locator(`${sel('messages')} > li`).evaluateAll((els) => els.map((e) => e.dataset.testid === 'unread-divider' ? 'divider' : e.querySelector('[data-testid="message-text"]')?.textContent));
+  const at = order.indexOf('divider');
+  assert.ok(at >= 0, 'an unread divider is shown');
+  assert.equal(order[at + 1], 'first unread', 'right before the first unread message');
+
+  // Mute: marked in the list, and no notification for it.
+  await bob.click(sel('mute-button'));
+  await item.locator(sel('muted')).waitFor();
+
+  // Notifications on a page in the background, asked for on a click.
+  const carolPage = pages.get('carol');
+  await carolPage.context().grantPermissions(['notifications']);
+  await carolPage.evaluate(() => {
+    window.__notes = [];
+    const Real = window.Notification;
+    window.Notification = class extends Real {
+      constructor(title, opts) {
+        super(title, opts);
+        window.__notes.push({ title, body: opts?.body });
+      }
+    };
+    Object.defineProperty(window.Notification, 'permission', { get: () => 'granted' });
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+  });
+  await openChat(alice, 'Club');
+  await send(alice, 'while you were away');
+  await carolPage.waitForFunction(() => window.__notes.some((n) => n.body === 'while you were away'));
+  await bob.click(sel('mute-button'));
+  await item.locator(sel('muted')).waitFor({ state: 'detached' });
+});
+
+it('a browser that was offline during an edit, a delete and a reaction shows the right state when back', async () => {
+  const alice = pages.get('alice');
+  const bob = pages.get('bob');
+  await openChat(alice, users.bob.display);
+  await openChat(bob, users.alice.display);
+  await send(alice, 'fix me');
+  await send(alice, 'drop me');
+  await message(bob, 'drop me').waitFor();
+  // Fresh statuses (a reload), so that nothing but the change catch-up can
+  // bring the old messages' new state back after the reconnect.
+  await bob.reload();
+  await bob.locator(sel('conn-state', '[data-state="online"]')).waitFor();
+  await openChat(bob, users.alice.display);
+  await message(bob, 'drop me').waitFor();
+
+  await stack.killEdge(1);
+  await bob.locator(sel('conn-state', ':not([data-state="online"])')).waitFor();
+  await act(alice, 'fix me', 'action-edit');
+  await send(alice, 'fixed');
+  await message(alice, 'fixed').locator(sel('message-edited')).waitFor();
+  await act(alice, 'fixed', 'react-option', '😂');
+  await reaction(alice, 'fixed', '😂', 1);
+  await act(alice, 'drop me', 'action-delete');
+  await alice.waitForFunction((s) => [...document.querySelectorAll(s)].every((e) => e.textContent !== 'drop me'), sel('message-text'));
+
+  await stack.startEdge(1);
+  await bob.locator(sel('conn-state', '[data-state="online"]')).waitFor({ timeout: 40_000 });
+  const check = async () => {
+    await message(bob, 'fixed').locator(sel('message-edited')).waitFor();
+    await reaction(bob, 'fixed', '😂', 1);
+    await bob.waitForFunction((s) => [...document.querySelectorAll(s)].every((e) => e.textContent !== 'drop me'), sel('message-text'));
+    assert.equal(await message(bob, 'fix me').count(), 0);
+  };
+  await check();
+  // A reload shows the same state.
+  await bob.reload();
+  await bob.locator(sel('conn-state', '[data-state="online"]')).waitFor();
+  await openChat(bob, users.alice.display);
+  await message(bob, 'fixed').waitFor();
+  await check();
+});

@@ -37,3 +37,33 @@ test('small text helpers', () => {
   assert.match(previewText({ text: 'hi', media: { content_type: 'application/pdf' } }), /hi/);
   assert.match(formatSize(2048), /2(\.0)? KB/);
 });
+
+test('a change replaces the held message, empties quotes of a deleted one, and never goes back', async () => {
+  const { applyChange, canEdit, canDelete, myReaction, withSeparators, quoteOf } = await import('../../web/changes.js');
+  const msgs = new Map([
+    [1, { seq: 1, sender_id: 'ua', text: 'hi', sent_at: new Date().toISOString(), status: 'read' }],
+    [2, { seq: 2, sender_id: 'ub', text: 'yo', reply_to: { seq: 1, sender_id: 'ua', text: 'hi' } }],
+  ]);
+  const edited = applyChange(msgs, { seq: 1, sender_id: 'ua', text: 'hello', rev: 2, edited_at: 'x' });
+  assert.equal(edited.text, 'hello');
+  assert.equal(edited.status, 'read', 'my message keeps its status');
+  assert.equal(applyChange(msgs, { seq: 1, text: 'old', rev: 1 }).text, 'hello', 'an older change is ignored');
+  applyChange(msgs, { seq: 1, sender_id: 'ua', rev: 3, deleted_at: 'y' });
+  assert.deepEqual(msgs.get(2).reply_to, { seq: 1, sender_id: 'ua', deleted: true });
+  assert.equal(applyChange(msgs, { seq: 9, rev: 4 }), null, 'a message not held is left alone');
+  assert.equal(previewText(msgs.get(1)), 'This message was deleted');
+
+  const now = Date.now();
+  const fresh = { seq: 3, sender_id: 'ua', text: 't', sent_at: new Date(now - 60_000).toISOString() };
+  assert.equal(canEdit(fresh, 'ua', now), true);
+  assert.equal(canEdit(fresh, 'ub', now), false, "someone else's");
+  assert.equal(canEdit({ ...fresh, sent_at: new Date(now - 16 * 60_000).toISOString() }, 'ua', now), false, 'too late');
+  assert.equal(canDelete({ ...fresh, sent_at: new Date(now - 16 * 60_000).toISOString() }, 'ua', now), true);
+  assert.equal(myReaction({ reactions: [{ emoji: '👍', user_ids: ['ub', 'ua'] }] }, 'ua'), '👍');
+  assert.equal(quoteOf({ seq: 4, sender_id: 'ua', text: 'x'.repeat(150) }).text.length, 101);
+
+  const day1 = '2026-01-01T10:00:00Z';
+  const day2 = '2026-01-02T10:00:00Z';
+  const items = withSeparators([{ seq: 1, sent_at: day1 }, { seq: 2, sent_at: day1 }, { seq: 3, sent_at: day2 }], 2);
+  assert.deepEqual(items.map((i) => i.sep || i.seq), ['day', 1, 'unread', 2, 'day', 3]);
+});
