@@ -504,3 +504,73 @@ async fn a_message_to_a_500_member_group_reaches_every_connected_member() {
         last - sent
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_and_added_back_keeps_the_history_of_both_windows() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.user("a").await, app.user("b").await);
+    let gid = create_group(&app, &a, "windows", &[&b]).await;
+    let mut wa = app.ws(&a.token).await;
+    let say = |cmid: &str| send_group(&gid, cmid, &format!("text {cmid}"));
+    for cmid in ["w1", "w2"] {
+        wa.send_json(&say(cmid)).await;
+        wa.expect("ack", T).await;
+    }
+    let remove = app
+        .request(
+            "DELETE",
+            &format!("/groups/{gid}/remove?user_id={}", b.user_id),
+            Some(&a.token),
+            None,
+        )
+        .await;
+    assert_eq!(remove.0, 200, "{}", remove.1);
+    wa.send_json(&say("gap")).await;
+    wa.expect("ack", T).await;
+    let (s, g) = app
+        .post(
+            &format!("/groups/{gid}/add"),
+            &json!({"user_id": b.user_id}),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(s, 200, "{g}");
+    wa.send_json(&say("w3")).await;
+    wa.expect("ack", T).await;
+
+    let (s, page) = app.get(&format!("/groups/{gid}"), &b.token).await;
+    assert_eq!(s, 200, "{page}");
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        texts,
+        ["text w1", "text w2", "text w3"],
+        "not what was sent while away"
+    );
+    // Paging forward from the first window skips the gap.
+    let (_, fwd) = app.get(&format!("/groups/{gid}?after=2"), &b.token).await;
+    let seqs: Vec<u64> = fwd["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [4]);
+    // A reaction to a message of the earlier window is allowed; to the gap, not.
+    let mut wb = app.ws(&b.token).await;
+    wb.send_json(
+        &json!({"type":"react","client_msg_id":"r1","conversation_id":gid,"seq":1,"emoji":"👍"}),
+    )
+    .await;
+    assert_eq!(wb.expect("message_update", T).await["message"]["seq"], 1);
+    wb.send_json(
+        &json!({"type":"react","client_msg_id":"r2","conversation_id":gid,"seq":3,"emoji":"👍"}),
+    )
+    .await;
+    let e = wb.expect("error", T).await;
+    assert_eq!(e["code"], "unknown_message");
+}

@@ -8,7 +8,9 @@ use msgr_core::store::{
     StoreResult, StoredMessage,
 };
 
-use crate::messages::{all_members, message_at, row_to_message, view, MESSAGE_SELECT};
+use crate::messages::{
+    all_members, member, message_at, row_to_message, view, windows_clause, MESSAGE_SELECT,
+};
 use crate::users::user_exists;
 use crate::{exec, i, query, query_opt, u};
 
@@ -110,15 +112,9 @@ pub(crate) async fn change(c: &impl GenericClient, ch: &MessageChange) -> StoreR
     {
         return Ok(OpOutcome::Rejected(Rejection::NotMember));
     }
-    let window = query_opt(
-        c,
-        "SELECT joined_seq, left_seq FROM members WHERE conversation_id = $1 AND user_id = $2",
-        &[&ch.conversation_id, &ch.actor_id],
-    )
-    .await?;
     // Only current members change anything (a former member's view is frozen).
-    let joined = match window {
-        Some(w) if w.get::<_, Option<i64>>(1).is_none() => u(w.get(0)),
+    let actor = match member(c, &ch.conversation_id, &ch.actor_id).await? {
+        Some(m) if m.left_seq.is_none() => m,
         _ => return Ok(OpOutcome::Rejected(Rejection::NotMember)),
     };
     let seq_i = i(ch.seq);
@@ -139,7 +135,7 @@ pub(crate) async fn change(c: &impl GenericClient, ch: &MessageChange) -> StoreR
         i64,
         Option<i64>,
     ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    if ch.seq <= joined {
+    if !actor.saw(ch.seq) {
         return Ok(OpOutcome::Rejected(Rejection::UnknownMessage));
     }
     if deleted_at.is_some() {
@@ -281,12 +277,13 @@ pub(crate) async fn changes(
         c,
         &format!(
             "{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.rev > $2
-             AND m.seq > $3 AND m.seq <= $4 ORDER BY m.rev, m.seq LIMIT $5"
+             AND m.seq > $3 AND m.seq <= $4{} ORDER BY m.rev, m.seq LIMIT $5",
+            windows_clause(me)
         ),
         &[
             &conv,
             &i(after_rev),
-            &i(me.joined_seq),
+            &i(me.first_joined()),
             &i(hi),
             &i(u64::from(limit) + 1),
         ],

@@ -109,6 +109,17 @@ async fn join(
     role: &str,
     at_ms: i64,
 ) -> Result<(), GroupError> {
+    // Joining again: the window they had is kept (if anything was sent in it).
+    exec(
+        c,
+        "INSERT INTO member_windows (conversation_id, user_id, joined_seq, left_seq)
+         SELECT conversation_id, user_id, joined_seq, left_seq FROM members
+         WHERE conversation_id = $1 AND user_id = $2 AND left_seq > joined_seq
+         ON CONFLICT DO NOTHING",
+        &[&group_id, &user_id],
+    )
+    .await
+    .map_err(store_err)?;
     exec(
         c,
         "INSERT INTO members (conversation_id, user_id, role, delivered_seq, read_seq, joined_at, joined_seq, left_seq)

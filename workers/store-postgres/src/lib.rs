@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_sessions.sql"),
     include_str!("../migrations/0003_closed_conversations.sql"),
     include_str!("../migrations/0004_message_changes.sql"),
+    include_str!("../migrations/0005_member_windows.sql"),
 ];
 
 /// Any lock id would do; this one is "msgr" in ASCII.

@@ -96,17 +96,8 @@ async fn quote(
     sender: &str,
     seq: u64,
 ) -> StoreResult<Option<Quote>> {
-    let Some(w) = query_opt(
-        c,
-        "SELECT joined_seq, left_seq FROM members WHERE conversation_id = $1 AND user_id = $2",
-        &[&conv, &sender],
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    let (joined, left): (i64, Option<i64>) = (w.get(0), w.get(1));
-    if seq <= u(joined) || left.is_some_and(|l| seq > u(l)) {
+    // A direct chat's first message has no member rows yet: nothing to quote.
+    if !member(c, conv, sender).await?.is_some_and(|m| m.saw(seq)) {
         return Ok(None);
     }
     let row = query_opt(
@@ -368,16 +359,79 @@ pub(crate) async fn all_members(
         &[&conv],
     )
     .await?;
-    Ok(rows
+    let mut members: Vec<MemberState> = rows.iter().map(row_to_member).collect();
+    let windows = query(
+        c,
+        "SELECT user_id, joined_seq, left_seq FROM member_windows
+         WHERE conversation_id = $1 ORDER BY user_id, joined_seq",
+        &[&conv],
+    )
+    .await?;
+    for w in &windows {
+        let user: String = w.get(0);
+        if let Some(m) = members.iter_mut().find(|m| m.user_id == user) {
+            m.earlier.push((u(w.get(1)), u(w.get(2))));
+        }
+    }
+    Ok(members)
+}
+
+fn row_to_member(r: &Row) -> MemberState {
+    MemberState {
+        user_id: r.get(0),
+        delivered_seq: u(r.get(1)),
+        read_seq: u(r.get(2)),
+        joined_seq: u(r.get(3)),
+        left_seq: r.get::<_, Option<i64>>(4).map(u),
+        earlier: Vec::new(),
+    }
+}
+
+/// One member's state (with their earlier windows), if they ever were one.
+pub(crate) async fn member(
+    c: &impl GenericClient,
+    conv: &str,
+    user: &str,
+) -> StoreResult<Option<MemberState>> {
+    let Some(row) = query_opt(
+        c,
+        "SELECT user_id, delivered_seq, read_seq, joined_seq, left_seq FROM members
+         WHERE conversation_id = $1 AND user_id = $2",
+        &[&conv, &user],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut m = row_to_member(&row);
+    m.earlier = query(
+        c,
+        "SELECT joined_seq, left_seq FROM member_windows
+         WHERE conversation_id = $1 AND user_id = $2 ORDER BY joined_seq",
+        &[&conv, &user],
+    )
+    .await?
+    .iter()
+    .map(|r| (u(r.get(0)), u(r.get(1))))
+    .collect();
+    Ok(Some(m))
+}
+
+/// SQL limiting `m.seq` to the windows of a member who has more than one
+/// (the bounds are integers read from the store, so inlining them is safe).
+pub(crate) fn windows_clause(me: &MemberState) -> String {
+    if me.earlier.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = me
+        .windows()
         .iter()
-        .map(|r| MemberState {
-            user_id: r.get(0),
-            delivered_seq: u(r.get(1)),
-            read_seq: u(r.get(2)),
-            joined_seq: u(r.get(3)),
-            left_seq: r.get::<_, Option<i64>>(4).map(u),
+        .map(|(j, l)| match l {
+            Some(l) => format!("(m.seq > {j} AND m.seq <= {l})"),
+            None => format!("m.seq > {j}"),
         })
-        .collect())
+        .collect();
+    format!(" AND ({})", parts.join(" OR "))
 }
 
 /// The caller's view of a message: the status of their own messages is the
@@ -426,15 +480,16 @@ pub(crate) async fn history(
         });
     };
     // Only what was sent while the caller was a member.
-    let lo = page.after.unwrap_or(0).max(me.joined_seq);
+    let lo = page.after.unwrap_or(0).max(me.first_joined());
     let hi = page
         .before
         .unwrap_or(u64::MAX >> 1)
         .min(me.left_seq.map_or(u64::MAX >> 1, |l| l + 1));
     let descending = page.after.is_none();
     let sql = format!(
-        "{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3
+        "{MESSAGE_SELECT} WHERE m.conversation_id = $1 AND m.seq > $2 AND m.seq < $3{}
          ORDER BY m.seq {} LIMIT $4",
+        windows_clause(me),
         if descending { "DESC" } else { "ASC" }
     );
     let rows = query(c, &sql, &[&conv, &i(lo), &i(hi), &i(limit + 1)]).await?;

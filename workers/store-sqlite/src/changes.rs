@@ -7,7 +7,9 @@ use msgr_core::store::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::messages::{all_members, message_at, row_to_message, view, MESSAGE_SELECT};
+use crate::messages::{
+    all_members, member, message_at, row_to_message, view, windows_clause, MESSAGE_SELECT,
+};
 use crate::unavailable;
 use crate::users::user_exists;
 
@@ -93,17 +95,9 @@ pub(crate) fn change(tx: &Connection, c: &MessageChange) -> rusqlite::Result<OpO
             None => Err(rusqlite::Error::QueryReturnedNoRows),
         };
     }
-    let window: Option<(u64, Option<u64>)> = tx
-        .prepare_cached(
-            "SELECT joined_seq, left_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
-        )?
-        .query_row([&c.conversation_id, &c.actor_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
     // Only current members change anything (a former member's view is frozen).
-    let joined = match window {
-        Some((joined, None)) => joined,
+    let actor = match member(tx, &c.conversation_id, &c.actor_id)? {
+        Some(m) if m.left_seq.is_none() => m,
         _ => return Ok(OpOutcome::Rejected(Rejection::NotMember)),
     };
     let row: Option<TargetRow> = tx
@@ -118,7 +112,7 @@ pub(crate) fn change(tx: &Connection, c: &MessageChange) -> rusqlite::Result<OpO
     let Some((sender, text, media_id, sent_at, deleted_at)) = row else {
         return Ok(OpOutcome::Rejected(Rejection::UnknownMessage));
     };
-    if c.seq <= joined {
+    if !actor.saw(c.seq) {
         return Ok(OpOutcome::Rejected(Rejection::UnknownMessage));
     }
     if deleted_at.is_some() {
@@ -230,10 +224,11 @@ pub(crate) fn changes(
     let mut rows: Vec<StoredMessage> = conn
         .prepare_cached(&format!(
             "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.rev > ?2
-             AND m.seq > ?3 AND m.seq <= ?4 ORDER BY m.rev, m.seq LIMIT ?5"
+             AND m.seq > ?3 AND m.seq <= ?4{} ORDER BY m.rev, m.seq LIMIT ?5",
+            windows_clause(me)
         ))?
         .query_map(
-            params![conv, after_rev, me.joined_seq, hi, limit + 1],
+            params![conv, after_rev, me.first_joined(), hi, limit + 1],
             row_to_message,
         )?
         .collect::<rusqlite::Result<_>>()?;

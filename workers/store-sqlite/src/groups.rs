@@ -98,6 +98,13 @@ pub(crate) fn join(
     let last_seq: u64 = tx
         .prepare_cached("SELECT last_seq FROM conversations WHERE conversation_id = ?1")?
         .query_row([group_id], |r| r.get(0))?;
+    // Joining again: the window they had is kept (if anything was sent in it).
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO member_windows (conversation_id, user_id, joined_seq, left_seq)
+         SELECT conversation_id, user_id, joined_seq, left_seq FROM members
+         WHERE conversation_id = ?1 AND user_id = ?2 AND left_seq > joined_seq",
+    )?
+    .execute(params![group_id, user_id])?;
     tx.prepare_cached(
         "INSERT INTO members (conversation_id, user_id, role, delivered_seq, read_seq, joined_at, joined_seq, left_seq)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?4, NULL)

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_sessions.sql"),
     include_str!("../migrations/0006_closed_conversations.sql"),
     include_str!("../migrations/0007_message_changes.sql"),
+    include_str!("../migrations/0008_member_windows.sql"),
 ];
 const READERS: usize = 4;
 

@@ -43,7 +43,10 @@ pub(crate) fn media_for(
         .prepare_cached(
             "SELECT 1 FROM media_refs r JOIN members mb ON mb.conversation_id = r.conversation_id
              WHERE r.media_id = ?1 AND mb.user_id = ?2
-               AND mb.joined_seq < r.seq AND (mb.left_seq IS NULL OR r.seq <= mb.left_seq)
+               AND ((mb.joined_seq < r.seq AND (mb.left_seq IS NULL OR r.seq <= mb.left_seq))
+                 OR EXISTS (SELECT 1 FROM member_windows w
+                            WHERE w.conversation_id = r.conversation_id AND w.user_id = mb.user_id
+                              AND w.joined_seq < r.seq AND r.seq <= w.left_seq))
              LIMIT 1",
         )?
         .query_row([media_id, user_id], |_| Ok(()))

@@ -246,17 +246,8 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
 /// The quote a reply by `sender` keeps of `seq`: it must exist, be one the
 /// sender saw, and not be deleted.
 fn quote(tx: &Connection, conv: &str, sender: &str, seq: u64) -> rusqlite::Result<Option<Quote>> {
-    let window: Option<(u64, Option<u64>)> = tx
-        .prepare_cached(
-            "SELECT joined_seq, left_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2",
-        )?
-        .query_row([conv, sender], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
     // A direct chat's first message has no member rows yet: nothing to quote.
-    let Some((joined, left)) = window else {
-        return Ok(None);
-    };
-    if seq <= joined || left.is_some_and(|l| seq > l) {
+    if !member(tx, conv, sender)?.is_some_and(|m| m.saw(seq)) {
         return Ok(None);
     }
     let row: Option<(String, Option<String>, bool, Option<i64>)> = tx
@@ -319,21 +310,81 @@ pub(crate) fn receipt(tx: &Connection, w: &WatermarkUpdate) -> rusqlite::Result<
     })
 }
 
+fn row_to_member(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemberState> {
+    Ok(MemberState {
+        user_id: r.get(0)?,
+        delivered_seq: r.get(1)?,
+        read_seq: r.get(2)?,
+        joined_seq: r.get(3)?,
+        left_seq: r.get(4)?,
+        earlier: Vec::new(),
+    })
+}
+
 pub(crate) fn all_members(conn: &Connection, conv: &str) -> rusqlite::Result<Vec<MemberState>> {
-    conn.prepare_cached(
-        "SELECT user_id, delivered_seq, read_seq, joined_seq, left_seq FROM members
-         WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
-    )?
-    .query_map([conv], |r| {
-        Ok(MemberState {
-            user_id: r.get(0)?,
-            delivered_seq: r.get(1)?,
-            read_seq: r.get(2)?,
-            joined_seq: r.get(3)?,
-            left_seq: r.get(4)?,
+    let mut members: Vec<MemberState> = conn
+        .prepare_cached(
+            "SELECT user_id, delivered_seq, read_seq, joined_seq, left_seq FROM members
+             WHERE conversation_id = ?1 ORDER BY joined_at, user_id",
+        )?
+        .query_map([conv], row_to_member)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut windows = conn.prepare_cached(
+        "SELECT user_id, joined_seq, left_seq FROM member_windows
+         WHERE conversation_id = ?1 ORDER BY user_id, joined_seq",
+    )?;
+    for w in windows.query_map([conv], |r| {
+        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+    })? {
+        let (user, j, l) = w?;
+        if let Some(m) = members.iter_mut().find(|m| m.user_id == user) {
+            m.earlier.push((j, l));
+        }
+    }
+    Ok(members)
+}
+
+/// One member's state (with their earlier windows), if they ever were one.
+pub(crate) fn member(
+    conn: &Connection,
+    conv: &str,
+    user: &str,
+) -> rusqlite::Result<Option<MemberState>> {
+    let Some(mut m) = conn
+        .prepare_cached(
+            "SELECT user_id, delivered_seq, read_seq, joined_seq, left_seq FROM members
+             WHERE conversation_id = ?1 AND user_id = ?2",
+        )?
+        .query_row([conv, user], row_to_member)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    m.earlier = conn
+        .prepare_cached(
+            "SELECT joined_seq, left_seq FROM member_windows
+             WHERE conversation_id = ?1 AND user_id = ?2 ORDER BY joined_seq",
+        )?
+        .query_map([conv, user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(m))
+}
+
+/// SQL limiting `m.seq` to the windows of a member who has more than one
+/// (the bounds are integers read from the store, so inlining them is safe).
+pub(crate) fn windows_clause(me: &MemberState) -> String {
+    if me.earlier.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = me
+        .windows()
+        .iter()
+        .map(|(j, l)| match l {
+            Some(l) => format!("(m.seq > {j} AND m.seq <= {l})"),
+            None => format!("m.seq > {j}"),
         })
-    })?
-    .collect()
+        .collect();
+    format!(" AND ({})", parts.join(" OR "))
 }
 
 /// The caller's view of a message: the status of their own messages is the
@@ -383,15 +434,16 @@ pub(crate) fn history(
         });
     };
     // Only what was sent while the caller was a member.
-    let lo = page.after.unwrap_or(0).max(me.joined_seq);
+    let lo = page.after.unwrap_or(0).max(me.first_joined());
     let hi = page
         .before
         .unwrap_or(u64::MAX >> 1)
         .min(me.left_seq.map_or(u64::MAX >> 1, |l| l + 1));
     let descending = page.after.is_none();
     let sql = format!(
-        "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3
+        "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.seq > ?2 AND m.seq < ?3{}
          ORDER BY m.seq {} LIMIT ?4",
+        windows_clause(me),
         if descending { "DESC" } else { "ASC" }
     );
     let mut rows: Vec<StoredMessage> = conn

@@ -32,6 +32,7 @@ pub async fn run_all(store: &dyn Store) {
     groups::groups_have_one_admin_and_bounded_membership(store).await;
     groups::group_messages_are_for_current_members_only(store).await;
     groups::removed_members_keep_their_past_and_see_nothing_later(store).await;
+    groups::a_member_added_back_keeps_their_earlier_window(store).await;
     groups::the_last_admin_leaving_promotes_the_oldest_member(store).await;
     groups::group_status_needs_every_member_at_the_time_of_sending(store).await;
     media_is_readable_by_its_uploader_and_by_members_who_saw_it(store).await;

@@ -441,7 +441,9 @@ pub struct ChatPage {
 }
 
 /// A member's watermarks in one conversation, and when they were a member:
-/// they see the messages with `joined_seq < seq <= left_seq`.
+/// they see the messages with `joined_seq < seq <= left_seq`, and those of
+/// their `earlier` windows (a member removed and added back keeps what they
+/// saw before).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberState {
     pub user_id: String,
@@ -450,13 +452,36 @@ pub struct MemberState {
     pub joined_seq: u64,
     /// `None` while still a member.
     pub left_seq: Option<u64>,
+    /// Earlier windows `(joined_seq, left_seq)`, oldest first.
+    pub earlier: Vec<(u64, u64)>,
 }
 
 impl MemberState {
     /// Whether this member was in the conversation when `seq` was sent.
     #[must_use]
     pub fn saw(&self, seq: u64) -> bool {
-        self.joined_seq < seq && self.left_seq.is_none_or(|l| seq <= l)
+        (self.joined_seq < seq && self.left_seq.is_none_or(|l| seq <= l))
+            || self.earlier.iter().any(|&(j, l)| j < seq && seq <= l)
+    }
+
+    /// Every window `(after, through)`, oldest first (`through` is `None`
+    /// for the current one).
+    #[must_use]
+    pub fn windows(&self) -> Vec<(u64, Option<u64>)> {
+        self.earlier
+            .iter()
+            .map(|&(j, l)| (j, Some(l)))
+            .chain(std::iter::once((self.joined_seq, self.left_seq)))
+            .collect()
+    }
+
+    /// The seq before the first message they could see.
+    #[must_use]
+    pub fn first_joined(&self) -> u64 {
+        self.earlier
+            .iter()
+            .map(|&(j, _)| j)
+            .fold(self.joined_seq, u64::min)
     }
 }
 

@@ -339,3 +339,78 @@ pub(super) async fn group_status_needs_every_member_at_the_time_of_sending(store
         Some(MessageStatus::Read)
     );
 }
+
+pub(super) async fn a_member_added_back_keeps_their_earlier_window(store: &dyn Store) {
+    let (a, b) = (user(store, "back").await, user(store, "back").await);
+    let g = group_of(store, &a, &[&b]).await;
+    store
+        .apply(vec![to_group(&a, &g, "1"), to_group(&a, &g, "2")])
+        .await
+        .expect("apply");
+    store
+        .remove_member(&g, &a.user_id, &b.user_id, 5)
+        .await
+        .expect("remove");
+    store
+        .apply(vec![to_group(&a, &g, "3"), to_group(&a, &g, "4")])
+        .await
+        .expect("apply");
+    store
+        .add_member(&g, &a.user_id, &b.user_id, 10, 6)
+        .await
+        .expect("add back");
+    store
+        .apply(vec![to_group(&a, &g, "5")])
+        .await
+        .expect("apply");
+    let seqs = |page: super::super::HistoryPage| -> Vec<u64> {
+        page.messages.iter().map(|m| m.message.seq).collect()
+    };
+    let all = Page {
+        limit: 50,
+        ..Page::default()
+    };
+    assert_eq!(
+        seqs(store.history(&g, &b.user_id, all).await.expect("h")),
+        vec![1, 2, 5],
+        "both windows, not the time in between"
+    );
+    // Paging forward and back keeps to the windows too.
+    let fwd = Page {
+        limit: 2,
+        before: None,
+        after: Some(1),
+    };
+    assert_eq!(
+        seqs(store.history(&g, &b.user_id, fwd).await.expect("h")),
+        vec![2, 5]
+    );
+    let back = Page {
+        limit: 1,
+        before: Some(5),
+        after: None,
+    };
+    assert_eq!(
+        seqs(store.history(&g, &b.user_id, back).await.expect("h")),
+        vec![2]
+    );
+    let members = store.members(&g).await.expect("members");
+    let mb = members
+        .iter()
+        .find(|m| m.user_id == b.user_id)
+        .expect("member");
+    assert!(mb.saw(1) && mb.saw(2) && !mb.saw(3) && !mb.saw(4) && mb.saw(5));
+    // Removed again: every window they had stays theirs.
+    store
+        .remove_member(&g, &a.user_id, &b.user_id, 7)
+        .await
+        .expect("remove again");
+    store
+        .apply(vec![to_group(&a, &g, "6")])
+        .await
+        .expect("apply");
+    assert_eq!(
+        seqs(store.history(&g, &b.user_id, all).await.expect("h")),
+        vec![1, 2, 5]
+    );
+}
