@@ -1,14 +1,30 @@
-// The msgr web client: plain ES module, no build step. State lives in a few
-// Maps below; rendering is keyed (DOM nodes are reused and only updated), and
-// user data only ever reaches the page through textContent / attributes.
+// The msgr web client: plain ES modules, no build step. This module holds the
+// state (a few Maps below) and wires the parts together; rendering is keyed
+// (DOM nodes are reused and only updated), and user data only ever reaches
+// the page through textContent / attributes.
+//
+// Modules: api.js (REST, the WebSocket, pure helpers), dom.js (element
+// helpers), outbox.js (unacknowledged sends), users.js (names), media.js
+// (media fetching and display), message-view.js (one message on screen),
+// changes.js (replies, edits, deletes, reactions, presence: the rules),
+// prefs.js (mutes, notifications).
 
 import {
-  Api, ApiError, Socket, tickState, maxStatus, contiguousHigh, hasGap, isImage, previewText,
-  formatTime, formatMessageTime, formatSize, parseUsernames, utf8Length, extensionFor,
+  Api, ApiError, Socket, maxStatus, contiguousHigh, hasGap, isImage, previewText, formatTime, parseUsernames,
+  utf8Length,
 } from './api.js';
-import { $, el, icon, reconcile } from './dom.js';
+import { $, el, reconcile } from './dom.js';
+import { Outbox } from './outbox.js';
+import { Directory } from './users.js';
 import {
-  QUICK_REACTIONS, applyChange, canDelete, canEdit, myReaction, presenceText, quoteOf, quoteText, withSeparators,
+  TICK_LABEL, TICK_TEXT, actionsOpen, closeActions, configure as configureView, createMessage, createSeparator,
+  updateMessage,
+} from './message-view.js';
+import {
+  cacheMedia, configure as configureMedia, mediaNode, revokeMedia,
+} from './media.js';
+import {
+  applyChange, presenceText, quoteOf, quoteText, withSeparators,
 } from './changes.js';
 import { Mutes, askNotifications, notificationState, notify } from './prefs.js';
 
@@ -74,124 +90,21 @@ const api = new Api({ onUnauthorized: () => logout('Your session has expired. Pl
  */
 const chats = new Map();
 const convIndex = new Map();
-const users = new Map(); // user_id -> {user_id, username, display_name}
+const directory = new Directory(api, () => me, () => render({ list: true, conv: true, members: true }));
+const users = directory.users; // user_id -> {user_id, username, display_name}
 const presence = new Map(); // user_id -> {online, last_seen}
 let blocked = new Set(); // user ids I block
 let mutes = null; // Mutes, once signed in
 /** What the composer is doing besides a plain send: {kind: 'reply'|'edit', key, seq}. */
 let composing = null;
-/**
- * Unacknowledged sends, resent with the same client_msg_id after a reconnect
- * (the server dedupes). Kept in localStorage too, so a reload loses nothing:
- * one key per message, so that two tabs never overwrite each other's entries
- * (a tab writes and removes only the keys of messages it sent itself, or of
- * messages it saw stored — acked — anywhere).
- */
-class Outbox extends Map {
-  set(k, v) {
-    super.set(k, v);
-    this.write(k, v);
-    return this;
-  }
-  /** Forgets a send; also removes its stored copy when this tab does not hold it (acked elsewhere). */
-  delete(k) {
-    const had = super.delete(k);
-    this.erase(k);
-    return had;
-  }
-  prefix() {
-    return `msgr.outbox.${me?.user_id}.`;
-  }
-  legacyKey() {
-    return `msgr.outbox.${me?.user_id}`; // older clients: one array for the whole outbox
-  }
-  write(k, v) {
-    if (!me || !k) return;
-    try {
-      localStorage.setItem(this.prefix() + k, JSON.stringify({ frame: v.frame, media: v.media, created_at: v.created_at }));
-    } catch {
-      // storage full or disabled: the in-memory outbox still works
-    }
-  }
-  erase(k) {
-    if (!me || !k) return;
-    try {
-      localStorage.removeItem(this.prefix() + k);
-    } catch {
-      // storage disabled
-    }
-  }
-  /** Every stored entry (this tab's and other tabs'), oldest first. */
-  stored() {
-    const out = [];
-    try {
-      const prefix = this.prefix();
-      for (let i = 0; i < localStorage.length; i++) {
-        const key = localStorage.key(i);
-        if (!key?.startsWith(prefix)) continue;
-        try {
-          const e = JSON.parse(localStorage.getItem(key));
-          if (e?.frame?.client_msg_id) out.push(e);
-        } catch {
-          // unreadable entry: skip it
-        }
-      }
-      // Migrate the single-array format, without losing entries.
-      const legacy = localStorage.getItem(this.legacyKey());
-      if (legacy) {
-        for (const e of JSON.parse(legacy) || []) {
-          if (!e?.frame?.client_msg_id || out.some((x) => x.frame.client_msg_id === e.frame.client_msg_id)) continue;
-          out.push(e);
-          localStorage.setItem(prefix + e.frame.client_msg_id, JSON.stringify({ frame: e.frame, media: e.media, created_at: e.created_at }));
-        }
-        localStorage.removeItem(this.legacyKey());
-      }
-    } catch {
-      // storage disabled or unreadable: nothing to restore
-    }
-    return out.sort((a, b) => String(a.created_at || '').localeCompare(String(b.created_at || '')));
-  }
-  /** Drops every stored entry of this user (a deliberate logout). */
-  clearStorage() {
-    if (!me) return;
-    try {
-      const prefix = this.prefix();
-      const keys = [];
-      for (let i = 0; i < localStorage.length; i++) {
-        const key = localStorage.key(i);
-        if (key?.startsWith(prefix)) keys.push(key);
-      }
-      for (const key of keys) localStorage.removeItem(key);
-      localStorage.removeItem(this.legacyKey());
-    } catch {
-      // storage disabled
-    }
-  }
-  /** Puts saved sends back on screen as pending messages. */
-  restore() {
-    for (const e of this.stored()) {
-      const { frame } = e;
-      if (super.has(frame.client_msg_id)) continue;
-      const chat = frame.to_group ? getChat('group', frame.to_group) : getChat('direct', frame.to_user);
-      chat.pending.push({
-        client_msg_id: frame.client_msg_id, sender_id: me.user_id, status: 'pending',
-        created_at: e.created_at, text: frame.text, media: e.media,
-      });
-      super.set(frame.client_msg_id, { ...e, key: chat.key });
-    }
-  }
-}
-const outbox = new Outbox(); // client_msg_id -> {frame, key, media?, created_at}
+const outbox = new Outbox( // client_msg_id -> {frame, key, media?, created_at}
+  () => me?.user_id,
+  (frame) => (frame.to_group ? getChat('group', frame.to_group) : getChat('direct', frame.to_user)),
+);
 let openKey = null;
 
 const chatNodes = new Map(); // chat key -> <li>
 const msgNodes = new Map(); // message key -> <li>, for the open conversation
-/**
- * Object URLs of media shown in the open conversation; revoked when it closes,
- * and at most MEDIA_CACHE of them held (least recently used revoked first).
- */
-let mediaUrls = new Map(); // url -> {p: Promise<objectURL>, url?: objectURL once settled}
-const MEDIA_CACHE = 200;
 let atBottom = true;
 
 function newChat(kind, id) {
@@ -257,94 +170,12 @@ function chatForMessage(m) {
 }
 
 // ---------------------------------------------------------------------------
-// Users: names of peers, senders and members, resolved in batches of ≤200
+// Users: names of peers, senders and members (see users.js)
 
-const wantedUsers = new Set();
-let usersTimer = null;
-/** Lookups that failed (network, 5xx): id -> failed attempts. Retried with a delay. */
-const userFailures = new Map();
-const retryUsers = new Set(); // ids waiting for the retry timer
-let userRetryTimer = null;
-const USER_RETRIES = 5;
-
-function wantUser(id) {
-  if (!id || users.has(id) || wantedUsers.has(id) || retryUsers.has(id)) return;
-  if ((userFailures.get(id) || 0) >= USER_RETRIES) return; // given up until the next (re)connect
-  wantedUsers.add(id);
-  usersTimer ??= setTimeout(resolveUsers, 30);
-}
-
-async function resolveUsers() {
-  clearTimeout(usersTimer);
-  usersTimer = null;
-  const ids = [...wantedUsers].filter((id) => !users.has(id));
-  wantedUsers.clear();
-  let failed = 0;
-  for (let i = 0; i < ids.length; i += 200) {
-    const batch = ids.slice(i, i + 200);
-    let found;
-    try {
-      found = await api.usersByIds(batch);
-    } catch {
-      // Lookup unavailable: no placeholders (that would be "Unknown user"
-      // forever); try these ids again later.
-      for (const id of batch) {
-        const n = (userFailures.get(id) || 0) + 1;
-        userFailures.set(id, n);
-        if (n < USER_RETRIES) retryUsers.add(id);
-      }
-      failed = Math.max(failed, ...batch.map((id) => userFailures.get(id)));
-      continue;
-    }
-    for (const u of found) {
-      users.set(u.user_id, u);
-      userFailures.delete(u.user_id);
-    }
-    // The server answered without these: no such user (deleted, say).
-    for (const id of batch) {
-      if (!users.has(id)) users.set(id, { user_id: id, username: '', display_name: '' });
-      userFailures.delete(id);
-    }
-  }
-  if (retryUsers.size && !userRetryTimer) {
-    // 2 s, 4 s, 8 s, 16 s between attempts.
-    const delay = Math.min(16000, 1000 * 2 ** Math.max(1, failed));
-    userRetryTimer = setTimeout(() => {
-      userRetryTimer = null;
-      for (const id of retryUsers) if (!users.has(id)) wantedUsers.add(id);
-      retryUsers.clear();
-      if (wantedUsers.size) resolveUsers();
-    }, delay);
-  }
-  render({ list: true, conv: true, members: true });
-}
-
-/** After a (re)connect: lookups that were given up on get another chance. */
-function retryFailedUsers() {
-  for (const [id, n] of [...userFailures]) {
-    if (n >= USER_RETRIES) {
-      userFailures.delete(id);
-      wantUser(id);
-    }
-  }
-}
-
-function userName(id) {
-  const u = users.get(id);
-  if (!u) wantUser(id);
-  const name = u && (u.display_name || u.username);
-  if (name) return name;
-  return id === me?.user_id ? me.username : 'Unknown user';
-}
-
-/** Exact username → user, via the prefix search. */
-async function findUsername(name) {
-  const found = await api.searchUsers(name, 20);
-  const u = found.find((x) => x.username.toLowerCase() === name.toLowerCase());
-  if (!u) throw new Error(`No user named “${name}”.`);
-  users.set(u.user_id, u);
-  return u;
-}
+const wantUser = (id) => directory.want(id);
+const retryFailedUsers = () => directory.retryFailed();
+const userName = (id) => directory.name(id);
+const findUsername = (name) => directory.find(name);
 
 function chatTitle(chat) {
   if (chat.kind === 'group') return chat.group?.name || chat.title || 'Group';
@@ -452,12 +283,6 @@ function shownMessages(chat) {
 const msgKey = (m) => (m.seq ? `m:${m.message_id}` : `p:${m.client_msg_id}`);
 const itemKey = (m) => (m.sep ? m.key : msgKey(m));
 
-/** A day separator or the "unread messages" divider. */
-function createSeparator(s) {
-  return el('li', { class: `sep sep-${s.sep}`, 'data-testid': s.sep === 'day' ? 'day-separator' : 'unread-divider', role: 'separator' },
-    el('span', { text: s.label }));
-}
-
 function renderConversation() {
   const chat = openChatObj();
   ui.placeholder.hidden = !!chat;
@@ -492,172 +317,6 @@ function renderConversation() {
     (n, m) => (m.sep ? undefined : updateMessage(chat, n, m)));
   if (stick) box.scrollTop = box.scrollHeight;
   onScroll();
-}
-
-function createMessage(chat, m) {
-  const mine = isMine(m);
-  const li = el('li', { class: `msg ${mine ? 'mine' : 'theirs'}`, 'data-testid': 'message', 'data-mine': String(mine) });
-  const bubble = el('div', { class: 'bubble' });
-  // Who wrote it, for screen readers ("You:" / "Alice:"); the visible group
-  // sender line is hidden from them instead of being read twice.
-  bubble.append(el('span', { class: 'sr-only who' }));
-  if (chat.kind === 'group' && !mine) bubble.append(el('div', { class: 'sender', 'data-testid': 'message-sender', 'aria-hidden': 'true' }));
-  bubble.append(el('button', { type: 'button', class: 'quote', 'data-testid': 'message-quote', hidden: true, onclick: (e) => jumpTo(chat, Number(e.currentTarget.dataset.seq)) },
-    el('span', { class: 'quote-who' }), el('span', { class: 'quote-text' })));
-  if (m.media && !m.deleted_at) bubble.append(mediaNode(m));
-  bubble.append(el('div', { class: 'text', 'data-testid': 'message-text', hidden: true }));
-  bubble.append(el('div', { class: 'deleted-text', 'data-testid': 'message-deleted', hidden: true }, 'This message was deleted'));
-  const meta = el('div', { class: 'meta' }, el('span', { class: 'edited', 'data-testid': 'message-edited', hidden: true }, 'edited'), el('time', {}));
-  if (mine) meta.append(el('span', { class: 'ticks', 'data-testid': 'ticks', role: 'img' }));
-  bubble.append(meta);
-  bubble.append(el('button', {
-    type: 'button', class: 'actions-btn', 'data-testid': 'message-actions', title: 'Reply, react, edit or delete', 'aria-haspopup': 'menu',
-    onclick: (e) => { e.stopPropagation(); openActions(chat, li); },
-  }, '⋯'));
-  li.append(bubble);
-  li.append(el('div', { class: 'reactions', 'data-testid': 'reactions', hidden: true }));
-  if (mine && chat.kind === 'group') {
-    // Own group messages open the per-member receipt panel (click or keyboard).
-    li.tabIndex = 0;
-    li.title = 'Message info';
-    li.addEventListener('click', (e) => {
-      if (!e.target.closest('a, button')) openReceiptInfo(chat, li.dataset.seq);
-    });
-    li.addEventListener('keydown', (e) => {
-      if ((e.key === 'Enter' || e.key === ' ') && e.target === li) {
-        e.preventDefault();
-        openReceiptInfo(chat, li.dataset.seq);
-      }
-    });
-  }
-  return li;
-}
-
-const TICK_TEXT = { pending: '', sent: '✓', delivered: '✓✓', read: '✓✓' };
-const CLOCK = 'M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16zm.5-13H11v6l5.2 3.1.8-1.2-4.5-2.7z';
-const FILE = 'M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8zm4 18H6V4h7v5h5z';
-
-const TICK_LABEL = { pending: 'Sending', sent: 'Sent', delivered: 'Delivered', read: 'Read' };
-
-function updateMessage(chat, li, m) {
-  const mine = isMine(m);
-  const s = mine ? tickState(m, chat.kind === 'direct' ? chat.peerWm : undefined) : '';
-  const name = chat.kind === 'group' && !mine ? userName(m.sender_id) : '';
-  const who = mine ? 'You' : name || userName(m.sender_id);
-  const when = m.sent_at || m.created_at;
-  const canRetry = !!(m.retry || m.file);
-  // Every render visits every message: skip the ones that did not change.
-  const sig = [m.seq, s, name, who, when, m.progress, m.error, canRetry, new Date().toDateString(),
-    m.text, m.deleted_at, m.edited_at, JSON.stringify(m.reactions || []), JSON.stringify(m.reply_to || null),
-    m.reply_to ? userName(m.reply_to.sender_id) : ''].join('|');
-  if (li.sig === sig) return;
-  li.sig = sig;
-  renderBody(chat, li, m);
-  li.dataset.seq = m.seq ? String(m.seq) : '';
-  const whoNode = $('.who', li);
-  if (whoNode) whoNode.textContent = `${who}: `;
-  const sender = $('.sender', li);
-  if (sender) sender.textContent = name;
-  const time = $('time', li);
-  time.textContent = formatMessageTime(when);
-  time.dateTime = when || '';
-  time.title = when ? new Date(when).toLocaleString() : '';
-  const ticks = $('[data-testid="ticks"]', li);
-  if (ticks) {
-    ticks.dataset.status = s;
-    if (s === 'pending') ticks.replaceChildren(icon(CLOCK));
-    else ticks.textContent = TICK_TEXT[s];
-    ticks.setAttribute('aria-label', s === 'pending' && m.error ? 'Not sent' : TICK_LABEL[s]);
-  }
-  // Upload progress while the file goes up.
-  let prog = $('[data-testid="upload-progress"]', li);
-  if (m.progress != null) {
-    if (!prog) {
-      prog = el('progress', { 'data-testid': 'upload-progress', max: '1', 'aria-label': 'Upload progress' });
-      $('.who', li).after(prog);
-    }
-    prog.value = m.progress;
-  } else if (prog) {
-    prog.remove();
-  }
-  // A refused send or a failed upload: the reason, Retry and Remove.
-  let err = $('.msg-error', li);
-  if (m.error) {
-    if (!err) {
-      err = el('div', { class: 'msg-error', role: 'alert' }, el('span', { class: 'msg-error-text' }),
-        el('button', { type: 'button', class: 'text-btn retry', onclick: () => retrySend(chat, m) }, 'Retry'),
-        el('button', { type: 'button', class: 'text-btn remove', onclick: () => discardPending(chat, m) }, 'Remove'));
-      $('.bubble', li).append(err);
-    }
-    $('.msg-error-text', err).textContent = m.error;
-    $('.retry', err).hidden = !canRetry;
-    $('.remove', err).hidden = !!m.seq;
-  } else if (err) {
-    err.remove();
-  }
-}
-
-/** The parts of a message that edits, deletes and reactions change. */
-function renderBody(chat, li, m) {
-  const deleted = !!m.deleted_at;
-  li.classList.toggle('deleted', deleted);
-  const text = $('.text', li);
-  text.textContent = deleted ? '' : m.text || '';
-  text.hidden = deleted || !m.text;
-  $('.deleted-text', li).hidden = !deleted;
-  $('.edited', li).hidden = deleted || !m.edited_at;
-  if (deleted) $('.media-btn, .file', li)?.remove();
-  const q = $('.quote', li);
-  q.hidden = !m.reply_to;
-  if (m.reply_to) {
-    q.dataset.seq = String(m.reply_to.seq);
-    $('.quote-who', q).textContent = m.reply_to.sender_id === me.user_id ? 'You' : userName(m.reply_to.sender_id);
-    $('.quote-text', q).textContent = quoteText(m.reply_to);
-  }
-  const box = $('.reactions', li);
-  const list = deleted ? [] : m.reactions || [];
-  box.hidden = !list.length;
-  const mine = myReaction(m, me.user_id);
-  box.replaceChildren(...list.map((r) => el('button', {
-    type: 'button', class: `reaction${r.emoji === mine ? ' mine' : ''}`, 'data-testid': 'reaction', 'data-emoji': r.emoji,
-    title: (r.user_ids || []).map((u) => (u === me.user_id ? 'You' : userName(u))).join(', '),
-    'aria-label': `${r.emoji} ${r.count}: ${(r.user_ids || []).map((u) => (u === me.user_id ? 'you' : userName(u))).join(', ')}`,
-    onclick: () => react(chat, m.seq, r.emoji === mine ? null : r.emoji),
-  }, `${r.emoji} `, el('span', { class: 'count', text: String(r.count) }))));
-  const actions = $('.actions-btn', li);
-  actions.hidden = !m.seq || deleted;
-}
-
-/** The held message of `li` (by its seq), or null. */
-function messageOf(chat, li) {
-  return chat.msgs.get(Number(li.dataset.seq)) || null;
-}
-
-let actionsMenu = null;
-function closeActions() {
-  actionsMenu?.remove();
-  actionsMenu = null;
-}
-
-/** The small menu of one message: reactions, Reply, Edit, Delete. */
-function openActions(chat, li) {
-  const wasOpen = actionsMenu?.parentNode === li;
-  closeActions();
-  const m = messageOf(chat, li);
-  if (wasOpen || !m || m.deleted_at) return;
-  const mine = myReaction(m, me.user_id);
-  const item = (testid, label, fn) => el('button', { type: 'button', role: 'menuitem', 'data-testid': testid, onclick: () => { closeActions(); fn(); } }, label);
-  actionsMenu = el('div', { class: 'actions-menu', role: 'menu', 'data-testid': 'actions-menu' },
-    el('div', { class: 'react-row' }, ...QUICK_REACTIONS.map((e) => el('button', {
-      type: 'button', role: 'menuitem', class: `react-option${e === mine ? ' mine' : ''}`, 'data-testid': 'react-option', 'data-emoji': e,
-      'aria-label': e === mine ? `Remove ${e}` : `React ${e}`,
-      onclick: () => { closeActions(); react(chat, m.seq, e === mine ? null : e); },
-    }, e))),
-    item('action-reply', 'Reply', () => startCompose(chat, 'reply', m)),
-    canEdit(m, me.user_id) ? item('action-edit', 'Edit', () => startCompose(chat, 'edit', m)) : null,
-    canDelete(m, me.user_id) ? item('action-delete', 'Delete for everyone', () => deleteMessage(chat, m)) : null);
-  li.append(actionsMenu);
-  actionsMenu.querySelector('button')?.focus();
 }
 
 /** Reply to or edit `m`: the composer shows what it is doing. */
@@ -786,125 +445,6 @@ function showNotifyButton() {
   const state = notificationState();
   ui.notifyBtn.hidden = state === 'unsupported' || state === 'granted';
   ui.notifyBtn.title = state === 'denied' ? 'Notifications are blocked in this browser' : 'Turn on desktop notifications';
-}
-
-// ---------------------------------------------------------------------------
-// Media: authorised fetches as blobs, shown through object URLs
-
-function mediaUrl(url) {
-  const hit = mediaUrls.get(url);
-  if (hit) {
-    mediaUrls.delete(url); // most recently used goes last
-    mediaUrls.set(url, hit);
-    return hit.p;
-  }
-  return cacheMedia(url, api.fetchBlob(url).then((b) => URL.createObjectURL(b)));
-}
-
-function cacheMedia(url, p) {
-  const entry = { p };
-  const map = mediaUrls;
-  p.then((u) => { entry.url = u; }, () => {
-    if (map.get(url) === entry) map.delete(url); // a later render may retry
-  });
-  map.delete(url);
-  map.set(url, entry);
-  // Evict the least recently used settled entries (a pending one is awaited by an <img>).
-  if (map.size > MEDIA_CACHE) {
-    for (const [k, e] of map) {
-      if (map.size <= MEDIA_CACHE) break;
-      if (!e.url) continue;
-      map.delete(k);
-      URL.revokeObjectURL(e.url);
-    }
-  }
-  return p;
-}
-
-function revokeMedia() {
-  for (const e of mediaUrls.values()) e.p.then((u) => URL.revokeObjectURL(u), () => {});
-  mediaUrls = new Map();
-}
-
-function mediaNode(m) {
-  const media = m.media;
-  if (isImage(media)) {
-    const img = el('img', { 'data-testid': 'message-image', alt: m.text ? 'Photo' : 'Photo (no caption)' });
-    const btn = el('button', { type: 'button', class: 'media-btn', title: 'Open photo' }, img);
-    btn.addEventListener('click', () => openLightbox(m.media));
-    if (media.url) loadThumb(img, media);
-    else img.alt = `Uploading ${media.name || 'photo'}`;
-    img.addEventListener('load', () => {
-      if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
-    });
-    return btn;
-  }
-  const label = `${media.name || media.content_type || 'File'} · ${formatSize(media.size)}`;
-  const a = el('a', { class: 'file', 'data-testid': 'message-file', href: media.url || '#' },
-    icon(FILE), el('span', { text: label }));
-  a.addEventListener('click', (e) => {
-    e.preventDefault();
-    if (m.media.url) download(m.media);
-  });
-  return a;
-}
-
-/**
- * The thumbnail if it exists (it is made asynchronously, so a freshly pushed
- * message may have no thumbnail_url yet: try `<url>/thumbnail` anyway), the
- * full image only when there is no thumbnail (404).
- */
-async function loadThumb(img, media, retried = false) {
-  const conv = openKey;
-  let src;
-  try {
-    // Already held in full (my own upload, or opened in the lightbox): no download.
-    if (!media.thumbnail_url && mediaUrls.has(media.url)) src = await mediaUrl(media.url);
-    else src = await mediaUrl(media.thumbnail_url || `${media.url}/thumbnail`);
-  } catch (e) {
-    try {
-      if (!(e instanceof ApiError && e.status === 404)) throw e;
-      src = await mediaUrl(media.url);
-    } catch (e2) {
-      if (conv !== openKey) return;
-      img.alt = 'Photo unavailable';
-      // A network blip or a 5xx: one more try a little later.
-      if (!retried && !(e2 instanceof ApiError && (e2.status === 404 || e2.status === 403))) {
-        setTimeout(() => { if (conv === openKey && img.isConnected) loadThumb(img, media, true); }, 3000);
-      }
-      return;
-    }
-  }
-  if (conv !== openKey) return;
-  if (img.alt === 'Photo unavailable') img.alt = 'Photo';
-  img.src = src;
-}
-
-async function openLightbox(media) {
-  if (!media.url) return;
-  const img = $('img', ui.lightbox);
-  img.removeAttribute('src');
-  ui.lightbox.showModal();
-  try {
-    img.src = await mediaUrl(media.url);
-  } catch (e) {
-    ui.lightbox.close();
-    toast(`Could not open the photo: ${e.message}`);
-  }
-}
-
-async function download(media) {
-  try {
-    const blob = await api.fetchBlob(media.url);
-    const url = URL.createObjectURL(blob);
-    const a = el('a', { href: url, download: media.name || `${media.media_id}.${extensionFor(media.content_type)}` });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
-  } catch (e) {
-    toast(`Download failed: ${e.message}`);
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1737,7 +1277,7 @@ async function openReceiptInfo(chat, seqText) {
     const r = await api.receipts(chat.group_id, seq);
     const members = r.members.filter((m) => m.user_id !== me.user_id);
     members.forEach((m) => wantUser(m.user_id));
-    if (wantedUsers.size) await resolveUsers();
+    if (directory.wanted.size) await directory.resolve();
     list.replaceChildren(...members.map((m) => {
       const state = m.read ? 'read' : m.delivered ? 'delivered' : 'sent';
       return el('li', { class: 'receipt-member', 'data-testid': 'receipt-member', 'data-user-id': m.user_id, 'data-state': state },
@@ -1971,6 +1511,20 @@ function startSession() {
 }
 
 function init() {
+  configureMedia({
+    api, toast, openKey: () => openKey, atBottom: () => atBottom, messages: ui.messages, lightbox: ui.lightbox,
+  });
+  configureView({
+    me: () => me,
+    userName,
+    onReceiptInfo: openReceiptInfo,
+    onRetry: retrySend,
+    onDiscard: discardPending,
+    onReact: react,
+    onCompose: startCompose,
+    onDelete: deleteMessage,
+    onJump: jumpTo,
+  });
   // Static event wiring.
   ui.authForm.addEventListener('submit', onAuthSubmit);
   ui.logout.addEventListener('click', () => logout());
@@ -2015,7 +1569,7 @@ function init() {
     ui.composer.focus();
   });
   document.addEventListener('click', (e) => {
-    if (actionsMenu && !e.target.closest('.actions-menu, .actions-btn')) closeActions();
+    if (actionsOpen() && !e.target.closest('.actions-menu, .actions-btn')) closeActions();
   });
   $('.add-member', ui.membersDialog).addEventListener('submit', addMember);
   $('[data-testid="leave-group"]', ui.membersDialog).addEventListener('click', () => {
@@ -2060,7 +1614,7 @@ function init() {
   window.addEventListener('online', () => socket?.reconnectNow());
   window.addEventListener('resize', () => { if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight; });
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && actionsMenu) {
+    if (e.key === 'Escape' && actionsOpen()) {
       closeActions();
       return;
     }

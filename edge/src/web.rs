@@ -50,6 +50,26 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/prefs.js"),
     ),
     (
+        "outbox.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/outbox.js"),
+    ),
+    (
+        "media.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/media.js"),
+    ),
+    (
+        "users.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/users.js"),
+    ),
+    (
+        "message-view.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/message-view.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_bytes!("../../web/icon.svg"),
