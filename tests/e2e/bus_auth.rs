@@ -141,6 +141,32 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
         .await;
     assert_eq!(s, 201, "{g}");
     assert_eq!(b.expect("group", T).await["event"], "created");
+    // Group typing (edge → worker → inbox), a change command, presence (KV
+    // and its events) work with the roles' permissions too.
+    let gid = g["group_id"].as_str().expect("group_id");
+    a.send_json(&json!({"type":"typing","conversation_id":gid}))
+        .await;
+    assert_eq!(b.expect("typing", T).await["conversation_id"], gid);
+    let conv = ack["conversation_id"].as_str().expect("conversation");
+    a.send_json(&json!({"type":"edit","client_msg_id":"e-1","conversation_id":conv,"seq":1,"text":"edited"}))
+        .await;
+    assert_eq!(
+        b.expect("message_update", T).await["message"]["text"],
+        "edited"
+    );
+    b.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
+        .await;
+    let p = b.expect("presence", T).await;
+    assert_eq!(p["online"], true, "alice's connection was counted: {p}");
+    drop(a);
+    loop {
+        let p = b.expect("presence", T).await;
+        if p["online"] == false {
+            assert!(p["last_seen"].is_string(), "{p}");
+            break;
+        }
+    }
+    let mut a = app.ws(&alice.token).await;
 
     // An integrator reads events and may own a consumer on MSGR_IN…
     let integrator = connect_as(&app.nats, &secrets, "integrator").await;

@@ -64,6 +64,8 @@ pub struct Presence {
     watchers: Mutex<HashMap<String, Watchers>>,
     /// Other edges' heartbeats as last read: (heartbeat ms, read at).
     heartbeats: Mutex<HashMap<String, (i64, Instant)>>,
+    /// The bucket, once found (the workers create it).
+    kv: Mutex<Option<kv::Store>>,
 }
 
 fn key_of(session: &Arc<Session>) -> usize {
@@ -157,12 +159,23 @@ fn presence_frame(e: &pb::PresenceEvent) -> ServerFrame {
     }
 }
 
+/// The presence bucket (looked up once, then kept).
 async fn bucket(state: &EdgeState) -> Result<kv::Store, String> {
-    state
+    if let Some(b) = lock(&state.presence.kv).clone() {
+        return Ok(b);
+    }
+    let b = state
         .js
         .get_key_value(msgr_nats::stream::PRESENCE_BUCKET)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    *lock(&state.presence.kv) = Some(b.clone());
+    Ok(b)
+}
+
+/// Forgets the bucket after an error (it may have been re-created).
+fn forget_bucket(state: &EdgeState) {
+    *lock(&state.presence.kv) = None;
 }
 
 fn user_key(user: &str) -> String {
@@ -197,17 +210,23 @@ pub(crate) async fn run(state: EdgeState) {
             .is_err()
         {
             kv = None;
+            forget_bucket(&state);
             continue;
         }
-        let dirty: Vec<String> = lock(&presence.dirty).drain().collect();
-        for user in dirty {
+        let mut dirty: Vec<String> = lock(&presence.dirty).drain().collect();
+        while let Some(user) = dirty.pop() {
             let here = lock(&presence.counts).get(&user).copied().unwrap_or(0);
             match write(b, &state.edge_id, &user, here).await {
                 Ok(record) => publish(&state, &user, &record).await,
                 Err(e) => {
+                    // Kept for the next round (the heartbeat tick at the latest).
                     tracing::debug!(error = %e, "presence write failed; retrying");
-                    lock(&presence.dirty).insert(user);
+                    let mut again = lock(&presence.dirty);
+                    again.insert(user);
+                    again.extend(dirty.drain(..));
+                    drop(again);
                     kv = None;
+                    forget_bucket(&state);
                     break;
                 }
             }
