@@ -105,6 +105,13 @@ pub(crate) async fn delete(c: &impl GenericClient, user_id: &str) -> StoreResult
     )
     .await?;
     crate::exec(c, "DELETE FROM sessions WHERE user_id = $1", &[&user_id]).await?;
+    // Whom they blocked, and who blocked them, goes with the account.
+    crate::exec(
+        c,
+        "DELETE FROM blocks WHERE blocker_id = $1 OR blocked_id = $1",
+        &[&user_id],
+    )
+    .await?;
     // User ids are unique tokens: a direct chat's id names both members.
     crate::exec(
         c,

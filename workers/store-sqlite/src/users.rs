@@ -102,6 +102,10 @@ pub(crate) fn delete(conn: &Connection, user_id: &str) -> StoreResult<bool> {
     conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")
         .and_then(|mut st| st.execute([user_id]))
         .map_err(unavailable)?;
+    // Whom they blocked, and who blocked them, goes with the account.
+    conn.prepare_cached("DELETE FROM blocks WHERE blocker_id = ?1 OR blocked_id = ?1")
+        .and_then(|mut s| s.execute([user_id]))
+        .map_err(unavailable)?;
     // User ids are unique tokens: a direct chat's id names both members.
     conn.prepare_cached(
         "UPDATE conversations SET closed = 1

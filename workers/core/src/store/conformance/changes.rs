@@ -320,6 +320,13 @@ pub(super) async fn blocks_stop_direct_sends_both_ways_until_lifted(store: &dyn 
         one(store, direct(&b, &a, "b5", "again")).await,
         OpOutcome::Stored(_)
     ));
+    // A deleted account's blocks go with it.
+    let d = user(store, "blk").await;
+    store.block(&a.user_id, &d.user_id, 4).await.expect("block");
+    store.block(&d.user_id, &a.user_id, 5).await.expect("block");
+    assert!(store.delete_user(&d.user_id).await.expect("delete"));
+    assert!(store.blocked(&a.user_id).await.expect("list").is_empty());
+    assert!(store.blocked(&d.user_id).await.expect("list").is_empty());
 }
 
 pub(super) async fn presence_is_for_shared_chats_unless_hidden_or_blocked(store: &dyn Store) {
