@@ -62,6 +62,9 @@ pub struct Presence {
     dirty: Mutex<HashSet<String>>,
     wake: Notify,
     watchers: Mutex<HashMap<String, Watchers>>,
+    /// Whom each connection watches (by the address of its session), so a
+    /// connection leaving touches only its own entries.
+    watching: Mutex<HashMap<usize, Vec<String>>>,
     /// Other edges' heartbeats as last read: (heartbeat ms, read at).
     heartbeats: Mutex<HashMap<String, (i64, Instant)>>,
     /// The bucket, once found (the workers create it).
@@ -105,23 +108,36 @@ impl Presence {
 
     fn unwatch(&self, session: &Arc<Session>) {
         let key = key_of(session);
+        let Some(users) = lock(&self.watching).remove(&key) else {
+            return;
+        };
         let mut watchers = lock(&self.watchers);
-        watchers.retain(|_, w| {
-            w.remove(&key);
-            !w.is_empty()
-        });
+        for u in users {
+            if let Some(w) = watchers.get_mut(&u) {
+                w.remove(&key);
+                if w.is_empty() {
+                    watchers.remove(&u);
+                }
+            }
+        }
     }
 
     /// `session` now watches exactly `users`.
     fn watch(&self, session: &Arc<Session>, users: &[String]) {
         self.unwatch(session);
-        let mut watchers = lock(&self.watchers);
-        for u in users {
-            watchers
-                .entry(u.clone())
-                .or_default()
-                .insert(key_of(session), Arc::downgrade(session));
+        if users.is_empty() {
+            return;
         }
+        {
+            let mut watchers = lock(&self.watchers);
+            for u in users {
+                watchers
+                    .entry(u.clone())
+                    .or_default()
+                    .insert(key_of(session), Arc::downgrade(session));
+            }
+        }
+        lock(&self.watching).insert(key_of(session), users.to_vec());
     }
 
     /// Sends a presence event to the connections watching its user.
@@ -387,6 +403,13 @@ pub(super) async fn watch(
     session: &Arc<Session>,
     user_ids: Vec<String>,
 ) -> Result<(), super::frame::FrameError> {
+    if state.limits.read(&session.user_id).is_err() {
+        crate::limit::counted("presence");
+        return Err(super::frame::FrameError::new(
+            "rate_limited",
+            "too many presence requests",
+        ));
+    }
     let mut ids: Vec<String> = user_ids
         .into_iter()
         .filter(|u| msgr_core::id::is_user_id(u) && *u != session.user_id)
