@@ -246,7 +246,6 @@ impl EdgeApp {
             }),
         };
         tokio::spawn(crate::revoked::follow(state.clone()));
-        tokio::spawn(crate::ws::presence::follow(state.clone()));
         tokio::spawn(crate::ws::presence::run(state.clone()));
         Ok(Self {
             state,

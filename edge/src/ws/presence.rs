@@ -13,9 +13,10 @@
 //!   edge holds one and lives.
 //! - A connection watches up to 100 users (`{"type":"presence"}`), each
 //!   allowed by the workers (a shared chat, their privacy setting, no
-//!   block); it gets their state at once and every change after. Every edge
-//!   receives every presence change (one subscription): fine for a few
-//!   edges; a fleet would route them per edge.
+//!   block); it gets their state at once and every change after. An edge
+//!   subscribes to `msgr.v1.presence.<user>` only for users watched on it
+//!   (one subscription per user, shared by its watchers, dropped with the
+//!   last), so it receives only the changes someone there looks at.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -69,6 +70,21 @@ pub struct Presence {
     heartbeats: Mutex<HashMap<String, (i64, Instant)>>,
     /// The bucket, once found (the workers create it).
     kv: Mutex<Option<kv::Store>>,
+    /// Subscriptions to watched users' presence events: their pump tasks,
+    /// and whether each is subscribed yet.
+    subs: Mutex<HashMap<String, Sub>>,
+}
+
+/// One watched user's presence subscription.
+struct Sub {
+    task: tokio::task::AbortHandle,
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn key_of(session: &Arc<Session>) -> usize {
@@ -111,13 +127,32 @@ impl Presence {
         let Some(users) = lock(&self.watching).remove(&key) else {
             return;
         };
-        let mut watchers = lock(&self.watchers);
-        for u in users {
-            if let Some(w) = watchers.get_mut(&u) {
-                w.remove(&key);
-                if w.is_empty() {
-                    watchers.remove(&u);
+        let mut gone = Vec::new();
+        {
+            let mut watchers = lock(&self.watchers);
+            for u in users {
+                if let Some(w) = watchers.get_mut(&u) {
+                    w.remove(&key);
+                    if w.is_empty() {
+                        watchers.remove(&u);
+                        gone.push(u);
+                    }
                 }
+            }
+        }
+        self.drop_subs(&gone);
+    }
+
+    /// Ends the subscriptions of users nobody here watches any more.
+    fn drop_subs(&self, users: &[String]) {
+        if users.is_empty() {
+            return;
+        }
+        let watchers = lock(&self.watchers);
+        let mut subs = lock(&self.subs);
+        for u in users {
+            if !watchers.contains_key(u) {
+                subs.remove(u); // aborts its task, which unsubscribes
             }
         }
     }
@@ -162,6 +197,8 @@ impl Presence {
         });
         if w.is_empty() {
             watchers.remove(&e.user_id);
+            drop(watchers);
+            self.drop_subs(std::slice::from_ref(&e.user_id));
         }
     }
 }
@@ -370,28 +407,40 @@ async fn current(state: &EdgeState, user: &str) -> pb::PresenceEvent {
     }
 }
 
-/// Follows every presence change on the bus and passes each to the
-/// connections watching its user.
-pub(crate) async fn follow(state: EdgeState) {
-    loop {
-        match state.nats.subscribe(subject::presence("*")).await {
-            Ok(mut sub) => loop {
-                let msg = tokio::select! {
-                    () = state.shutdown.cancelled() => return,
-                    m = sub.next() => m,
-                };
-                let Some(msg) = msg else { break };
-                if let Ok(e) = pb::PresenceEvent::decode(msg.payload) {
-                    state.presence.dispatch(&e);
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "presence subscription failed"),
-        }
-        tokio::select! {
-            () = state.shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+/// Makes sure this edge follows `user`'s presence events; returns a signal
+/// that turns true once the subscription is in place.
+fn subscribe(state: &EdgeState, user: &str) -> tokio::sync::watch::Receiver<bool> {
+    let mut subs = lock(&state.presence.subs);
+    if let Some(s) = subs.get(user) {
+        return s.ready.clone();
     }
+    let (tx, ready) = tokio::sync::watch::channel(false);
+    let (st, subject) = (state.clone(), subject::presence(user));
+    let task = tokio::spawn(async move {
+        let mut sub = match st.nats.subscribe(subject).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "presence subscription failed");
+                return;
+            }
+        };
+        // The server has the interest before the first state is read.
+        let _ = st.nats.flush().await;
+        let _ = tx.send(true);
+        while let Some(msg) = sub.next().await {
+            if let Ok(e) = pb::PresenceEvent::decode(msg.payload) {
+                st.presence.dispatch(&e);
+            }
+        }
+    });
+    subs.insert(
+        user.to_owned(),
+        Sub {
+            task: task.abort_handle(),
+            ready: ready.clone(),
+        },
+    );
+    ready
 }
 
 /// # `{"type":"presence","user_ids":[…]}`
@@ -428,10 +477,17 @@ pub(super) async fn watch(
     .await
     .map_err(|_| super::frame::FrameError::new("unavailable", "presence is unavailable; retry"))?;
     state.presence.watch(session, &allowed.user_ids);
+    let ready: Vec<_> = allowed
+        .user_ids
+        .iter()
+        .map(|u| subscribe(state, u))
+        .collect();
     let state = state.clone();
     let session = Arc::clone(session);
     tokio::spawn(async move {
-        for u in &allowed.user_ids {
+        for (u, mut ready) in allowed.user_ids.iter().zip(ready) {
+            // Subscribed first, so no change after this read is missed.
+            let _ = tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await;
             let e = current(&state, u).await;
             session.post(encode(&presence_frame(&e)));
         }
