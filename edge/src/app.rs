@@ -246,7 +246,9 @@ impl EdgeApp {
             }),
         };
         tokio::spawn(crate::revoked::follow(state.clone()));
-        tokio::spawn(crate::ws::presence::run(state.clone()));
+        if state.config.presence {
+            tokio::spawn(crate::ws::presence::run(state.clone()));
+        }
         Ok(Self {
             state,
             listener,

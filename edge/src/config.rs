@@ -25,6 +25,11 @@ pub struct EdgeConfig {
     /// to every inbox: less memory per connection, but every edge receives
     /// every event; for one or two edges).
     pub inbox: crate::ws::InboxMode,
+    /// Track who is online (each user's first connection here and their
+    /// last one leaving cost a write to the KV bucket `MSGR_PRESENCE`).
+    /// Off: nobody on this edge shows as online, and presence watches get
+    /// no answers (as Synapse's `presence.enabled: false`).
+    pub presence: bool,
     /// Frames queued for one connection before it counts as slow (closed with 1013).
     pub outbox_capacity: usize,
     /// Sends of one connection awaiting their `ack` at once.
@@ -68,6 +73,7 @@ impl Default for EdgeConfig {
             bootstrap_timeout_secs: 60,
             max_connections: 19_000,
             inbox: crate::ws::InboxMode::PerUser,
+            presence: true,
             outbox_capacity: 1_024,
             max_in_flight: 1_024,
             max_in_flight_bytes: 4 * 1024 * 1024,

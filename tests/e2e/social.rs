@@ -303,3 +303,35 @@ async fn typing_in_a_group_reaches_the_other_members_only() {
         .iter()
         .all(|f| f["type"] != "typing"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_presence_turned_off_tells_nothing_and_counts_nobody() {
+    let app = TestApp::spawn_with_edge(|e| e.presence = false).await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut wa = app.ws(&alice.token).await;
+    wa.send_text_to(&bob.user_id, "hi", "hi").await;
+    wa.expect("ack", T).await;
+    let mut wb = app.ws(&bob.token).await;
+    wb.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
+        .await;
+    wb.send_json(&json!({"type":"ping"})).await;
+    let frames = wb.drain(Duration::from_millis(800)).await;
+    assert!(frames.iter().any(|f| f["type"] == "pong"), "{frames:?}");
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["type"] != "presence" && f["type"] != "error"),
+        "no presence, and no error either: {frames:?}"
+    );
+    // Nobody connected here was written to the presence bucket.
+    let nats = async_nats::connect(app.nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let kv = js
+        .get_key_value(msgr_nats::stream::PRESENCE_BUCKET)
+        .await
+        .expect("the workers made the bucket");
+    assert_eq!(
+        kv.get(format!("u.{}", alice.user_id)).await.expect("get"),
+        None
+    );
+}

@@ -452,6 +452,9 @@ pub(super) async fn watch(
     session: &Arc<Session>,
     user_ids: Vec<String>,
 ) -> Result<(), super::frame::FrameError> {
+    if !state.config.presence {
+        return Ok(()); // turned off on this edge: nothing to tell
+    }
     if state.limits.read(&session.user_id).is_err() {
         crate::limit::counted("presence");
         return Err(super::frame::FrameError::new(

@@ -338,7 +338,9 @@ pub(super) async fn run(
         }
     };
     metrics::gauge!("msgr_edge_connections").increment(1.0);
-    state.presence.connected(&session.user_id);
+    if state.config.presence {
+        state.presence.connected(&session.user_id);
+    }
     let conn_id = state.next_conn_id.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(conn_id, user = %session.user_id, "connected");
     let timeout = Duration::from_millis(state.config.slow_client_timeout_ms.max(1));
@@ -348,7 +350,9 @@ pub(super) async fn run(
     let end = serve(&state, &session, &mut rx, &mut tx, &mut obligated, timeout).await;
     // Events stop now; what is still queued is for a socket about to close.
     drop(membership);
-    state.presence.disconnected(&session);
+    if state.config.presence {
+        state.presence.disconnected(&session);
+    }
     match end {
         End::Quiet => {
             // A close echo the reader owes the peer.
