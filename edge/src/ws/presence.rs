@@ -468,6 +468,10 @@ pub(super) async fn watch(
         .collect();
     ids.sort();
     ids.dedup();
+    if ids.is_empty() {
+        state.presence.watch(session, &[]); // watching nobody now
+        return Ok(());
+    }
     let allowed: pb::PresenceAllowed = msgr_nats::rpc::call(
         &state.nats,
         subject::rpc::PRESENCE_ALLOWED,
