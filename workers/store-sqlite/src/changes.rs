@@ -221,9 +221,11 @@ pub(crate) fn changes(
         });
     };
     let hi = me.left_seq.unwrap_or(u64::MAX >> 1);
+    // `rev > 0` spelled out: a planner may use the partial index on changed
+    // messages only when the query implies its condition, whatever `after`.
     let mut rows: Vec<StoredMessage> = conn
         .prepare_cached(&format!(
-            "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.rev > ?2
+            "{MESSAGE_SELECT} WHERE m.conversation_id = ?1 AND m.rev > 0 AND m.rev > ?2
              AND m.seq > ?3 AND m.seq <= ?4{} ORDER BY m.rev, m.seq LIMIT ?5",
             windows_clause(me)
         ))?
