@@ -67,13 +67,49 @@ async fn hostile_bytes_on_the_bus_and_in_requests_neither_crash_nor_block() {
         at_ms: 1,
     }
     .encode_to_vec();
+    // Changes of message 1 (and of seqs no store can hold), and a reply to
+    // one: mutations keep them near every edge of their fields.
+    let change = |seq: u64, change| {
+        msgr_schemas::pb::v1::ChangeCommand {
+            actor_id: alice.user_id.clone(),
+            client_msg_id: format!("chg-{seq}"),
+            conversation_id: conv.clone(),
+            seq,
+            change: Some(change),
+            received_at_ms: 1,
+        }
+        .encode_to_vec()
+    };
+    use msgr_schemas::pb::v1::change_command::Change;
+    let changes = [
+        change(1, Change::EditText("edited".to_owned())),
+        change(u64::MAX, Change::ReactEmoji("👍".to_owned())),
+        change(1 << 63, Change::Delete(true)),
+        change(1, Change::ReactEmoji("🙂".to_owned())),
+    ];
+    let mut reply = msgr_schemas::pb::v1::SendCommand::decode(&send[..]).expect("send");
+    reply.reply_to_seq = Some(u64::MAX);
+    let reply = reply.encode_to_vec();
     let js = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.expect("nats"));
     let subjects = [
         msgr_nats::subject::in_send(p, &conv),
         msgr_nats::subject::in_receipt(p, &conv),
+        msgr_nats::subject::in_change(p, &conv),
         format!("msgr.v1.in.{p}.send.not-a-conversation"),
         format!("msgr.v1.in.{p}.bogus.{conv}"),
     ];
+    // Each seed as it is, then mutated at random.
+    for (subject, seed) in [
+        (msgr_nats::subject::in_send(p, &conv), &reply),
+        (msgr_nats::subject::in_change(p, &conv), &changes[1]),
+        (msgr_nats::subject::in_change(p, &conv), &changes[2]),
+    ] {
+        js.publish(subject, seed.clone().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored in the stream");
+    }
     let mut rng = Xorshift(0x2545_F491_4F6C_DD1D);
     // `just fuzz` publishes many more.
     let commands: usize = std::env::var("MSGR_FUZZ_COMMANDS")
@@ -81,7 +117,12 @@ async fn hostile_bytes_on_the_bus_and_in_requests_neither_crash_nor_block() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
     for i in 0..commands {
-        let seed = if i % 2 == 0 { &send } else { &receipt };
+        let seed = match i % 4 {
+            0 => &send,
+            1 => &receipt,
+            2 => &changes[i / 4 % changes.len()],
+            _ => &reply,
+        };
         let payload = rng.mutate(seed);
         let subject = subjects[rng.below(subjects.len())].clone();
         js.publish(subject, payload.into())
@@ -122,6 +163,11 @@ async fn hostile_bytes_on_the_bus_and_in_requests_neither_crash_nor_block() {
                 "/messages/{}/{}?after={}&limit={}",
                 bob.user_id,
                 alice.user_id,
+                rng.next(),
+                rng.next() % 1000
+            ),
+            format!(
+                "/conversations/{conv}/changes?after={}&limit={}",
                 rng.next(),
                 rng.next() % 1000
             ),

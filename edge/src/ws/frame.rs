@@ -119,7 +119,7 @@ pub(crate) fn parse(text: &[u8]) -> Result<Request, FrameError> {
 fn check_change(kind: Change, f: &ChangeFrame) -> Result<(), FrameError> {
     validate::client_msg_id(&f.client_msg_id)
         .map_err(|e| FrameError::new(e.code(), e.to_string()))?;
-    if f.seq == 0 {
+    if f.seq == 0 || i64::try_from(f.seq).is_err() {
         return Err(FrameError::new(
             "unknown_message",
             "no such message in this conversation",
@@ -143,6 +143,14 @@ fn check_change(kind: Change, f: &ChangeFrame) -> Result<(), FrameError> {
 fn check_send(f: &SendFrame) -> Result<(), FrameError> {
     validate::client_msg_id(&f.client_msg_id)
         .map_err(|e| FrameError::new(e.code(), e.to_string()))?;
+    if f.reply_to_seq
+        .is_some_and(|s| s == 0 || i64::try_from(s).is_err())
+    {
+        return Err(FrameError::new(
+            "unknown_message",
+            "no such message to reply to",
+        ));
+    }
     match (&f.to_user, &f.to_group) {
         (None, None) => {
             return Err(FrameError::new(

@@ -95,6 +95,11 @@ pub(crate) fn change(tx: &Connection, c: &MessageChange) -> rusqlite::Result<OpO
             None => Err(rusqlite::Error::QueryReturnedNoRows),
         };
     }
+    // No seq that large exists, and SQLite cannot bind it: refuse it here
+    // rather than fail the whole batch.
+    if i64::try_from(c.seq).is_err() {
+        return Ok(OpOutcome::Rejected(Rejection::UnknownMessage));
+    }
     // Only current members change anything (a former member's view is frozen).
     let actor = match member(tx, &c.conversation_id, &c.actor_id)? {
         Some(m) if m.left_seq.is_none() => m,
@@ -212,6 +217,7 @@ pub(crate) fn changes(
     limit: u32,
 ) -> rusqlite::Result<HistoryPage> {
     let limit = limit.clamp(1, 1000);
+    let after_rev = after_rev.min(i64::MAX as u64); // what SQLite can bind
     let members = all_members(conn, conv)?;
     let Some(me) = members.iter().find(|m| m.user_id == caller) else {
         return Ok(HistoryPage {

@@ -246,8 +246,9 @@ pub(crate) fn append(tx: &Connection, m: &NewMessage) -> rusqlite::Result<OpOutc
 /// The quote a reply by `sender` keeps of `seq`: it must exist, be one the
 /// sender saw, and not be deleted.
 fn quote(tx: &Connection, conv: &str, sender: &str, seq: u64) -> rusqlite::Result<Option<Quote>> {
-    // A direct chat's first message has no member rows yet: nothing to quote.
-    if !member(tx, conv, sender)?.is_some_and(|m| m.saw(seq)) {
+    // A direct chat's first message has no member rows yet: nothing to
+    // quote; and no seq beyond i64 exists (nor can SQLite bind one).
+    if i64::try_from(seq).is_err() || !member(tx, conv, sender)?.is_some_and(|m| m.saw(seq)) {
         return Ok(None);
     }
     let row: Option<(String, Option<String>, bool, Option<i64>)> = tx

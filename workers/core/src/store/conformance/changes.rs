@@ -156,6 +156,24 @@ pub(super) async fn only_the_sender_edits_text_within_the_window(store: &dyn Sto
     assert_eq!(rejected(&unknown), Rejection::UnknownMessage);
     let page = latest(store, &conv, &b).await;
     assert_eq!(page.messages[0].message.text.as_deref(), Some("fixed"));
+    // Seqs no store holds are refused like any unknown one (not a failed batch).
+    for seq in [u64::MAX, 1 << 63] {
+        let out = store
+            .apply(vec![
+                change(&a, &conv, seq, &format!("big{seq}"), ChangeKind::Delete),
+                reply(&b, &a, &format!("rbig{seq}"), "?", seq),
+            ])
+            .await
+            .expect("the batch commits");
+        assert_eq!(rejected(&out[0]), Rejection::UnknownMessage);
+        assert_eq!(rejected(&out[1]), Rejection::UnknownMessage);
+    }
+    assert!(store
+        .changes(&conv, &a.user_id, u64::MAX, 10)
+        .await
+        .expect("changes after any rev")
+        .messages
+        .is_empty());
 }
 
 pub(super) async fn a_deleted_message_loses_text_media_quotes_and_reactions(store: &dyn Store) {
