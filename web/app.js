@@ -70,6 +70,8 @@ const ui = {
   groupDialog: $('#group-dialog'),
   membersDialog: $('#members-dialog'),
   receiptDialog: $('#receipt-dialog'),
+  privacyDialog: $('#privacy-dialog'),
+  privacyBtn: $('[data-testid="privacy-button"]'),
   lightbox: $('#lightbox'),
   toast: $('#toast'),
   announcer: $('#announcer'),
@@ -431,6 +433,37 @@ async function toggleBlock() {
   }
   watchPresence();
   render({ conv: true });
+}
+
+/** The privacy dialog: presence shown to everyone I chat with, or to nobody. */
+async function openPrivacy() {
+  const box = $('[data-testid="presence-visible"]', ui.privacyDialog);
+  const errBox = $('.error', ui.privacyDialog);
+  errBox.textContent = '';
+  box.disabled = true;
+  ui.privacyDialog.showModal();
+  try {
+    box.checked = (await api.privacy()).presence === 'everyone';
+    box.disabled = false;
+  } catch (e) {
+    errBox.textContent = `Could not load your settings: ${e.message}`;
+  }
+}
+
+async function setPresenceVisible(visible) {
+  const box = $('[data-testid="presence-visible"]', ui.privacyDialog);
+  const errBox = $('.error', ui.privacyDialog);
+  box.disabled = true;
+  try {
+    box.checked = (await api.setPrivacy(visible ? 'everyone' : 'nobody')).presence === 'everyone';
+    errBox.textContent = '';
+    announce(box.checked ? 'Your presence is shown' : 'Your presence is hidden');
+  } catch (e) {
+    box.checked = !visible;
+    errBox.textContent = `Could not save: ${e.message}`;
+  } finally {
+    box.disabled = false;
+  }
 }
 
 function toggleMute() {
@@ -1558,6 +1591,8 @@ function init() {
   $('form', ui.groupDialog).addEventListener('submit', createGroup);
   ui.membersBtn.addEventListener('click', openMembers);
   ui.muteBtn.addEventListener('click', toggleMute);
+  ui.privacyBtn.addEventListener('click', openPrivacy);
+  $('[data-testid="presence-visible"]', ui.privacyDialog).addEventListener('change', (e) => setPresenceVisible(e.target.checked));
   ui.blockBtn.addEventListener('click', toggleBlock);
   ui.notifyBtn.addEventListener('click', async () => {
     const state = await askNotifications();
@@ -1576,7 +1611,7 @@ function init() {
     const chat = openChatObj();
     if (chat?.kind === 'group') removeMember(chat, me.user_id);
   });
-  for (const d of [ui.groupDialog, ui.membersDialog, ui.receiptDialog, ui.lightbox]) {
+  for (const d of [ui.groupDialog, ui.membersDialog, ui.receiptDialog, ui.privacyDialog, ui.lightbox]) {
     d.addEventListener('click', (e) => {
       // [data-close] buttons, and a click on the backdrop (outside the content).
       if (e.target.closest('[data-close]') || e.target === d) d.close();

@@ -348,6 +348,23 @@ it('presence, blocking and unblocking in a direct chat', async () => {
   await message(bob, 'are you there?').locator('.retry').click();
   await message(alice, 'are you there?').waitFor();
   await ticks(bob, 'are you there?', 'read');
+
+  // Bob watches again (reopening the chat) and sees Alice online; then
+  // Alice hides her presence in Privacy, and his header goes blank.
+  await openChat(bob, 'Club');
+  await openChat(bob, users.alice.display);
+  await bob.locator(sel('conv-sub')).filter({ hasText: 'online' }).waitFor();
+  await alice.click(sel('privacy-button'));
+  const box = alice.locator(sel('presence-visible'));
+  await alice.waitForFunction((s) => !document.querySelector(s).disabled, sel('presence-visible'));
+  assert.equal(await box.isChecked(), true, 'shown by default');
+  await box.uncheck();
+  await bob.waitForFunction((s) => !document.querySelector(s).textContent.includes('online'), sel('conv-sub'));
+  await alice.waitForFunction((s) => !document.querySelector(s).disabled, sel('presence-visible'));
+  await box.check();
+  await alice.waitForFunction((s) => !document.querySelector(s).disabled, sel('presence-visible'));
+  assert.equal(await box.isChecked(), true);
+  await alice.keyboard.press('Escape');
 });
 
 it('muted chats, day separators, the unread divider and desktop notifications', async () => {
