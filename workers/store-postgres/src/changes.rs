@@ -14,29 +14,29 @@ use crate::messages::{
 use crate::users::user_exists;
 use crate::{exec, i, query, query_opt, u};
 
-/// Puts each message's reactions on it (one query for the whole slice).
+/// Puts each message's reactions on it: one query for the whole slice, for
+/// exactly its seqs (a page of changes is scattered over the conversation).
 pub(crate) async fn fill_reactions(
     c: &impl GenericClient,
     conv: &str,
     msgs: &mut [StoredMessage],
 ) -> StoreResult<()> {
-    let (Some(lo), Some(hi)) = (
-        msgs.iter().map(|m| m.seq).min(),
-        msgs.iter().map(|m| m.seq).max(),
-    ) else {
+    if msgs.is_empty() {
         return Ok(());
-    };
+    }
+    let at: std::collections::HashMap<u64, usize> =
+        msgs.iter().enumerate().map(|(n, m)| (m.seq, n)).collect();
+    let seqs: Vec<i64> = at.keys().map(|s| i(*s)).collect();
     let rows = query(
         c,
         "SELECT seq, user_id, emoji FROM reactions
-         WHERE conversation_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq, at, user_id",
-        &[&conv, &i(lo), &i(hi)],
+         WHERE conversation_id = $1 AND seq = ANY($2) ORDER BY seq, at, user_id",
+        &[&conv, &seqs],
     )
     .await?;
     for r in rows {
-        let seq = u(r.get(0));
-        if let Some(m) = msgs.iter_mut().find(|m| m.seq == seq) {
-            m.reactions.push(Reaction {
+        if let Some(&n) = at.get(&u(r.get(0))) {
+            msgs[n].reactions.push(Reaction {
                 user_id: r.get(1),
                 emoji: r.get(2),
             });
@@ -294,9 +294,7 @@ pub(crate) async fn changes(
     let mut msgs: Vec<StoredMessage> = rows.iter().map(row_to_message).collect();
     let has_more = msgs.len() > limit as usize;
     msgs.truncate(limit as usize);
-    for m in &mut msgs {
-        fill_reactions(c, conv, std::slice::from_mut(m)).await?;
-    }
+    fill_reactions(c, conv, &mut msgs).await?;
     Ok(HistoryPage {
         messages: msgs
             .into_iter()

@@ -13,29 +13,30 @@ use crate::messages::{
 use crate::unavailable;
 use crate::users::user_exists;
 
-/// Puts each message's reactions on it (one query for the whole slice).
+/// Puts each message's reactions on it: one query for the whole slice, for
+/// exactly its seqs (a page of changes is scattered over the conversation).
 pub(crate) fn fill_reactions(
     conn: &Connection,
     conv: &str,
     msgs: &mut [StoredMessage],
 ) -> rusqlite::Result<()> {
-    let (Some(lo), Some(hi)) = (
-        msgs.iter().map(|m| m.seq).min(),
-        msgs.iter().map(|m| m.seq).max(),
-    ) else {
+    if msgs.is_empty() {
         return Ok(());
-    };
-    let mut stmt = conn.prepare_cached(
+    }
+    let at: std::collections::HashMap<u64, usize> =
+        msgs.iter().enumerate().map(|(i, m)| (m.seq, i)).collect();
+    // The seqs are integers read from the store, so inlining them is safe;
+    // not cached: the text differs from page to page.
+    let list = at.keys().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let mut stmt = conn.prepare(&format!(
         "SELECT seq, user_id, emoji FROM reactions
-         WHERE conversation_id = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq, at, user_id",
-    )?;
-    let rows = stmt.query_map(params![conv, lo, hi], |r| {
-        Ok((r.get::<_, u64>(0)?, r.get(1)?, r.get(2)?))
-    })?;
+         WHERE conversation_id = ?1 AND seq IN ({list}) ORDER BY seq, at, user_id"
+    ))?;
+    let rows = stmt.query_map([conv], |r| Ok((r.get::<_, u64>(0)?, r.get(1)?, r.get(2)?)))?;
     for row in rows {
         let (seq, user_id, emoji) = row?;
-        if let Some(m) = msgs.iter_mut().find(|m| m.seq == seq) {
-            m.reactions.push(Reaction { user_id, emoji });
+        if let Some(&i) = at.get(&seq) {
+            msgs[i].reactions.push(Reaction { user_id, emoji });
         }
     }
     Ok(())
@@ -242,9 +243,7 @@ pub(crate) fn changes(
         .collect::<rusqlite::Result<_>>()?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    for m in &mut rows {
-        fill_reactions(conn, conv, std::slice::from_mut(m))?;
-    }
+    fill_reactions(conn, conv, &mut rows)?;
     Ok(HistoryPage {
         messages: rows
             .into_iter()
