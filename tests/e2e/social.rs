@@ -27,6 +27,14 @@ async fn until_online(ws: &mut WsClient, user: &TestUser, online: bool) -> Value
     }
 }
 
+/// Whether no `kind` frame arrives before `quiet_ms` pass with nothing new.
+async fn none_of(ws: &mut WsClient, kind: &str, quiet_ms: u64) -> bool {
+    ws.drain(Duration::from_millis(quiet_ms))
+        .await
+        .iter()
+        .all(|f| f["type"] != kind)
+}
+
 async fn refused(ws: &mut WsClient, cmid: &str) -> String {
     loop {
         let e = ws.expect("error", T).await;
@@ -182,10 +190,7 @@ async fn presence_follows_connections_across_two_edges_and_respects_privacy_and_
     assert!(off["last_seen"].is_string(), "{off}");
     // The stranger was told nothing at any point.
     assert!(
-        we.drain(Duration::from_millis(300))
-            .await
-            .iter()
-            .all(|f| f["type"] != "presence"),
+        none_of(&mut we, "presence", 300).await,
         "a stranger sees no presence"
     );
 
@@ -209,10 +214,7 @@ async fn presence_follows_connections_across_two_edges_and_respects_privacy_and_
     wb.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
         .await;
     assert!(
-        wb.drain(Duration::from_millis(800))
-            .await
-            .iter()
-            .all(|f| f["type"] != "presence"),
+        none_of(&mut wb, "presence", 800).await,
         "hidden presence is not shown"
     );
     let (s, _) = app
@@ -246,10 +248,7 @@ async fn presence_follows_connections_across_two_edges_and_respects_privacy_and_
     wb.send_json(&json!({"type":"presence","user_ids":[alice.user_id]}))
         .await;
     assert!(
-        wb.drain(Duration::from_millis(800))
-            .await
-            .iter()
-            .all(|f| f["type"] != "presence"),
+        none_of(&mut wb, "presence", 800).await,
         "a blocked user sees no presence"
     );
 }
@@ -291,17 +290,10 @@ async fn typing_in_a_group_reaches_the_other_members_only() {
     we.send_json(&json!({"type":"typing","conversation_id":g}))
         .await;
     assert!(
-        wb.drain(Duration::from_millis(700))
-            .await
-            .iter()
-            .all(|f| f["type"] != "typing"),
+        none_of(&mut wb, "typing", 700).await,
         "only members' typing is relayed"
     );
-    assert!(wa
-        .drain(Duration::from_millis(100))
-        .await
-        .iter()
-        .all(|f| f["type"] != "typing"));
+    assert!(none_of(&mut wa, "typing", 100).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
