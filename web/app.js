@@ -7,36 +7,42 @@
 // helpers), outbox.js (unacknowledged sends), users.js (names), media.js
 // (media fetching and display), message-view.js (one message on screen),
 // changes.js (replies, edits, deletes, reactions, presence: the rules),
-// prefs.js (mutes, notifications).
+// prefs.js (mutes, notifications), history.js (pages, gaps, receipts),
+// frames.js (what the server pushes), actions.js (acting on messages and
+// people), groups-view.js (group dialogs). They read this module's state
+// through live bindings and change it only through its setters.
 
-import {
-  Api, ApiError, Socket, maxStatus, contiguousHigh, hasGap, isImage, previewText, formatTime, parseUsernames,
-  utf8Length,
-} from './api.js';
+import { Api, ApiError, Socket, isImage, previewText, formatTime, utf8Length } from './api.js';
 import { $, el, reconcile } from './dom.js';
 import { Outbox } from './outbox.js';
 import { Directory } from './users.js';
 import {
-  TICK_LABEL, TICK_TEXT, actionsOpen, closeActions, configure as configureView, createMessage, createSeparator,
-  updateMessage,
+  actionsOpen, closeActions, configure as configureView, createMessage, createSeparator, updateMessage,
 } from './message-view.js';
+import { cacheMedia, configure as configureMedia, mediaNode, revokeMedia } from './media.js';
+import { presenceText, quoteOf, withSeparators } from './changes.js';
+import { Mutes, askNotifications } from './prefs.js';
 import {
-  cacheMedia, configure as configureMedia, mediaNode, revokeMedia,
-} from './media.js';
+  cancelCompose, deleteMessage, jumpTo, openPrivacy, react, renderContext, sendChange, setPresenceVisible,
+  showNotifyButton, startCompose, syncChanges, toggleBlock, toggleMute, watchPresence,
+} from './actions.js';
+import { discardPending, onFrame, removeChat, retrySend } from './frames.js';
 import {
-  applyChange, presenceText, quoteOf, quoteText, withSeparators,
-} from './changes.js';
-import { Mutes, askNotifications, notificationState, notify } from './prefs.js';
+  addMember, createGroup, openMembers, openReceiptInfo, removeMember, renderMembers,
+} from './groups-view.js';
+import {
+  flushReceipts, loadInitial, loadOlder, maybeRead, queueReceipt, refreshStatuses, syncAfter,
+} from './history.js';
 
 const STORE_KEY = 'msgr.session';
 const FLASH_KEY = 'msgr.flash';
-const PAGE = 50; // history page when scrolling back
-const SYNC_PAGE = 200; // pages fetched to fill gaps
+export const PAGE = 50; // history page when scrolling back
+export const SYNC_PAGE = 200; // pages fetched to fill gaps
 const TYPING_SEND_MS = 3000;
-const TYPING_SHOW_MS = 4000;
+export const TYPING_SHOW_MS = 4000;
 const MAX_TEXT_BYTES = 65536;
 
-const ui = {
+export const ui = {
   auth: $('#auth-screen'),
   authForm: $('[data-testid="auth-form"]'),
   authError: $('[data-testid="auth-error"]'),
@@ -81,33 +87,44 @@ const ui = {
 // ---------------------------------------------------------------------------
 // State
 
-let me = null; // {user_id, username, display_name, token, expires_at}
-let socket = null;
-const api = new Api({ onUnauthorized: () => logout('Your session has expired. Please log in again.') });
+export let me = null; // {user_id, username, display_name, token, expires_at}
+export let socket = null;
+export const api = new Api({ onUnauthorized: () => logout('Your session has expired. Please log in again.') });
 
 /**
  * Chats keyed by a stable local key: `u:<peer_id>` (direct) or `g:<group_id>`.
  * A new direct chat has no conversation_id until the server names it, so the
  * key cannot be the conversation id; convIndex maps conversation ids to keys.
  */
-const chats = new Map();
-const convIndex = new Map();
-const directory = new Directory(api, () => me, () => render({ list: true, conv: true, members: true }));
-const users = directory.users; // user_id -> {user_id, username, display_name}
-const presence = new Map(); // user_id -> {online, last_seen}
-let blocked = new Set(); // user ids I block
-let mutes = null; // Mutes, once signed in
+export const chats = new Map();
+export const convIndex = new Map();
+export const directory = new Directory(api, () => me, () => render({ list: true, conv: true, members: true }));
+export const users = directory.users; // user_id -> {user_id, username, display_name}
+export const presence = new Map(); // user_id -> {online, last_seen}
+export const blocked = new Set(); // user ids I block
+/** Whom I block now (the server's list). */
+export function setBlocked(ids) {
+  blocked.clear();
+  for (const id of ids) blocked.add(id);
+}
+export let mutes = null; // Mutes, once signed in
 /** What the composer is doing besides a plain send: {kind: 'reply'|'edit', key, seq}. */
-let composing = null;
-const outbox = new Outbox( // client_msg_id -> {frame, key, media?, created_at}
+export let composing = null;
+export function setComposing(v) {
+  composing = v;
+}
+export const outbox = new Outbox( // client_msg_id -> {frame, key, media?, created_at}
   () => me?.user_id,
   (frame) => (frame.to_group ? getChat('group', frame.to_group) : getChat('direct', frame.to_user)),
 );
-let openKey = null;
+export let openKey = null;
 
 const chatNodes = new Map(); // chat key -> <li>
-const msgNodes = new Map(); // message key -> <li>, for the open conversation
-let atBottom = true;
+export const msgNodes = new Map(); // message key -> <li>, for the open conversation
+export let atBottom = true;
+export function setAtBottom(v) {
+  atBottom = v;
+}
 
 function newChat(kind, id) {
   return {
@@ -146,7 +163,7 @@ function newChat(kind, id) {
   };
 }
 
-function getChat(kind, id) {
+export function getChat(kind, id) {
   const key = `${kind === 'group' ? 'g' : 'u'}:${id}`;
   let chat = chats.get(key);
   if (!chat) {
@@ -156,17 +173,17 @@ function getChat(kind, id) {
   return chat;
 }
 
-function setConvId(chat, id) {
+export function setConvId(chat, id) {
   if (!id || chat.conversation_id === id) return;
   chat.conversation_id = id;
   convIndex.set(id, chat.key);
 }
 
-const chatByConv = (id) => chats.get(convIndex.get(id));
-const openChatObj = () => (openKey ? chats.get(openKey) : null);
-const isMine = (m) => m.sender_id === me.user_id;
+export const chatByConv = (id) => chats.get(convIndex.get(id));
+export const openChatObj = () => (openKey ? chats.get(openKey) : null);
+export const isMine = (m) => m.sender_id === me.user_id;
 
-function chatForMessage(m) {
+export function chatForMessage(m) {
   if (m.to_group) return getChat('group', m.to_group);
   return getChat('direct', isMine(m) ? m.to_user : m.sender_id);
 }
@@ -174,12 +191,12 @@ function chatForMessage(m) {
 // ---------------------------------------------------------------------------
 // Users: names of peers, senders and members (see users.js)
 
-const wantUser = (id) => directory.want(id);
+export const wantUser = (id) => directory.want(id);
 const retryFailedUsers = () => directory.retryFailed();
-const userName = (id) => directory.name(id);
-const findUsername = (name) => directory.find(name);
+export const userName = (id) => directory.name(id);
+export const findUsername = (name) => directory.find(name);
 
-function chatTitle(chat) {
+export function chatTitle(chat) {
   if (chat.kind === 'group') return chat.group?.name || chat.title || 'Group';
   const u = users.get(chat.peer_id);
   return chat.title || (u && (u.display_name || u.username)) || userName(chat.peer_id);
@@ -191,7 +208,7 @@ function chatTitle(chat) {
 const dirty = { list: false, conv: false, members: false };
 let renderQueued = false;
 
-function render(parts) {
+export function render(parts) {
   Object.assign(dirty, parts);
   if (renderQueued) return;
   renderQueued = true;
@@ -282,10 +299,10 @@ function shownMessages(chat) {
   return held.concat(chat.pending);
 }
 
-const msgKey = (m) => (m.seq ? `m:${m.message_id}` : `p:${m.client_msg_id}`);
+export const msgKey = (m) => (m.seq ? `m:${m.message_id}` : `p:${m.client_msg_id}`);
 const itemKey = (m) => (m.sep ? m.key : msgKey(m));
 
-function renderConversation() {
+export function renderConversation() {
   const chat = openChatObj();
   ui.placeholder.hidden = !!chat;
   ui.convBody.hidden = !chat;
@@ -321,620 +338,13 @@ function renderConversation() {
   onScroll();
 }
 
-/** Reply to or edit `m`: the composer shows what it is doing. */
-function startCompose(chat, kind, m) {
-  composing = { kind, key: chat.key, seq: m.seq };
-  if (kind === 'edit') ui.composer.value = m.text || '';
-  autosize();
-  renderContext();
-  ui.composer.focus();
-}
-
-function cancelCompose() {
-  if (composing?.kind === 'edit') ui.composer.value = '';
-  composing = null;
-  autosize();
-  renderContext();
-}
-
-function renderContext() {
-  const chat = openChatObj();
-  const m = composing && chat && composing.key === chat.key ? chat.msgs.get(composing.seq) : null;
-  if (composing && (!m || m.deleted_at)) composing = null;
-  ui.context.hidden = !composing;
-  if (!composing) return;
-  ui.context.dataset.kind = composing.kind;
-  $('.ctx-title', ui.context).textContent = composing.kind === 'edit'
-    ? 'Editing'
-    : `Replying to ${isMine(m) ? 'yourself' : userName(m.sender_id)}`;
-  $('.ctx-text', ui.context).textContent = quoteText(quoteOf(m));
-}
-
-/** Sends a change frame; a refusal comes back as an error toast. */
-function sendChange(chat, frame) {
-  const f = { client_msg_id: crypto.randomUUID(), conversation_id: chat.conversation_id, ...frame };
-  if (!socket?.send(f)) toast('You are offline: try again when connected.');
-}
-
-function react(chat, seq, emoji) {
-  sendChange(chat, { type: 'react', seq, emoji });
-}
-
-function deleteMessage(chat, m) {
-  // eslint-disable-next-line no-alert
-  if (!window.confirm('Delete this message for everyone?')) return;
-  sendChange(chat, { type: 'delete', seq: m.seq });
-}
-
-/** Scrolls to a held message (a quote's original) and flashes it. */
-function jumpTo(chat, seq) {
-  const m = chat.msgs.get(seq);
-  const node = m && msgNodes.get(msgKey(m));
-  if (!node) return;
-  node.scrollIntoView({ block: 'center' });
-  node.classList.add('flash');
-  setTimeout(() => node.classList.remove('flash'), 1200);
-}
-
-/** A message changed: edited, deleted for everyone, reacted to. */
-function onUpdate(f) {
-  const m = f.message;
-  if (!m?.seq) return;
-  const chat = chatByConv(m.conversation_id);
-  if (!chat) return;
-  chat.rev = Math.max(chat.rev, m.rev || 0);
-  const held = applyChange(chat.msgs, m);
-  if (chat.last_message?.seq === m.seq) chat.last_message = held || { ...chat.last_message, ...m };
-  if (f.change === 'deleted' && composing?.key === chat.key && composing.seq === m.seq) composing = null;
-  render({ list: true, conv: chat.key === openKey });
-}
-
-/** Applies what changed in `chat` since its rev (after a reconnect). */
-async function syncChanges(chat) {
-  if (!chat.loaded || !chat.conversation_id) return;
-  try {
-    for (let i = 0; i < 20; i++) {
-      const r = await api.changes(chat.conversation_id, chat.rev);
-      for (const m of r.messages) applyChange(chat.msgs, m);
-      const last = r.messages.at(-1);
-      chat.rev = Math.max(chat.rev, last?.rev || 0, r.has_more ? 0 : r.rev || 0);
-      if (!r.has_more || !last) break;
-    }
-  } catch {
-    return; // the next reconnect tries again
-  }
-  render({ list: true, conv: chat.key === openKey });
-}
-
-/** Asks for the presence of the open direct chat's peer (again after a reconnect). */
-function watchPresence() {
-  const chat = openChatObj();
-  const ids = chat?.kind === 'direct' && !blocked.has(chat.peer_id) ? [chat.peer_id] : [];
-  socket?.send({ type: 'presence', user_ids: ids });
-}
-
-function onPresence(f) {
-  presence.set(f.user_id, { online: !!f.online, last_seen: f.last_seen });
-  const chat = openChatObj();
-  if (chat?.kind === 'direct' && chat.peer_id === f.user_id) render({ conv: true });
-}
-
-async function toggleBlock() {
-  const chat = openChatObj();
-  if (chat?.kind !== 'direct') return;
-  const was = blocked.has(chat.peer_id);
-  // eslint-disable-next-line no-alert
-  if (!was && !window.confirm(`Block ${chatTitle(chat)}? They will not be able to message you or see when you are online.`)) return;
-  try {
-    blocked = new Set(await (was ? api.unblock(chat.peer_id) : api.block(chat.peer_id)));
-    toast(was ? `${chatTitle(chat)} is unblocked.` : `${chatTitle(chat)} is blocked.`);
-  } catch (e) {
-    toast(`Could not ${was ? 'unblock' : 'block'}: ${e.message}`);
-  }
-  watchPresence();
-  render({ conv: true });
-}
-
-/** The privacy dialog: presence shown to everyone I chat with, or to nobody. */
-async function openPrivacy() {
-  const box = $('[data-testid="presence-visible"]', ui.privacyDialog);
-  const errBox = $('.error', ui.privacyDialog);
-  errBox.textContent = '';
-  box.disabled = true;
-  ui.privacyDialog.showModal();
-  try {
-    box.checked = (await api.privacy()).presence === 'everyone';
-    box.disabled = false;
-  } catch (e) {
-    errBox.textContent = `Could not load your settings: ${e.message}`;
-  }
-}
-
-async function setPresenceVisible(visible) {
-  const box = $('[data-testid="presence-visible"]', ui.privacyDialog);
-  const errBox = $('.error', ui.privacyDialog);
-  box.disabled = true;
-  try {
-    box.checked = (await api.setPrivacy(visible ? 'everyone' : 'nobody')).presence === 'everyone';
-    errBox.textContent = '';
-    announce(box.checked ? 'Your presence is shown' : 'Your presence is hidden');
-  } catch (e) {
-    box.checked = !visible;
-    errBox.textContent = `Could not save: ${e.message}`;
-  } finally {
-    box.disabled = false;
-  }
-}
-
-function toggleMute() {
-  const chat = openChatObj();
-  if (!chat || !mutes) return;
-  const now = mutes.toggle(chat.key);
-  announce(now ? 'Chat muted' : 'Chat unmuted');
-  render({ list: true, conv: true });
-}
-
-function showNotifyButton() {
-  const state = notificationState();
-  ui.notifyBtn.hidden = state === 'unsupported' || state === 'granted';
-  ui.notifyBtn.title = state === 'denied' ? 'Notifications are blocked in this browser' : 'Turn on desktop notifications';
-}
-
-// ---------------------------------------------------------------------------
-// History: initial page, older pages, gap filling
-
-function fetchHistory(chat, params) {
-  if (chat.kind === 'group') {
-    return api.group(chat.group_id, params).then((r) => {
-      applyGroup(chat, r.group);
-      if (!chat.loaded && !chat.rev) chat.rev = r.rev || 0;
-      return r;
-    });
-  }
-  return api.direct(me.user_id, chat.peer_id, params).then((r) => {
-    setConvId(chat, r.conversation_id);
-    return r;
-  }).then((r) => {
-    // The first page sets where change catch-up starts; later pages may be
-    // newer than changes not applied yet, so they never move it.
-    if (!chat.loaded && !chat.rev) chat.rev = r.rev || 0;
-    return r;
-  });
-}
-
-/** Adds messages to a chat's cache (deduplicated by seq, statuses only move forward). */
-function addMessages(chat, list) {
-  for (const m of list) {
-    if (!m || !m.seq) continue;
-    setConvId(chat, m.conversation_id);
-    const old = chat.msgs.get(m.seq);
-    if (old && (m.rev || 0) > (old.rev || 0)) {
-      applyChange(chat.msgs, m); // a page read after an edit, delete or reaction
-    } else if (old) {
-      old.status = maxStatus(old.status, m.status);
-      if (m.media?.thumbnail_url && old.media) old.media.thumbnail_url ??= m.media.thumbnail_url;
-    } else {
-      chat.msgs.set(m.seq, m);
-    }
-    chat.low = Math.min(chat.low, m.seq);
-    if (isMine(m)) {
-      // Stored already (e.g. fetched during a resync): the pending copy goes.
-      dropPending(chat, m.client_msg_id, chat.msgs.get(m.seq));
-      // In a direct chat "read"/"delivered" on one message covers all before it.
-      if (chat.kind === 'direct') {
-        if (m.status === 'read') chat.peerWm.read = Math.max(chat.peerWm.read, m.seq);
-        if (m.status === 'read' || m.status === 'delivered') chat.peerWm.delivered = Math.max(chat.peerWm.delivered, m.seq);
-      }
-    } else {
-      // The server moves a sender's read watermark to each message they send,
-      // so a reply means the peer has read everything before it.
-      if (chat.kind === 'direct') {
-        chat.peerWm.read = Math.max(chat.peerWm.read, m.seq);
-        chat.peerWm.delivered = Math.max(chat.peerWm.delivered, m.seq);
-      }
-      if (chat.typingUntil && m.sent_at) chat.typingUntil = 0;
-    }
-  }
-  chat.known = contiguousHigh(Math.max(chat.known, chat.low === Infinity ? 0 : chat.low - 1), (s) => chat.msgs.has(s));
-  const top = chat.msgs.get(chat.known);
-  if (top && top.seq >= chat.last_seq) notePreview(chat, top);
-}
-
-function notePreview(chat, m) {
-  chat.last_seq = m.seq;
-  chat.last_message = m;
-  if (m.sent_at && (!chat.updated_at || m.sent_at > chat.updated_at)) chat.updated_at = m.sent_at;
-}
-
-function loadInitial(chat) {
-  if (chat.loaded) return Promise.resolve();
-  if (chat.loading) return chat.loading;
-  chat.loading = (async () => {
-    try {
-      const r = await fetchHistory(chat, { limit: PAGE });
-      if (r.messages.length) chat.known = Math.max(chat.known, r.messages[0].seq - 1);
-      addMessages(chat, r.messages);
-      chat.hasMoreBefore = !!r.has_more;
-      chat.loaded = true;
-      chat.statusStale = false; // statuses just came with the page
-      // Messages pushed while this page was on its way may sit beyond a hole.
-      if (hasGap(chat.known, Math.max(0, ...chat.msgs.keys()))) syncAfter(chat);
-      if (chat.known > chat.sentWm.delivered) queueReceipt(chat, 'delivered', chat.known);
-    } catch (e) {
-      if (!(e instanceof ApiError && e.status === 401)) toast(`Could not load messages: ${e.message}`);
-    } finally {
-      chat.loading = null;
-    }
-    render({ conv: true, list: true });
-    // Fill the viewport so that scrolling up is possible at all.
-    queueMicrotask(() => queueMicrotask(() => fillViewport(chat)));
-  })();
-  return chat.loading;
-}
-
-async function fillViewport(chat) {
-  const box = ui.messages;
-  if (chat.key === openKey && chat.hasMoreBefore && box.scrollHeight <= box.clientHeight + 50) {
-    const low = chat.low;
-    await loadOlder(chat);
-    if (chat.low < low) fillViewport(chat); // stop on errors instead of looping
-  }
-}
-
-/** One page older than the lowest seq held, keeping the scroll position. */
-async function loadOlder(chat) {
-  if (!chat.loaded || !chat.hasMoreBefore || chat.loadingOlder) return;
-  chat.loadingOlder = true;
-  try {
-    const r = await fetchHistory(chat, { before: chat.low, limit: PAGE });
-    const box = ui.messages;
-    const fromBottom = box.scrollHeight - box.scrollTop;
-    addMessages(chat, r.messages);
-    chat.hasMoreBefore = !!r.has_more && r.messages.length > 0;
-    if (chat.key === openKey) {
-      const wasAtBottom = atBottom;
-      atBottom = false; // render synchronously, then restore the position
-      renderConversation();
-      box.scrollTop = wasAtBottom ? box.scrollHeight : box.scrollHeight - fromBottom;
-      onScroll();
-    }
-  } catch (e) {
-    toast(`Could not load older messages: ${e.message}`);
-  } finally {
-    chat.loadingOlder = false;
-  }
-}
-
-/** Fetches `after=<known>` until nothing is missing (gap filling, catch-up). */
-async function syncAfter(chat) {
-  if (!chat.loaded) return;
-  if (chat.syncing) {
-    chat.resync = true; // run once more when the current pass ends
-    return;
-  }
-  chat.syncing = true;
-  try {
-    do {
-      chat.resync = false;
-      for (;;) {
-        const before = chat.known;
-        const r = await fetchHistory(chat, { after: chat.known, limit: SYNC_PAGE });
-        // The page starts above known+1: the seqs in between are invisible to
-        // me (sent while I was not a member) and never will be — step over
-        // them instead of asking for them forever.
-        const first = r.messages.find((m) => m?.seq)?.seq;
-        if (first && first > chat.known + 1) chat.known = first - 1;
-        addMessages(chat, r.messages);
-        if (!r.has_more || chat.known === before) break;
-      }
-    } while (chat.resync);
-  } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) toast(`Could not sync: ${e.message}`);
-  } finally {
-    chat.syncing = false;
-  }
-  queueReceipt(chat, 'delivered', chat.known);
-  render({ conv: true, list: true });
-  maybeRead();
-}
-
-/**
- * Refreshes the `status` of my messages that are not read yet (groups: after a
- * receipt frame; any chat: after a reconnect, when receipts may have been missed).
- */
-function refreshStatuses(chat, delay = 400) {
-  clearTimeout(chat.statusTimer);
-  chat.statusTimer = setTimeout(async () => {
-    // Only the latest page: an old message someone never reads must not make
-    // every receipt in a busy group re-download a long stretch of history.
-    const floor = Math.max(0, chat.known - SYNC_PAGE);
-    const open = [...chat.msgs.values()].filter((m) => isMine(m) && m.status !== 'read' && m.seq > floor).map((m) => m.seq);
-    if (!open.length || !chat.loaded) return;
-    try {
-      addMessages(chat, (await fetchHistory(chat, { after: Math.min(...open) - 1, limit: SYNC_PAGE })).messages);
-    } catch {
-      return; // next receipt or reconnect tries again
-    }
-    render({ conv: true });
-  }, delay);
-}
-
-// ---------------------------------------------------------------------------
-// Receipts
-
-const receiptQueue = new Map(); // `${key}|${status}` -> {chat, status, seq}
-let receiptTimer = null;
-
-/** Coalesces watermark receipts (many messages in a burst → one frame). */
-function queueReceipt(chat, status, seq) {
-  if (!chat.conversation_id || !seq || seq <= chat.sentWm[status]) return;
-  const k = `${chat.key}|${status}`;
-  const q = receiptQueue.get(k);
-  if (!q || q.seq < seq) receiptQueue.set(k, { chat, status, seq });
-  receiptTimer ??= setTimeout(flushReceipts, 100);
-}
-
-function flushReceipts() {
-  clearTimeout(receiptTimer);
-  receiptTimer = null;
-  for (const [k, { chat, status, seq }] of [...receiptQueue]) {
-    if (seq <= chat.sentWm[status] || chats.get(chat.key) !== chat) {
-      receiptQueue.delete(k);
-      continue;
-    }
-    const ok = socket?.send({ type: 'receipt', conversation_id: chat.conversation_id, status, up_to_seq: seq });
-    // Unsent (offline): stays queued until the socket opens again.
-    if (!ok) continue;
-    chat.sentWm[status] = seq;
-    receiptQueue.delete(k);
-  }
-}
-
-/** The open conversation is being read: visible tab, scrolled to the bottom. */
-function isReading(chat) {
-  return chat && chat.key === openKey && chat.loaded && document.visibilityState === 'visible' && atBottom;
-}
-
-function maybeRead() {
-  const chat = openChatObj();
-  if (!isReading(chat)) return;
-  const top = chat.known;
-  if (top > chat.sentWm.read) queueReceipt(chat, 'read', top);
-  if (chat.unread_count) {
-    chat.unread_count = Math.max(0, chat.last_seq - top);
-    render({ list: true });
-  }
-}
-
-// ---------------------------------------------------------------------------
-// WebSocket frames
-
-function onFrame(f) {
-  switch (f.type) {
-    case 'ack': return onAck(f);
-    case 'message': return onMessage(f.message);
-    case 'receipt': return onReceipt(f);
-    case 'typing': return onTyping(f);
-    case 'error': return onErrorFrame(f);
-    case 'group': return onGroupEvent(f);
-    case 'message_update': return onUpdate(f);
-    case 'presence': return onPresence(f);
-    default: return undefined; // pong, presence, future frame types
-  }
-}
-
-let listRefreshTimer = null;
-function refreshChatListSoon() {
-  clearTimeout(listRefreshTimer);
-  listRefreshTimer = setTimeout(refreshChatList, 300);
-}
-
-function onMessage(m) {
-  if (!m || !m.seq) return;
-  const chat = chatForMessage(m);
-  setConvId(chat, m.conversation_id);
-  const mine = isMine(m);
-  if (mine) outbox.delete(m.client_msg_id);
-  const isNew = m.seq > chat.last_seq;
-  // Not just the next one: something in between is missing from the list
-  // (unread count, preview, and for a new chat its title) — ask the server.
-  if (hasGap(chat.last_seq, m.seq) || !chat.listed) refreshChatListSoon();
-  if (chat.loaded || chat.loading || chat.key === openKey) {
-    addMessages(chat, [m]);
-    if (chat.loaded && hasGap(chat.known, m.seq)) syncAfter(chat);
-  } else {
-    dropPending(chat, m.client_msg_id, m);
-  }
-  if (isNew) {
-    notePreview(chat, m);
-    if (mine) chat.unread_count = 0; // sending moves my read watermark
-    else if (!isReading(chat)) chat.unread_count += 1;
-  }
-  if (!mine) {
-    chat.typingUntil = 0;
-    // Delivered up to the highest seq received (loaded chats: without holes).
-    queueReceipt(chat, 'delivered', chat.loaded ? chat.known : m.seq);
-    announce(`${chat.kind === 'group' ? `${userName(m.sender_id)} in ${chatTitle(chat)}` : userName(m.sender_id)}: ${previewText(m)}`);
-    if (isNew && !mutes?.has(chat.key)) {
-      notify(chat.kind === 'group' ? `${userName(m.sender_id)} in ${chatTitle(chat)}` : userName(m.sender_id), previewText(m), chat.key, () => openChat(chat.key));
-    }
-  }
-  render({ list: true, conv: chat.key === openKey });
-  maybeRead();
-}
-
-function onAck(f) {
-  const entry = outbox.get(f.client_msg_id);
-  outbox.delete(f.client_msg_id);
-  const chat = entry ? chats.get(entry.key) : chatByConv(f.conversation_id);
-  if (!chat) return;
-  setConvId(chat, f.conversation_id);
-  const p = chat.pending.find((x) => x.client_msg_id === f.client_msg_id);
-  const m = {
-    message_id: f.message_id, client_msg_id: f.client_msg_id, conversation_id: f.conversation_id,
-    seq: f.seq, sender_id: me.user_id, sent_at: f.sent_at, status: 'sent',
-    ...(chat.kind === 'group' ? { to_group: chat.group_id } : { to_user: chat.peer_id }),
-  };
-  if (p?.text) m.text = p.text;
-  if (p?.media) m.media = { ...p.media };
-  if (p?.reply_to) m.reply_to = p.reply_to;
-  chat.sentWm.read = Math.max(chat.sentWm.read, f.seq); // the server moved it for us
-  if (chat.loaded || chat.loading || chat.key === openKey) {
-    addMessages(chat, [m]); // also drops the pending copy, reusing its DOM node
-    if (chat.loaded && hasGap(chat.known, f.seq)) syncAfter(chat);
-  } else {
-    dropPending(chat, f.client_msg_id, m);
-  }
-  if (f.seq > chat.last_seq) notePreview(chat, chat.msgs.get(f.seq) || m);
-  // Sending moved my read watermark to this seq: only what came after it is unread.
-  chat.unread_count = Math.max(0, Math.min(chat.unread_count, chat.last_seq - f.seq));
-  render({ list: true, conv: chat.key === openKey });
-}
-
-/** Removes a pending message; its DOM node is re-keyed to the stored message. */
-function dropPending(chat, cmid, stored) {
-  if (!cmid) return;
-  const i = chat.pending.findIndex((x) => x.client_msg_id === cmid);
-  if (i < 0) return;
-  const [p] = chat.pending.splice(i, 1);
-  outbox.delete(cmid);
-  if (stored && p.media && stored.media && !stored.media.name) stored.media.name = p.media.name;
-  const node = msgNodes.get(`p:${cmid}`);
-  if (node && chat.key === openKey && stored?.message_id) {
-    msgNodes.delete(`p:${cmid}`);
-    const key = `m:${stored.message_id}`;
-    if (msgNodes.has(key)) node.remove(); // the stored copy is on screen already
-    else msgNodes.set(key, node);
-  }
-}
-
-function onReceipt(f) {
-  const chat = chatByConv(f.conversation_id);
-  if (!chat) return;
-  if (f.user_id === me.user_id) {
-    // One of my other devices: keep this one's watermarks and badge in step.
-    chat.sentWm[f.status] = Math.max(chat.sentWm[f.status], f.up_to_seq);
-    if (f.status === 'read') {
-      chat.unread_count = Math.max(0, Math.min(chat.unread_count, chat.last_seq - f.up_to_seq));
-      render({ list: true });
-    }
-    return;
-  }
-  if (chat.kind === 'direct') {
-    const wm = chat.peerWm;
-    wm.delivered = Math.max(wm.delivered, f.up_to_seq);
-    if (f.status === 'read') wm.read = Math.max(wm.read, f.up_to_seq);
-    render({ conv: chat.key === openKey });
-  } else if (chat.key === openKey) {
-    // A group message is "read" once every member read it: ask the server.
-    refreshStatuses(chat);
-  } else if (chat.loaded) {
-    // Not on screen: refresh the ticks when it is opened again.
-    chat.statusStale = true;
-  }
-}
-
-function onTyping(f) {
-  const chat = chatByConv(f.conversation_id);
-  if (!chat || f.user_id === me.user_id) return;
-  chat.typingUntil = Date.now() + TYPING_SHOW_MS;
-  chat.typingUser = f.user_id;
-  render({ conv: chat.key === openKey });
-  setTimeout(() => render({ conv: true }), TYPING_SHOW_MS + 50);
-}
-
-function onErrorFrame(f) {
-  const entry = f.client_msg_id && outbox.get(f.client_msg_id);
-  if (!entry) {
-    toast(f.message || f.code || 'The server refused a request');
-    return;
-  }
-  outbox.delete(f.client_msg_id);
-  const chat = chats.get(entry.key);
-  const p = chat?.pending.find((x) => x.client_msg_id === f.client_msg_id);
-  if (p) {
-    p.error = f.message || f.code;
-    p.retry = { frame: entry.frame };
-    render({ conv: chat.key === openKey });
-  }
-}
-
-function retrySend(chat, p) {
-  if (p.file) {
-    // The upload failed: send the same file again.
-    const file = p.file;
-    p.file = null;
-    p.error = null;
-    startUpload(chat, p, file);
-    render({ conv: true });
-    return;
-  }
-  if (!p.retry) return;
-  p.error = null;
-  p.retry = null;
-  sendPending(chat, p); // the same client_msg_id; the outbox entry keeps media and created_at
-  render({ conv: true });
-}
-
-/** Gives up on a pending message that failed (refused send, failed upload). */
-function discardPending(chat, p) {
-  const i = chat.pending.indexOf(p);
-  if (i >= 0) chat.pending.splice(i, 1);
-  outbox.delete(p.client_msg_id);
-  p.file = null;
-  p.retry = null;
-  render({ list: true, conv: chat.key === openKey });
-  if (chat.key === openKey) ui.composer.focus();
-}
-
-function applyGroup(chat, g) {
-  if (!g) return;
-  chat.group = { ...chat.group, ...g };
-  chat.title = g.name || chat.title;
-  setConvId(chat, g.conversation_id); // not necessarily the group_id
-  for (const m of g.members || []) wantUser(m.user_id);
-  render({ list: true, conv: chat.key === openKey, members: true });
-}
-
-function onGroupEvent(f) {
-  const aboutMe = f.user_id === me.user_id;
-  if (aboutMe && (f.event === 'removed' || f.event === 'left')) {
-    const gone = chats.get(`g:${f.group_id}`);
-    if (gone) removeChat(gone, f.event === 'left' ? `You left “${chatTitle(gone)}”.` : `You were removed from “${chatTitle(gone)}”.`);
-    return;
-  }
-  const chat = getChat('group', f.group_id);
-  applyGroup(chat, f.group);
-  setConvId(chat, f.conversation_id);
-  if (!chat.updated_at) chat.updated_at = new Date().toISOString();
-  if (aboutMe && f.event === 'added') refreshChatListSoon(); // unread counts, last message
-  if (chat.key === openKey && !aboutMe && f.event !== 'created') {
-    const who = userName(f.user_id);
-    toast(f.event === 'added' ? `${who} joined` : f.event === 'left' ? `${who} left` : `${who} was removed`);
-  }
-  render({ list: true, conv: chat.key === openKey, members: true });
-}
-
-function removeChat(chat, message) {
-  chats.delete(chat.key);
-  convIndex.delete(chat.conversation_id);
-  for (const [k, q] of [...receiptQueue]) if (q.chat === chat) receiptQueue.delete(k);
-  if (openKey === chat.key) {
-    if (ui.membersDialog.open) ui.membersDialog.close();
-    if (ui.receiptDialog.open) ui.receiptDialog.close();
-    closeConversation({ focusSearch: true });
-  }
-  if (message) toast(message);
-  render({ list: true, conv: true });
-}
-
 // ---------------------------------------------------------------------------
 // Chat list sync
 
 let listSyncing = null;
 let listAgain = false; // asked for while a fetch was in flight: run once more after it
 
-async function refreshChatList() {
+export async function refreshChatList() {
   if (listSyncing) {
     listAgain = true;
     return listSyncing;
@@ -993,7 +403,7 @@ function mergeServerChat(c) {
 // ---------------------------------------------------------------------------
 // Opening chats
 
-function openChat(key) {
+export function openChat(key) {
   const chat = chats.get(key);
   if (!chat) return;
   if (openKey !== key) {
@@ -1004,7 +414,7 @@ function openChat(key) {
     ui.messages.replaceChildren();
     openKey = key;
     atBottom = true;
-    composing = null;
+    setComposing(null);
     closeActions();
     // The divider stays where the unread messages started while the chat is open.
     chat.firstUnread = chat.unread_count > 0 ? chat.last_seq - chat.unread_count + 1 : 0;
@@ -1030,7 +440,7 @@ function openChat(key) {
   else ui.back.focus();
 }
 
-function closeConversation({ focusSearch = false } = {}) {
+export function closeConversation({ focusSearch = false } = {}) {
   const key = openKey;
   // Keep what was typed: it is back when the chat is opened again.
   const chat = chats.get(key);
@@ -1038,7 +448,7 @@ function closeConversation({ focusSearch = false } = {}) {
   ui.composer.value = '';
   autosize();
   openKey = null;
-  composing = null;
+  setComposing(null);
   closeActions();
   revokeMedia();
   msgNodes.clear();
@@ -1078,7 +488,7 @@ function newPending(chat, fields) {
   return p;
 }
 
-function sendPending(chat, p) {
+export function sendPending(chat, p) {
   const frame = { type: 'send', client_msg_id: p.client_msg_id };
   if (chat.kind === 'group') frame.to_group = chat.group_id;
   else frame.to_user = chat.peer_id;
@@ -1099,7 +509,7 @@ function sendText() {
   }
   if (composing?.key === chat.key && composing.kind === 'edit') {
     const m = chat.msgs.get(composing.seq);
-    composing = null;
+    setComposing(null);
     ui.composer.value = '';
     autosize();
     renderContext();
@@ -1107,7 +517,7 @@ function sendText() {
     return;
   }
   const reply = composing?.key === chat.key && composing.kind === 'reply' ? chat.msgs.get(composing.seq) : null;
-  composing = null;
+  setComposing(null);
   ui.composer.value = '';
   autosize();
   sendPending(chat, newPending(chat, { text, ...(reply ? { reply_to: quoteOf(reply) } : {}) }));
@@ -1128,7 +538,7 @@ function sendFile(file) {
 }
 
 /** Uploads the file of a pending message, then sends it; on failure keeps the File for Retry. */
-function startUpload(chat, p, file) {
+export function startUpload(chat, p, file) {
   p.progress = 0;
   const repaint = () => render({ conv: chat.key === openKey });
   const up = api.upload(file, (done, total) => {
@@ -1168,160 +578,9 @@ function onComposerInput() {
   }
 }
 
-function autosize() {
+export function autosize() {
   ui.composer.style.height = 'auto';
   ui.composer.style.height = `${Math.min(ui.composer.scrollHeight, 160)}px`;
-}
-
-// ---------------------------------------------------------------------------
-// Groups: create, members, receipts
-
-async function createGroup(e) {
-  e.preventDefault();
-  const form = e.target;
-  const errBox = $('.error', form);
-  const name = form.elements.name.value.trim();
-  errBox.textContent = '';
-  if (!name) {
-    errBox.textContent = 'Give the group a name.';
-    return;
-  }
-  const submit = $('[data-testid="group-create"]', form);
-  submit.disabled = true;
-  try {
-    const names = parseUsernames(form.elements.members.value).filter((n) => n !== me.username.toLowerCase());
-    const found = await Promise.all(names.map(findUsername));
-    const g = await api.createGroup(name, found.map((u) => u.user_id));
-    const chat = getChat('group', g.group_id);
-    applyGroup(chat, g);
-    chat.updated_at ||= new Date().toISOString();
-    form.reset();
-    ui.groupDialog.close();
-    openChat(chat.key);
-  } catch (err) {
-    errBox.textContent = err.message;
-  } finally {
-    submit.disabled = false;
-  }
-}
-
-const memberNodes = new Map(); // user_id -> <li>, for the group in memberGroupKey
-let memberGroupKey = null;
-
-function renderMembers() {
-  const chat = openChatObj();
-  const list = $('.member-list', ui.membersDialog);
-  // Nodes are keyed by user_id only: another group's list starts afresh.
-  if (!chat?.group || memberGroupKey !== chat.key) {
-    list.replaceChildren();
-    memberNodes.clear();
-    memberGroupKey = chat?.group ? chat.key : null;
-    if (!chat?.group) return;
-  }
-  const members = chat.group.members || [];
-  const iAmAdmin = members.some((m) => m.user_id === me.user_id && m.role === 'admin');
-  $('.add-member', ui.membersDialog).hidden = !iAmAdmin;
-  const sorted = [...members].sort((a, b) => (a.role === b.role ? userName(a.user_id).localeCompare(userName(b.user_id)) : a.role === 'admin' ? -1 : 1));
-  reconcile(list, memberNodes, sorted, (m) => m.user_id, (m) => {
-    const li = el('li', { class: 'member', 'data-testid': 'member', 'data-user-id': m.user_id },
-      el('span', { class: 'member-name' }), el('span', { class: 'role muted' }));
-    if (m.user_id !== me.user_id) {
-      // The group is looked up at click time, not captured at first render.
-      li.append(el('button', {
-        type: 'button', class: 'text-btn danger', 'data-testid': 'remove-member',
-        onclick: () => {
-          const g = openChatObj();
-          if (g?.kind === 'group' && g.key === memberGroupKey) removeMember(g, li.dataset.userId);
-        },
-      }, 'Remove'));
-    }
-    return li;
-  }, (li, m) => {
-    const u = users.get(m.user_id);
-    $('.member-name', li).textContent = `${userName(m.user_id)}${m.user_id === me.user_id ? ' (you)' : ''}${u?.username ? ` @${u.username}` : ''}`;
-    $('.role', li).textContent = m.role === 'admin' ? 'admin' : '';
-    const rm = $('[data-testid="remove-member"]', li);
-    if (rm) {
-      rm.hidden = !iAmAdmin;
-      rm.setAttribute('aria-label', `Remove ${userName(m.user_id)}`);
-    }
-  });
-}
-
-function openMembers() {
-  const chat = openChatObj();
-  if (!chat || chat.kind !== 'group') return;
-  $('.error', ui.membersDialog).textContent = '';
-  renderMembers();
-  ui.membersDialog.showModal();
-  // Refresh from the server: membership may have changed.
-  fetchHistory(chat, { limit: 1 }).catch(() => {});
-}
-
-async function memberAction(fn) {
-  const errBox = $('.error', ui.membersDialog);
-  errBox.textContent = '';
-  try {
-    await fn();
-  } catch (e) {
-    errBox.textContent = e.message;
-  }
-}
-
-function removeMember(chat, userId) {
-  return memberAction(async () => {
-    const g = await api.removeMember(chat.group_id, userId);
-    if (userId === me.user_id) {
-      ui.membersDialog.close();
-      removeChat(chat, `You left “${chatTitle(chat)}”.`); // focus goes to the search box
-      return;
-    }
-    if (g?.members) applyGroup(chat, g);
-    else if (chat.group) chat.group.members = chat.group.members.filter((m) => m.user_id !== userId);
-    render({ members: true, conv: true });
-  });
-}
-
-function addMember(e) {
-  e.preventDefault();
-  const chat = openChatObj();
-  const input = $('[data-testid="add-member-input"]', ui.membersDialog);
-  const name = input.value.trim().replace(/^@/, '');
-  if (!chat || !name) return;
-  memberAction(async () => {
-    const u = await findUsername(name);
-    const g = await api.addMember(chat.group_id, u.user_id);
-    if (g?.members) applyGroup(chat, g);
-    else fetchHistory(chat, { limit: 1 }).catch(() => {});
-    input.value = '';
-    render({ members: true });
-  });
-}
-
-async function openReceiptInfo(chat, seqText) {
-  const seq = Number(seqText);
-  if (!seq) return; // still pending
-  const list = $('.receipt-list', ui.receiptDialog);
-  const errBox = $('.error', ui.receiptDialog);
-  list.replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
-  errBox.textContent = '';
-  if (!ui.receiptDialog.open) ui.receiptDialog.showModal();
-  try {
-    const r = await api.receipts(chat.group_id, seq);
-    const members = r.members.filter((m) => m.user_id !== me.user_id);
-    members.forEach((m) => wantUser(m.user_id));
-    if (directory.wanted.size) await directory.resolve();
-    list.replaceChildren(...members.map((m) => {
-      const state = m.read ? 'read' : m.delivered ? 'delivered' : 'sent';
-      return el('li', { class: 'receipt-member', 'data-testid': 'receipt-member', 'data-user-id': m.user_id, 'data-state': state },
-        el('span', { text: userName(m.user_id) }),
-        el('span', { class: `ticks ${state}`, 'data-status': state }, `${TICK_TEXT[state] || '–'} ${TICK_LABEL[state]}`));
-    }));
-    if (!members.length) list.replaceChildren(el('li', { class: 'muted' }, 'No other members.'));
-  } catch (e) {
-    list.replaceChildren();
-    errBox.textContent = e.message;
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1389,18 +648,18 @@ function showConn(state) {
 }
 
 let toastTimer = null;
-function toast(text) {
+export function toast(text) {
   ui.toast.textContent = text;
   ui.toast.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { ui.toast.hidden = true; }, 5000);
 }
 
-function announce(text) {
+export function announce(text) {
   ui.announcer.textContent = text;
 }
 
-function onScroll() {
+export function onScroll() {
   const box = ui.messages;
   atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   const chat = openChatObj();
@@ -1487,7 +746,7 @@ function startSession() {
   mutes = new Mutes(me.user_id);
   showNotifyButton();
   api.blocks().then((ids) => {
-    blocked = new Set(ids);
+    setBlocked(ids);
     render({ conv: true });
   }, () => {});
   outbox.restore();

@@ -70,6 +70,26 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/message-view.js"),
     ),
     (
+        "actions.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/actions.js"),
+    ),
+    (
+        "history.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/history.js"),
+    ),
+    (
+        "frames.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/frames.js"),
+    ),
+    (
+        "groups-view.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/groups-view.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_bytes!("../../web/icon.svg"),
