@@ -308,7 +308,11 @@ bench *ARGS: tools
     set -euo pipefail
     # One load generator on loopback stands in for thousands of people: no rate limits.
     export MSGR_LIMITS__ENABLED=false
-    cargo build --release -p msgr-edge -p msgr-workers -p msgr-bench --bins
+    # MSGR_BENCH_SERVER_BIN=DIR: measure the edge and worker binaries in DIR (an older
+    # build, for an interleaved A/B) with this generator.
+    bin=${MSGR_BENCH_SERVER_BIN:-./target/release}
+    if [ -n "${MSGR_BENCH_SERVER_BIN:-}" ]; then cargo build --release -p msgr-bench --bins
+    else cargo build --release -p msgr-edge -p msgr-workers -p msgr-bench --bins; fi
     # Write the build's output to disk now: the kernel flushes dirty pages 30 s after
     # they were written, and that burst stalled the store's fsync mid-run (184 ms).
     sync
@@ -338,9 +342,9 @@ bench *ARGS: tools
       store_pid=$(head -n1 "$dir/pg/postmaster.pid")
     fi
     MSGR_METRICS_LISTEN=127.0.0.1:19464 MSGR_PASSWORD_MEMORY_KIB=1024 MSGR_PASSWORD_ITERATIONS=1 \
-      RUST_LOG=warn ./target/release/msgr-worker all >"$dir/worker.log" 2>&1 & worker=$!; pids+=($worker)
+      RUST_LOG=warn "$bin/msgr-worker" all >"$dir/worker.log" 2>&1 & worker=$!; pids+=($worker)
     MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 RUST_LOG=warn \
-      ./target/release/msgr-edge >"$dir/edge.log" 2>&1 & edge=$!; pids+=($edge)
+      "$bin/msgr-edge" >"$dir/edge.log" 2>&1 & edge=$!; pids+=($edge)
     for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
     for p in $nats $worker $edge; do
       kill -0 "$p" 2>/dev/null || { echo "bench: a server exited at start:" >&2; tail -n 3 "$dir"/*.log >&2; exit 1; }
@@ -355,7 +359,7 @@ bench *ARGS: tools
     bench() { ./target/release/msgr-bench --url http://127.0.0.1:18080 $keep "$@"; }
     if [ -n "$others" ]; then
       bench --pids "edge=$edge,worker=$worker,nats=$nats${store_pid:+,postgres=$store_pid}" --workloads "$others" \
-        --metrics http://127.0.0.1:18080/metrics,http://127.0.0.1:19464/metrics
+        --metrics http://127.0.0.1:18080/metrics,http://127.0.0.1:19464/metrics --nats-monitor http://127.0.0.1:18222
     fi
     if ! tr ',' '\n' <<<"$wl" | grep -qx w4; then exit 0; fi
     merge=(); [ -n "$others" ] && merge=(--merge)
@@ -365,7 +369,7 @@ bench *ARGS: tools
     restart_edge() {
       kill "$edge"; wait "$edge" 2>/dev/null || true
       MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=$1 RUST_LOG=warn \
-        ./target/release/msgr-edge >"$dir/edge-$1.log" 2>&1 & edge=$!; pids+=($edge)
+        "$bin/msgr-edge" >"$dir/edge-$1.log" 2>&1 & edge=$!; pids+=($edge)
       for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
       echo "W4 on a fresh edge with MSGR_INBOX=$1 (pid $edge)"
     }
@@ -378,7 +382,7 @@ bench *ARGS: tools
     kill "$edge"; wait "$edge" 2>/dev/null || true
     for port in 18080 18081; do
       MSGR_LISTEN=127.0.0.1:$port MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=wildcard RUST_LOG=warn \
-        ./target/release/msgr-edge >"$dir/edge-$port.log" 2>&1 & pids+=($!)
+        "$bin/msgr-edge" >"$dir/edge-$port.log" 2>&1 & pids+=($!)
       for _ in $(seq 300); do ready http://127.0.0.1:$port/healthz && break; sleep 0.1; done
     done
     edge=${pids[-2]}; edge2=${pids[-1]}

@@ -9,15 +9,17 @@ CONF given (a copy the caller owns, e.g. data/nats/server.conf), which it
 leaves 0600 too. Run again, it reuses the passwords, so restarts keep working.
 
 The roles:
-- edge: publishes commands (msgr.v1.in.>), requests (msgr.v1.rpc.>), typing
-  (to a peer's inbox, or to the workers for a group) and presence; reads the
+- edge: publishes commands (msgr.v1.in.>, batches on msgr.v2.in.>), requests
+  (msgr.v1.rpc.>), typing (to the workers), presence and the users it holds
+  (msgr.v2.route.*, full lists to a worker's msgr.v2.routes.full.*); reads the
   command stream's messages (a lost send's lookup), watches the
   revoked-sessions bucket and keeps the presence bucket; receives inbox
-  deliveries, presence changes and replies.
+  deliveries (per user, or per edge), route-list requests, presence changes
+  and replies.
 - worker: owns JetStream (streams, consumers, buckets), answers requests,
-  fans out group typing, publishes events, deliveries and presence (a user
-  hiding theirs). It may not publish commands.
-- integrator: reads events (msgr.v1.evt.>) and may own pull consumers on
+  fans out typing, publishes events, deliveries and presence (a user hiding
+  theirs), follows the edges' routes. It may not publish commands.
+- integrator: reads events (msgr.v1.evt.>, msgr.v2.evt.>) and may own pull consumers on
   MSGR_IN; it publishes nothing onto the bus's subjects, makes no requests
   and deletes no consumers.
 """
@@ -31,6 +33,9 @@ ROLES = {
     "edge": {
         "publish": [
             "msgr.v1.in.>",
+            "msgr.v2.in.>",
+            "msgr.v2.route.*",
+            "msgr.v2.routes.full.*",
             "msgr.v1.rpc.>",
             "msgr.v1.deliver.user.*",
             "msgr.v1.typing.*",
@@ -48,7 +53,13 @@ ROLES = {
             "$JS.API.CONSUMER.DELETE.KV_MSGR_REVOKED.>",
             "$JS.FC.KV_MSGR_REVOKED.>",
         ],
-        "subscribe": ["_INBOX.>", "msgr.v1.deliver.user.*", "msgr.v1.presence.*"],
+        "subscribe": [
+            "_INBOX.>",
+            "msgr.v1.deliver.user.*",
+            "msgr.v2.deliver.edge.*",
+            "msgr.v2.routes.sync",
+            "msgr.v1.presence.*",
+        ],
     },
     "worker": {
         "publish": {
@@ -57,12 +68,21 @@ ROLES = {
                 "$KV.>",
                 "_INBOX.>",
                 "msgr.v1.evt.>",
+                "msgr.v2.evt.>",
                 "msgr.v1.deliver.>",
+                "msgr.v2.deliver.>",
+                "msgr.v2.routes.sync",
                 "msgr.v1.presence.*",
             ],
-            "deny": ["msgr.v1.in.>"],
+            "deny": ["msgr.v1.in.>", "msgr.v2.in.>"],
         },
-        "subscribe": ["_INBOX.>", "msgr.v1.rpc.>", "msgr.v1.typing.*"],
+        "subscribe": [
+            "_INBOX.>",
+            "msgr.v1.rpc.>",
+            "msgr.v1.typing.*",
+            "msgr.v2.route.*",
+            "msgr.v2.routes.full.*",
+        ],
     },
     "integrator": {
         "publish": [
@@ -77,7 +97,7 @@ ROLES = {
             "$JS.ACK.MSGR_IN.>",
             "$JS.FC.MSGR_IN.>",
         ],
-        "subscribe": ["_INBOX.>", "msgr.v1.evt.>"],
+        "subscribe": ["_INBOX.>", "msgr.v1.evt.>", "msgr.v2.evt.>"],
     },
 }
 

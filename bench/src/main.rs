@@ -79,6 +79,10 @@ struct Cli {
     /// edge's `/metrics` at `--url`.
     #[arg(long, value_delimiter = ',')]
     metrics: Vec<String>,
+    /// nats-server monitoring endpoints (`http://IP:PORT`, comma-separated):
+    /// their `/varz` message counts give the NATS operations per message.
+    #[arg(long, value_delimiter = ',')]
+    nats_monitor: Vec<String>,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -120,6 +124,55 @@ struct RatePhase {
     server: Vec<ProcUsage>,
     /// The servers' latency histograms over the phase (empty if unreadable).
     stages: Vec<Stage>,
+    /// What one message cost the servers, from the phase's start until its
+    /// stragglers were in.
+    per_message: PerMessage,
+}
+
+/// A phase's server cost divided by the messages sent in it.
+#[derive(Debug, Clone, Serialize)]
+struct PerMessage {
+    /// CPU of every measured server process (`--pids`), in µs.
+    server_cpu_us: f64,
+    /// nats-server messages in + out (`/varz`, every node given), or `None`
+    /// without `--nats-monitor`.
+    nats_ops: Option<f64>,
+    /// Bytes written to storage by every measured process.
+    disk_bytes: f64,
+}
+
+/// `in_msgs + out_msgs` summed over the nats-servers given; `None` if any
+/// cannot be read.
+async fn nats_msgs(monitors: &[String]) -> Option<u64> {
+    if monitors.is_empty() {
+        return None;
+    }
+    let mut total = 0;
+    for m in monitors {
+        let url = format!("{}/varz", m.trim_end_matches('/'));
+        let v: Value = match get_text(&url).await {
+            Ok(t) => serde_json::from_str(&t).ok()?,
+            Err(e) => {
+                eprintln!("    (no /varz from {url}: {e:#})");
+                return None;
+            }
+        };
+        total += v["in_msgs"].as_u64()? + v["out_msgs"].as_u64()?;
+    }
+    Some(total)
+}
+
+impl PerMessage {
+    fn print(&self) {
+        let ops = self
+            .nats_ops
+            .map_or_else(|| "?".to_owned(), |o| format!("{o:.2}"));
+        eprintln!(
+            "    per message: server CPU {:.0} µs, NATS ops {ops}, disk {:.2} KiB",
+            self.server_cpu_us,
+            self.disk_bytes / 1024.0
+        );
+    }
 }
 
 /// Every `*_seconds` histogram the `metrics` endpoints export, merged (the
@@ -252,8 +305,11 @@ impl Pairs {
         secs: u64,
         procs: &[(String, u32)],
         metrics: &[String],
+        nats_monitor: &[String],
     ) -> RatePhase {
         let before = scrape(metrics).await;
+        let spent_before = stats::Spent::now(procs);
+        let ops_before = nats_msgs(nats_monitor).await;
         let n = self.writers.len() as u64;
         let period = Duration::from_secs_f64(n as f64 / rate as f64);
         let start = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -296,7 +352,17 @@ impl Pairs {
         let gen_cpu = (stats::cpu_seconds(std::process::id()).unwrap_or(me) - me)
             / wall.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(5)).await;
+        let spent = stats::Spent::now(procs);
+        let ops_after = nats_msgs(nats_monitor).await;
         let stages = prom::stages(&before, &scrape(metrics).await);
+        let per = sent.max(1) as f64;
+        let per_message = PerMessage {
+            server_cpu_us: (spent.cpu_secs - spent_before.cpu_secs) * 1e6 / per,
+            nats_ops: ops_before
+                .zip(ops_after)
+                .map(|(b, a)| a.saturating_sub(b) as f64 / per),
+            disk_bytes: spent.write_bytes.saturating_sub(spent_before.write_bytes) as f64 / per,
+        };
         let take = |v: &[Samples]| -> Vec<u64> {
             v.iter()
                 .flat_map(|s| {
@@ -323,6 +389,7 @@ impl Pairs {
             generator_cpu_cores: gen_cpu,
             server,
             stages,
+            per_message,
         }
     }
 }
@@ -366,12 +433,15 @@ async fn main() -> anyhow::Result<()> {
                 let mut phases = Vec::new();
                 for (i, rate) in [500u64, 2_000].into_iter().enumerate() {
                     eprintln!("W1: {rate} msg/s for {short} s");
-                    let p = pairs.phase(i as u32, rate, short, &procs, &metrics).await;
+                    let p = pairs
+                        .phase(i as u32, rate, short, &procs, &metrics, &cli.nats_monitor)
+                        .await;
                     eprintln!(
                         "    p50 {:.2} ms  p99 {:.2} ms  lost {}",
                         p.e2e.p50_ms, p.e2e.p99_ms, p.lost
                     );
                     print_stages(&p.stages);
+                    p.per_message.print();
                     phases.push(p);
                 }
                 report.insert("w1", serde_json::to_value(&phases)?);
@@ -392,13 +462,21 @@ async fn main() -> anyhow::Result<()> {
                     }
                     eprintln!("W2: {rate} msg/s for {long} s");
                     let p = pairs
-                        .phase(100 + phases.len() as u32, rate, long, &procs, &metrics)
+                        .phase(
+                            100 + phases.len() as u32,
+                            rate,
+                            long,
+                            &procs,
+                            &metrics,
+                            &cli.nats_monitor,
+                        )
                         .await;
                     eprintln!(
                         "    p50 {:.2} ms  p99 {:.2} ms  sent {} lost {}",
                         p.e2e.p50_ms, p.e2e.p99_ms, p.sent, p.lost
                     );
                     print_stages(&p.stages);
+                    p.per_message.print();
                     // The generator itself may fall behind: judge the rate it achieved.
                     let ok = p.e2e.p99_ms <= 100.0
                         && p.lost == 0
@@ -765,12 +843,27 @@ async fn w5(addr: SocketAddr, prefix: &str) -> anyhow::Result<Value> {
 
 fn print_table(doc: &Value) {
     println!(
-        "\n{:<28} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "workload", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "lost"
+        "\n{:<28} {:>10} {:>10} {:>10} {:>10} {:>8}   per message: {:>7} {:>7} {:>9}",
+        "workload", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "lost", "CPU µs", "NATS", "disk KiB"
     );
-    let row = |name: String, s: &Value, lost: &Value| {
+    // W1/W2 steps: what one message cost the servers.
+    let cost = |p: &Value| {
+        let m = &p["per_message"];
+        if m.is_null() {
+            return String::new();
+        }
+        format!(
+            "   {:>20.0} {:>7} {:>9.2}",
+            m["server_cpu_us"].as_f64().unwrap_or(f64::NAN),
+            m["nats_ops"]
+                .as_f64()
+                .map_or_else(|| "?".to_owned(), |o| format!("{o:.2}")),
+            m["disk_bytes"].as_f64().unwrap_or(f64::NAN) / 1024.0
+        )
+    };
+    let row_with = |name: String, s: &Value, lost: &Value, extra: String| {
         println!(
-            "{:<28} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8}",
+            "{:<28} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8}{extra}",
             name,
             s["p50_ms"].as_f64().unwrap_or(0.0),
             s["p99_ms"].as_f64().unwrap_or(0.0),
@@ -779,12 +872,14 @@ fn print_table(doc: &Value) {
             lost
         );
     };
+    let row = |name: String, s: &Value, lost: &Value| row_with(name, s, lost, String::new());
     let r = &doc["results"];
     for p in r["w1"].as_array().into_iter().flatten() {
-        row(
+        row_with(
             format!("W1 {} msg/s e2e", p["offered_per_s"]),
             &p["e2e"],
             &p["lost"],
+            cost(p),
         );
         row(
             format!("W1 {} msg/s ack", p["offered_per_s"]),
@@ -793,10 +888,11 @@ fn print_table(doc: &Value) {
         );
     }
     for p in r["w2"]["steps"].as_array().into_iter().flatten() {
-        row(
+        row_with(
             format!("W2 {} msg/s e2e", p["offered_per_s"]),
             &p["e2e"],
             &p["lost"],
+            cost(p),
         );
     }
     if !r["w2"].is_null() {

@@ -78,6 +78,48 @@ fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// Bytes a process (and its live children) caused to be written to storage
+/// so far (`write_bytes` in `/proc/PID/io`: what reached the block layer,
+/// page cache writeback included).
+pub fn write_bytes_with_children(pid: u32) -> Option<u64> {
+    let own = write_bytes(pid)?;
+    let children: u64 = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| parent_of(*child) == Some(pid))
+        .filter_map(write_bytes)
+        .sum();
+    Some(own + children)
+}
+
+fn write_bytes(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What the server processes spent, all together, between two readings:
+/// CPU seconds and bytes written to storage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spent {
+    pub cpu_secs: f64,
+    pub write_bytes: u64,
+}
+
+impl Spent {
+    pub fn now(procs: &[(String, u32)]) -> Self {
+        procs.iter().fold(Self::default(), |acc, (_, pid)| Self {
+            cpu_secs: acc.cpu_secs + cpu_seconds_with_children(*pid).unwrap_or(0.0),
+            write_bytes: acc.write_bytes + write_bytes_with_children(*pid).unwrap_or(0),
+        })
+    }
+}
+
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -149,6 +191,10 @@ mod tests {
     fn this_process_has_cpu_and_memory_readings() {
         let me = std::process::id();
         assert!(cpu_seconds(me).is_some());
+        assert!(
+            write_bytes_with_children(me).is_some(),
+            "/proc/self/io readable"
+        );
         assert!(rss_kib(me).is_some_and(|r| r > 0));
     }
 }

@@ -189,6 +189,8 @@ impl EdgeApp {
             async_nats::ConnectOptions::new().subscription_capacity(match config.inbox {
                 crate::ws::InboxMode::PerUser => 1024,
                 crate::ws::InboxMode::Wildcard => 65_536,
+                // One message per batch, each carrying many events.
+                crate::ws::InboxMode::Routed => 8_192,
             });
         if let Some((user, password)) = config.nats.credentials().map_err(anyhow::Error::msg)? {
             options = options.user_and_password(user, password);
@@ -198,11 +200,15 @@ impl EdgeApp {
             .with_context(|| format!("connecting to NATS at {}", config.nats.url))?;
         let health = msgr_nats::health::Health::new();
         tokio::spawn(msgr_nats::connect::report_link(
-            link,
+            link.clone(),
             health.clone(),
             shutdown.clone(),
         ));
-        let inbox = crate::ws::Inbox::start(config.inbox, &nats)
+        let edge_id = config
+            .edge_id
+            .clone()
+            .unwrap_or_else(|| format!("edge-{}", &msgr_core::id::new_user_id()[1..9]));
+        let inbox = crate::ws::Inbox::start(config.inbox, &nats, link.clone(), &edge_id)
             .await
             .context("subscribing to inboxes")?;
         let boot = bootstrap(&nats, Duration::from_secs(config.bootstrap_timeout_secs)).await?;
@@ -217,10 +223,6 @@ impl EdgeApp {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        let edge_id = config
-            .edge_id
-            .clone()
-            .unwrap_or_else(|| format!("edge-{}", &msgr_core::id::new_user_id()[1..9]));
         msgr_core::telemetry::build_info("edge", &edge_id);
         let js = async_nats::jetstream::new(nats.clone());
         let media = msgr_core::media::open(&config.media, &config.data_dir)
@@ -234,6 +236,7 @@ impl EdgeApp {
                 config,
                 edge_id,
                 nats,
+                commands: crate::commands::Commands::start(js.clone(), boot.partitions.max(1)),
                 js,
                 verifier,
                 partitions: boot.partitions.max(1),

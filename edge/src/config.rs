@@ -20,10 +20,12 @@ pub struct EdgeConfig {
     pub bootstrap_timeout_secs: u64,
     /// Concurrent WebSocket connections this edge accepts.
     pub max_connections: usize,
-    /// How this edge subscribes to inbox subjects: `per_user` (default; NATS
-    /// sends the edge only its users' events) or `wildcard` (one subscription
-    /// to every inbox: less memory per connection, but every edge receives
-    /// every event; for one or two edges).
+    /// How events reach this edge: `routed` (default; the workers are told
+    /// who is connected here and send one message per batch to this edge's
+    /// subject), `per_user` (one subscription per connected user to
+    /// `msgr.v1.deliver.user.<user>`) or `wildcard` (one subscription to
+    /// every user inbox: every edge receives every event; for one or two
+    /// edges).
     pub inbox: crate::ws::InboxMode,
     /// Track who is online (each user's first connection here and their
     /// last one leaving cost a write to the KV bucket `MSGR_PRESENCE`).
@@ -72,7 +74,7 @@ impl Default for EdgeConfig {
             rpc_timeout_ms: 5_000,
             bootstrap_timeout_secs: 60,
             max_connections: 19_000,
-            inbox: crate::ws::InboxMode::PerUser,
+            inbox: crate::ws::InboxMode::Routed,
             presence: true,
             outbox_capacity: 1_024,
             max_in_flight: 1_024,

@@ -22,6 +22,8 @@ pub struct Inner {
     pub edge_id: String,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
+    /// Commands to the bus, batched per partition.
+    pub commands: crate::commands::Commands,
     pub verifier: TokenVerifier,
     /// Partition count of the command stream (from the bootstrap call).
     pub partitions: u32,

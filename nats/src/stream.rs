@@ -28,6 +28,37 @@ pub const REVOCATION_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Metadata key recording the partition count on the stream.
 const PARTITIONS_KEY: &str = "msgr.partitions";
 
+/// The partition count recorded on the command stream, if it exists.
+///
+/// # Errors
+/// JetStream failures other than the stream being absent.
+pub async fn existing_partitions(js: &jetstream::Context) -> Result<Option<u32>, EnsureError> {
+    let mut s = match js.get_stream(IN_STREAM).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(js_err(e)),
+    };
+    let info = s.info().await.map_err(js_err)?;
+    Ok(info
+        .config
+        .metadata
+        .get(PARTITIONS_KEY)
+        .and_then(|v| v.parse().ok()))
+}
+
+/// The command stream's subjects: single commands (v1) and batches (v2).
+fn in_subjects() -> Vec<String> {
+    vec![subject::IN_ALL.to_owned(), subject::v2::IN_ALL.to_owned()]
+}
+
 /// The durable consumer a sequencer holding `partition` under claim
 /// `epoch` pulls from: `SEQ_<p>_<epoch>`. Each new holder makes its own,
 /// starting right after the point its store records, and deletes the ones
@@ -77,7 +108,11 @@ pub fn sequencer_consumer_config(
 ) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(name.to_owned()),
-        filter_subject: subject::in_partition(partition),
+        // The partition's single commands (v1) and batches (v2), in stream order.
+        filter_subjects: vec![
+            subject::in_partition(partition),
+            subject::v2::in_partition(partition),
+        ],
         deliver_policy: if start_after == 0 {
             consumer::DeliverPolicy::All
         } else {
@@ -257,7 +292,7 @@ pub async fn ensure_all_with(
     let mut s = js
         .get_or_create_stream(stream::Config {
             name: IN_STREAM.to_owned(),
-            subjects: vec![subject::IN_ALL.to_owned()],
+            subjects: in_subjects(),
             // Interest: a command stays until every durable consumer acked it,
             // and at most `max_age`.
             retention: stream::RetentionPolicy::Interest,
@@ -274,10 +309,14 @@ pub async fn ensure_all_with(
     let mut info = s.info().await.map_err(js_err)?.clone();
     // A stream made by an earlier release (or with other limits): bring its
     // limits in line; everything else about it stays.
-    if info.config.max_age != limits.max_age || info.config.consumer_limits != consumer_limits {
+    if info.config.max_age != limits.max_age
+        || info.config.consumer_limits != consumer_limits
+        || info.config.subjects != in_subjects()
+    {
         let mut config = info.config.clone();
         config.max_age = limits.max_age;
         config.consumer_limits = consumer_limits;
+        config.subjects = in_subjects();
         info = js.update_stream(config).await.map_err(js_err)?;
     }
     if let Some(existing) = info

@@ -172,3 +172,70 @@ mod tests {
         assert_eq!(deliver_user_of("msgr.v1.stored.x"), None);
     }
 }
+
+/// Version 2 subjects: batched commands, deliveries per edge, routes.
+pub mod v2 {
+    /// Every batched command (in stream `MSGR_IN` beside the v1 ones).
+    pub const IN_ALL: &str = "msgr.v2.in.>";
+
+    /// A batch of commands of one partition (`CommandBatch`).
+    #[must_use]
+    pub fn in_batch(partition: u32) -> String {
+        format!("msgr.v2.in.{partition}.batch")
+    }
+
+    /// All batched commands of one partition (a sequencer consumer's filter).
+    #[must_use]
+    pub fn in_partition(partition: u32) -> String {
+        format!("msgr.v2.in.{partition}.>")
+    }
+
+    /// Whether `subject` is a v2 command batch.
+    #[must_use]
+    pub fn is_batch(subject: &str) -> bool {
+        subject.starts_with("msgr.v2.in.") && subject.ends_with(".batch")
+    }
+
+    /// The partition a v2 `in` subject names.
+    #[must_use]
+    pub fn partition_of(subject: &str) -> Option<u32> {
+        subject
+            .strip_prefix("msgr.v2.in.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// Everything for the users connected to one edge (`EdgeDelivery`).
+    #[must_use]
+    pub fn deliver_edge(edge_id: &str) -> String {
+        format!("msgr.v2.deliver.edge.{edge_id}")
+    }
+
+    /// An edge's route updates (`RouteUpdate`).
+    #[must_use]
+    pub fn route(edge_id: &str) -> String {
+        format!("msgr.v2.route.{edge_id}")
+    }
+
+    /// Every message one sequencer batch of `partition` stored, for
+    /// integrators (`StoredMessages`).
+    #[must_use]
+    pub fn evt_messages(partition: u32) -> String {
+        format!("msgr.v2.evt.messages.{partition}")
+    }
+
+    /// Every edge's route updates (the workers' subscription).
+    pub const ROUTE_ALL: &str = "msgr.v2.route.*";
+
+    /// Asks edges for their full route lists (`RouteSync`; each answers on
+    /// the reply subject, a worker's [`routes_full`]).
+    pub const ROUTE_SYNC: &str = "msgr.v2.routes.sync";
+
+    /// Where a worker receives the full route lists it asked for.
+    #[must_use]
+    pub fn routes_full(worker: &str) -> String {
+        format!("msgr.v2.routes.full.{worker}")
+    }
+}

@@ -171,7 +171,7 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
     // An integrator reads events and may own a consumer on MSGR_IN…
     let integrator = connect_as(&app.nats, &secrets, "integrator").await;
     let mut events = integrator
-        .subscribe("msgr.v1.evt.message.>")
+        .subscribe("msgr.v2.evt.messages.>")
         .await
         .expect("subscribe to events");
     let ijs = async_nats::jetstream::new(integrator.clone());
@@ -193,8 +193,8 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
         .await
         .expect("an event in time")
         .expect("event");
-    let stored = msgr_schemas::pb::v1::StoredMessage::decode(ev.payload).expect("StoredMessage");
-    assert_eq!(stored.client_msg_id, "ok-2");
+    let stored = msgr_schemas::pb::v1::StoredMessages::decode(ev.payload).expect("StoredMessages");
+    assert_eq!(stored.messages[0].client_msg_id, "ok-2");
 
     // …but cannot forge a command in someone's name, ask the services, or
     // push to a user's inbox.
@@ -202,7 +202,9 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
         msgr_tests::direct_send_command(&alice, &bob, "forged", "I am alice, honest");
     let subject = msgr_nats::subject::in_send(p, &conv);
     let refused = tokio::time::timeout(Duration::from_secs(2), async {
-        ijs.publish(subject.clone(), forged.into()).await?.await
+        ijs.publish(subject.clone(), forged.clone().into())
+            .await?
+            .await
     })
     .await;
     assert!(
@@ -228,6 +230,38 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
     assert!(
         publish_dropped(&integrator, &worker, "msgr.v1.rpc.account.login").await,
         "an integrator published on a service subject"
+    );
+    // Nor push to an edge, nor tell the workers where users are.
+    assert!(
+        publish_dropped(&integrator, &edge, "msgr.v2.deliver.edge.edge-x").await,
+        "an integrator pushed to an edge"
+    );
+    assert!(
+        publish_dropped(&integrator, &worker, "msgr.v2.route.edge-x").await,
+        "an integrator announced a route"
+    );
+    // Nor put a batch of commands on the bus (v2); nor may a worker.
+    let batch = msgr_schemas::pb::v1::CommandBatch {
+        commands: vec![msgr_schemas::pb::v1::Command {
+            command: Some(msgr_schemas::pb::v1::command::Command::Send(
+                msgr_schemas::pb::v1::SendCommand::decode(forged.as_slice()).expect("send"),
+            )),
+        }],
+    };
+    let batch_subject = msgr_nats::subject::v2::in_batch(p);
+    let refused = tokio::time::timeout(Duration::from_secs(2), async {
+        ijs.publish(batch_subject.clone(), batch.encode_to_vec().into())
+            .await?
+            .await
+    })
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "an integrator put a command batch on the bus"
+    );
+    assert!(
+        publish_refused(&worker, &batch_subject).await,
+        "worker: {batch_subject}"
     );
     // A worker may not put commands on the bus either; an edge may not
     // answer the services (it cannot subscribe to them).

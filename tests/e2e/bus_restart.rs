@@ -356,7 +356,7 @@ async fn lost_streams_buckets_and_consumers_are_recreated_and_health_says_why() 
     let nats = async_nats::connect(app.nats.url()).await.expect("nats");
     let js = async_nats::jetstream::new(nats);
     let conv = msgr_core::id::direct_conversation_id(&alice.user_id, &bob.user_id);
-    let p = msgr_core::id::partition_of(&conv, 16);
+    let p = msgr_core::id::partition_of(&conv, msgr_workers::config::DEFAULT_PARTITIONS);
     js.delete_key_value(msgr_nats::stream::LEASE_BUCKET)
         .await
         .expect("delete lease bucket");
@@ -444,7 +444,10 @@ async fn just_status_reads_the_live_system_and_says_when_it_is_not_healthy() {
     loop {
         let text = msgr_tests::http_get_raw(worker_addr, "/metrics", &[]).await;
         let body = String::from_utf8_lossy(&text.body).into_owned();
-        if body.contains("msgr_worker_partitions_owned 16") {
+        if body.contains(&format!(
+            "msgr_worker_partitions_owned {}",
+            msgr_workers::config::DEFAULT_PARTITIONS
+        )) {
             break;
         }
         assert!(Instant::now() < deadline, "partitions not all held");
@@ -468,7 +471,13 @@ async fn just_status_reads_the_live_system_and_says_when_it_is_not_healthy() {
     let (code, out) = blocking(|| run(nats.clone()));
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("HEALTHY"), "{out}");
-    assert!(out.contains("holds  16 partitions"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "holds {:>3} partitions",
+            msgr_workers::config::DEFAULT_PARTITIONS
+        )),
+        "{out}"
+    );
     assert!(out.contains("MSGR_IN"), "{out}");
     println!("{out}");
 

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use msgr_tests::TestApp;
+use msgr_tests::{TestApp, WsClient};
 use serde_json::json;
 
 use crate::T;
@@ -151,8 +151,8 @@ async fn wait_for_subscriptions(app: &TestApp, subject: &str, want: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_devices_on_one_edge_share_one_inbox_subscription_until_the_last_leaves() {
-    // Arrange: bob has two devices on the same edge.
-    let app = TestApp::spawn().await;
+    // Arrange: bob has two devices on the same `per_user` edge.
+    let app = TestApp::spawn_with_edge(|c| c.inbox = msgr_edge::ws::InboxMode::PerUser).await;
     let (alice, bob) = (app.user("alice").await, app.user("bob").await);
     let inbox = format!("msgr.v1.deliver.user.{}", bob.user_id);
     let mut a = app.ws(&alice.token).await;
@@ -240,4 +240,147 @@ async fn a_wildcard_edge_routes_every_inbox_with_one_subscription() {
     a.send_text_to(&bob.user_id, "w-4", "welcome back").await;
     a.expect("ack", T).await;
     assert_eq!(back.expect("message", T).await["message"]["seq"], 3);
+}
+
+/// Every `msgr.v2.deliver.edge.*` message seen, as (edge id, users named).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>>;
+
+async fn watch_edge_deliveries(app: &TestApp) -> Seen {
+    use futures_util::StreamExt as _;
+    use prost::Message as _;
+    let nats = async_nats::connect(app.nats.url()).await.expect("nats");
+    let mut sub = nats
+        .subscribe("msgr.v2.deliver.edge.*")
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+    let seen: Seen = Seen::default();
+    let out = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        let _keep = nats;
+        while let Some(m) = sub.next().await {
+            let edge = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
+            let d = msgr_schemas::pb::v1::EdgeDelivery::decode(m.payload).expect("EdgeDelivery");
+            let users = d.items.into_iter().flat_map(|i| i.users).collect();
+            out.lock().expect("lock").push((edge, users));
+        }
+    });
+    seen
+}
+
+/// Which edges were sent something for `user` (and forgets what was seen).
+fn edges_for(seen: &Seen, user: &str) -> Vec<String> {
+    let mut all = seen.lock().expect("lock");
+    let mut edges: Vec<String> = all
+        .iter()
+        .filter(|(_, users)| users.iter().any(|u| u == user))
+        .map(|(e, _)| e.clone())
+        .collect();
+    all.clear();
+    edges.sort();
+    edges.dedup();
+    edges
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_edges_get_only_their_users_events_with_one_subscription_each() {
+    // Arrange: two `routed` edges (the default); bob has a device on each,
+    // carol is on edge B only.
+    let mut app = TestApp::spawn_with_edge(|c| c.edge_id = Some("edge-a".to_owned())).await;
+    let (b_addr, _b) = app
+        .extra_edge(|c| c.edge_id = Some("edge-b".to_owned()))
+        .await;
+    let (alice, bob, carol) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("carol").await,
+    );
+    let seen = watch_edge_deliveries(&app).await;
+    let mut a = app.ws(&alice.token).await;
+    let mut phone = app.ws(&bob.token).await;
+    let ws_b = |token: String| async move {
+        WsClient::connect(b_addr, &format!("/messages/send?token={token}"), None)
+            .await
+            .expect("edge B")
+    };
+    let mut laptop = ws_b(bob.token.clone()).await;
+    let mut c = ws_b(carol.token.clone()).await;
+    assert_eq!(
+        subscriptions_on(&app, "msgr.v2.deliver.edge.edge-a").await,
+        1
+    );
+    assert_eq!(
+        subscriptions_on(&app, "msgr.v2.deliver.edge.edge-b").await,
+        1
+    );
+    let per_user = format!("msgr.v1.deliver.user.{}", bob.user_id);
+    assert_eq!(
+        subscriptions_on(&app, &per_user).await,
+        0,
+        "no per-user interest"
+    );
+
+    // Act + Assert: a message for bob goes to both edges, and to his devices.
+    a.send_text_to(&bob.user_id, "r-1", "to both edges").await;
+    assert_eq!(a.expect("ack", T).await["seq"], 1);
+    for d in [&mut phone, &mut laptop] {
+        assert_eq!(
+            d.expect("message", T).await["message"]["text"],
+            "to both edges"
+        );
+    }
+    assert_eq!(edges_for(&seen, &bob.user_id), ["edge-a", "edge-b"]);
+    assert!(
+        c.drain(std::time::Duration::from_millis(200))
+            .await
+            .is_empty(),
+        "carol gets nothing"
+    );
+
+    // A message for carol goes to edge B only (edge A holds nobody of hers).
+    a.send_text_to(&carol.user_id, "r-2", "for carol").await;
+    a.expect("ack", T).await;
+    assert_eq!(c.expect("message", T).await["message"]["text"], "for carol");
+    assert_eq!(edges_for(&seen, &carol.user_id), ["edge-b"]);
+
+    // Bob's laptop leaves edge B: his events stop going there.
+    drop(laptop);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a.send_text_to(&bob.user_id, "r-3", "phone only").await;
+    a.expect("ack", T).await;
+    assert_eq!(
+        phone.expect("message", T).await["message"]["text"],
+        "phone only"
+    );
+    assert_eq!(edges_for(&seen, &bob.user_id), ["edge-a"]);
+
+    // Back on edge B: the very next message reaches it (a connection counts
+    // as reachable once a worker has its route).
+    let mut laptop = ws_b(bob.token.clone()).await;
+    a.send_text_to(&bob.user_id, "r-4", "laptop again").await;
+    a.expect("ack", T).await;
+    assert_eq!(
+        laptop.expect("message", T).await["message"]["text"],
+        "laptop again"
+    );
+
+    // A restarted worker learns every route from the edges before it sequences.
+    app.abort_worker().await;
+    app.start_worker().await;
+    a.send_text_to(&bob.user_id, "r-5", "after the restart")
+        .await;
+    assert_eq!(a.expect("ack", T).await["seq"], 4);
+    for d in [&mut phone, &mut laptop] {
+        // The aborted worker may not have recorded how far it announced:
+        // the new one announces its last batch again (at least once; a
+        // client keeps one copy per seq).
+        loop {
+            let m = d.expect("message", T).await;
+            if m["message"]["text"] == "after the restart" {
+                break;
+            }
+            assert!(m["message"]["seq"].as_u64() < Some(4), "{m}");
+        }
+    }
+    assert_eq!(edges_for(&seen, &bob.user_id), ["edge-a", "edge-b"]);
 }

@@ -344,7 +344,7 @@ async fn a_killed_holders_partitions_are_sequencing_again_within_about_the_lease
 /// Who holds each partition's lease now (instance ids), from the bucket.
 async fn holders(kv: &async_nats::jetstream::kv::Store) -> HashMap<String, usize> {
     let mut out = HashMap::new();
-    for p in 0..16 {
+    for p in 0..msgr_workers::config::DEFAULT_PARTITIONS {
         if let Ok(Some(owner)) = kv.get(format!("seq.{p}")).await {
             *out.entry(String::from_utf8_lossy(&owner).into_owned())
                 .or_insert(0) += 1;
@@ -368,7 +368,10 @@ async fn workers_share_the_partitions_and_the_survivor_takes_them_all() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let shared = loop {
         let h = holders(&kv).await;
-        if h.len() == 2 && h.values().all(|n| *n == 8) {
+        if h.len() == 2
+            && h.values()
+                .all(|n| *n == msgr_workers::config::DEFAULT_PARTITIONS as usize / 2)
+        {
             break h;
         }
         assert!(
@@ -387,7 +390,9 @@ async fn workers_share_the_partitions_and_the_survivor_takes_them_all() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let h = holders(&kv).await;
-        if h.len() == 1 && h.values().sum::<usize>() == 16 {
+        if h.len() == 1
+            && h.values().sum::<usize>() == msgr_workers::config::DEFAULT_PARTITIONS as usize
+        {
             break;
         }
         assert!(

@@ -135,7 +135,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// The `SendCommand` an edge would publish for a direct message from
 /// `from` to `to`, as raw bytes, and its conversation id and partition (of
-/// the default 16): what a test puts on the bus by hand.
+/// the default count): what a test puts on the bus by hand.
 pub fn direct_send_command(
     from: &TestUser,
     to: &TestUser,
@@ -156,7 +156,7 @@ pub fn direct_send_command(
         received_at_ms: 1,
         reply_to_seq: None,
     };
-    let p = msgr_core::id::partition_of(&conv, 16);
+    let p = msgr_core::id::partition_of(&conv, msgr_workers::config::DEFAULT_PARTITIONS);
     (cmd.encode_to_vec(), conv, p)
 }
 

@@ -16,6 +16,24 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{StoreConfig, WorkerConfig};
 use crate::context::WorkerContext;
 
+/// The command stream's partition count, or [`crate::config::DEFAULT_PARTITIONS`]
+/// for a new stream. JetStream may still be starting: asked a few times.
+async fn resolve_partitions(js: &async_nats::jetstream::Context) -> u32 {
+    for attempt in 0..20 {
+        match msgr_nats::stream::existing_partitions(js).await {
+            Ok(Some(p)) => return p,
+            Ok(None) => return crate::config::DEFAULT_PARTITIONS,
+            Err(e) => {
+                if attempt % 5 == 0 {
+                    tracing::warn!(error = %e, "reading the command stream's partitions; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    crate::config::DEFAULT_PARTITIONS
+}
+
 /// Roles a worker process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -100,7 +118,7 @@ impl WorkerApp {
     ///
     /// # Errors
     /// Any of the above failing, with context.
-    pub async fn build(config: WorkerConfig, roles: Vec<Role>) -> anyhow::Result<Self> {
+    pub async fn build(mut config: WorkerConfig, roles: Vec<Role>) -> anyhow::Result<Self> {
         let _ = msgr_core::telemetry::prometheus();
         if argon2::Params::new(
             config.password_memory_kib,
@@ -112,8 +130,11 @@ impl WorkerApp {
         {
             anyhow::bail!("password_memory_kib / password_iterations are outside argon2's range");
         }
-        if config.partitions == 0 || config.partitions > 1024 {
-            anyhow::bail!("partitions must be 1..=1024, got {}", config.partitions);
+        if config.partitions > 1024 {
+            anyhow::bail!(
+                "partitions must be 1..=1024 (or 0: the stream's), got {}",
+                config.partitions
+            );
         }
         let roles = if roles.is_empty() || roles.contains(&Role::All) {
             vec![
@@ -186,6 +207,9 @@ impl WorkerApp {
             .map_err(|e| anyhow::anyhow!("media store: {e}"))?;
         let (nats, link) = connect_nats(&config.nats, "msgr-worker").await?;
         let js = async_nats::jetstream::new(nats.clone());
+        if config.partitions == 0 {
+            config.partitions = resolve_partitions(&js).await;
+        }
         let bus = crate::context::BusSpec {
             partitions: config.partitions,
             lease_ttl: Duration::from_millis(config.lease_ttl_ms.max(200)),
@@ -249,6 +273,7 @@ impl WorkerApp {
                 health: msgr_nats::health::Health::new(),
                 link: link.clone(),
                 bus_check: tokio::sync::Notify::new(),
+                routes: crate::deliver::Routes::default(),
             }),
             roles,
             metrics,
@@ -303,6 +328,13 @@ impl WorkerApp {
             self.link.clone(),
             shutdown.clone(),
         ));
+        // Where users are connected: asked of every edge now, so that the
+        // first batches already reach them.
+        tasks.spawn(crate::deliver::run_routes(
+            Arc::clone(&self.ctx),
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(crate::deliver::ROUTES_SETTLE).await;
         for role in &self.roles {
             let (ctx, token) = (Arc::clone(&self.ctx), shutdown.clone());
             match role {

@@ -33,6 +33,8 @@ pub struct WorkerContext {
     /// Wakes the bus keeper to check the bus now (after an error that
     /// suggests something it depends on is gone).
     pub bus_check: tokio::sync::Notify,
+    /// Which users each `routed` edge holds.
+    pub routes: crate::deliver::Routes,
 }
 
 /// The streams, consumers and lease bucket a worker depends on.

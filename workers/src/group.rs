@@ -9,10 +9,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use msgr_core::id;
 use msgr_core::store::{GroupError, GroupInfo, Page};
-use msgr_nats::subject::{self, rpc};
+use msgr_nats::subject::rpc;
 use msgr_schemas::pb::v1 as pb;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -70,21 +69,10 @@ fn refusal(e: GroupError) -> Refusal {
 
 /// Tells every member in `to` about a membership change.
 async fn announce(ctx: &WorkerContext, to: &[String], event: pb::GroupEvent) {
-    let payload = Bytes::from(
-        pb::Delivery {
-            event: Some(pb::delivery::Event::Group(event)),
-        }
-        .encode_to_vec(),
-    );
-    for u in to {
-        if let Err(e) = ctx
-            .nats
-            .publish(subject::deliver_user(u), payload.clone())
-            .await
-        {
-            tracing::warn!(error = %e, "group event publish failed");
-        }
-    }
+    let d = pb::Delivery {
+        event: Some(pb::delivery::Event::Group(event)),
+    };
+    crate::deliver::push_now(ctx, to, &d).await;
 }
 
 fn member_ids(info: &GroupInfo) -> Vec<String> {

@@ -20,6 +20,7 @@ mod balance;
 pub mod config;
 pub mod context;
 mod convert;
+pub mod deliver;
 pub mod group;
 mod keeper;
 pub mod media;

@@ -186,8 +186,8 @@ const TYPING_MEMBERS_TTL: Duration = Duration::from_secs(10);
 /// Most groups whose members are kept for typing notices.
 const TYPING_GROUPS_CACHED: usize = 4096;
 
-/// Group typing notices: checked against the group's current members and
-/// passed to the others' inboxes. Ephemeral: a notice that cannot be checked
+/// Typing notices: a group's checked against its current members, a direct
+/// chat's against its id, and passed to the other members' edges. Ephemeral: a notice that cannot be checked
 /// is dropped.
 async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut sub = ctx
@@ -205,9 +205,25 @@ async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> a
         let Ok(t) = pb::TypingEvent::decode(msg.payload) else {
             continue;
         };
-        if !msgr_core::id::is_group_id(&t.conversation_id)
-            || msg.subject.as_str() != subject::typing(&t.conversation_id)
-        {
+        if msg.subject.as_str() != subject::typing(&t.conversation_id) {
+            continue;
+        }
+        // A direct chat's two members are in its id.
+        if let Some((a, b)) = msgr_core::id::direct_members(&t.conversation_id) {
+            let peer = if t.user_id == a {
+                b
+            } else if t.user_id == b {
+                a
+            } else {
+                continue;
+            };
+            let d = pb::Delivery {
+                event: Some(pb::delivery::Event::Typing(t.clone())),
+            };
+            crate::deliver::push_now(&ctx, &[peer.to_owned()], &d).await;
+            continue;
+        }
+        if !msgr_core::id::is_group_id(&t.conversation_id) {
             continue;
         }
         let cached = cache
@@ -239,16 +255,14 @@ async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> a
         if !members.contains(&t.user_id) {
             continue;
         }
-        let payload: bytes::Bytes = pb::Delivery {
+        let d = pb::Delivery {
             event: Some(pb::delivery::Event::Typing(t.clone())),
-        }
-        .encode_to_vec()
-        .into();
-        for m in members.iter().filter(|m| **m != t.user_id) {
-            let _ = ctx
-                .nats
-                .publish(subject::deliver_user(m), payload.clone())
-                .await;
-        }
+        };
+        let others: Vec<String> = members
+            .iter()
+            .filter(|m| **m != t.user_id)
+            .cloned()
+            .collect();
+        crate::deliver::push_now(&ctx, &others, &d).await;
     }
 }

@@ -7,12 +7,9 @@
 
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
 use msgr_core::id;
-use msgr_nats::subject;
 use msgr_schemas::client::ChangeFrame;
 use msgr_schemas::pb::v1 as pb;
-use prost::Message;
 
 use super::frame::{Change, FrameError};
 use super::sending::sending_error;
@@ -75,28 +72,22 @@ pub(super) async fn change(
         change: Some(change),
         received_at_ms: msgr_core::time::now_ms(),
     };
-    let mut headers = HeaderMap::new();
-    // Its own namespace: a change may reuse a send's client_msg_id.
-    headers.insert("Nats-Msg-Id", format!("change:{me}:{cmid}").as_str());
-    let subject = subject::in_change(id::partition_of(&conv, state.partitions), &conv);
-    let published = state
-        .js
-        .publish_with_headers(subject, headers, cmd.encode_to_vec().into())
-        .await;
-    let ack = match published {
-        Ok(a) => a,
-        Err(_) => {
-            session.take_change(&cmid);
-            return Err(sending_error(
-                "unavailable",
-                "could not accept the change; retry",
-                &cmid,
-            ));
-        }
+    let partition = id::partition_of(&conv, state.partitions);
+    let Ok(ack) = state
+        .commands
+        .submit(partition, pb::command::Command::Change(cmd))
+        .await
+    else {
+        session.take_change(&cmid);
+        return Err(sending_error(
+            "unavailable",
+            "could not accept the change; retry",
+            &cmid,
+        ));
     };
     let session = Arc::clone(session);
     tokio::spawn(async move {
-        if ack.await.is_err() && session.take_change(&cmid) {
+        if !matches!(ack.await, Ok(Ok(_))) && session.take_change(&cmid) {
             session.post(error_frame(sending_error(
                 "unavailable",
                 "could not accept the change; retry with the same client_msg_id",

@@ -1,7 +1,14 @@
-//! This edge's interest in per-user inbox subjects, in one of two modes
+//! How events reach this edge's connections, in one of three modes
 //! ([`InboxMode`]):
 //!
-//! - `per_user` (default): one NATS subscription per *user* with connections
+//! - `routed` (default): one subscription per edge
+//!   (`msgr.v2.deliver.edge.<edge>`), and the workers are told which users
+//!   are connected here ([`super::routes`]): they send each edge one
+//!   message per batch with every event for its users, and nothing for
+//!   users elsewhere. A user's first connection here counts as reachable
+//!   once a worker has confirmed the route. No per-user subscription,
+//!   channel or task, and edges still scale out.
+//! - `per_user`: one NATS subscription per *user* with connections
 //!   here, not per connection. A user's devices on this edge share it; a
 //!   small pump task copies each event (a refcounted `Bytes`) into every
 //!   device's mailbox. It is made, and flushed to the server, before the
@@ -30,6 +37,7 @@ use super::session::Session;
 #[serde(rename_all = "snake_case")]
 pub enum InboxMode {
     #[default]
+    Routed,
     PerUser,
     Wildcard,
 }
@@ -44,8 +52,10 @@ type Users = Mutex<HashMap<String, Arc<UserInbox>>>;
 pub struct Inbox {
     mode: InboxMode,
     users: Arc<Users>,
-    /// `wildcard`: set when the one subscription ended; joins then fail.
+    /// `wildcard`, `routed`: set when the one subscription ended; joins then fail.
     dead: Arc<std::sync::atomic::AtomicBool>,
+    /// `routed`: tells the workers who is connected here.
+    routes: Option<Arc<super::routes::Announcer>>,
 }
 
 struct UserInbox {
@@ -87,15 +97,52 @@ impl Inbox {
     ///
     /// # Errors
     /// If the wildcard subscription cannot be made.
-    pub async fn start(mode: InboxMode, nats: &async_nats::Client) -> anyhow::Result<Self> {
+    pub async fn start(
+        mode: InboxMode,
+        nats: &async_nats::Client,
+        link: tokio::sync::watch::Receiver<msgr_nats::connect::Link>,
+        edge_id: &str,
+    ) -> anyhow::Result<Self> {
         let users = Arc::new(Users::default());
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if mode == InboxMode::Wildcard {
-            let sub = nats.subscribe(subject::DELIVER_USER_ALL).await?;
-            nats.flush().await?;
-            tokio::spawn(dispatch(Arc::clone(&users), Arc::clone(&dead), sub));
+        let mut routes = None;
+        match mode {
+            InboxMode::Wildcard => {
+                let sub = nats.subscribe(subject::DELIVER_USER_ALL).await?;
+                nats.flush().await?;
+                tokio::spawn(dispatch(Arc::clone(&users), Arc::clone(&dead), sub));
+            }
+            InboxMode::Routed => {
+                let sub = nats.subscribe(subject::v2::deliver_edge(edge_id)).await?;
+                nats.flush().await?;
+                tokio::spawn(dispatch_routed(Arc::clone(&users), Arc::clone(&dead), sub));
+                let holds = {
+                    let users = Arc::clone(&users);
+                    move |u: &str| lock(&users).contains_key(u)
+                };
+                let connected = {
+                    let users = Arc::clone(&users);
+                    move || lock(&users).keys().cloned().collect::<Vec<_>>()
+                };
+                routes = Some(
+                    super::routes::Announcer::start(
+                        nats.clone(),
+                        link,
+                        edge_id.to_owned(),
+                        Box::new(holds),
+                        Box::new(connected),
+                    )
+                    .await?,
+                );
+            }
+            InboxMode::PerUser => {}
         }
-        Ok(Self { mode, users, dead })
+        Ok(Self {
+            mode,
+            users,
+            dead,
+            routes,
+        })
     }
 
     /// Registers `session` for its user's events, subscribing if it is the
@@ -127,6 +174,17 @@ impl Inbox {
             entry: Arc::clone(&entry),
             session: Arc::clone(session),
         };
+        if let Some(routes) = &self.routes {
+            // The first connection of a user here: reachable once a worker
+            // knows the route (later ones find it known).
+            entry
+                .live
+                .get_or_try_init(|| async {
+                    routes.announce(user_id).await;
+                    Ok::<(), String>(())
+                })
+                .await?;
+        }
         if self.mode == InboxMode::PerUser {
             entry
                 .live
@@ -158,6 +216,9 @@ impl Drop for Membership<'_> {
         if sessions.is_empty() {
             forget(&mut users, &self.session.user_id, &self.entry);
             self.entry.stop.notify_one();
+            if let Some(routes) = &self.inbox.routes {
+                routes.changed(&self.session.user_id);
+            }
         }
     }
 }
@@ -229,6 +290,35 @@ async fn dispatch(
         }
     }
     tracing::warn!("inbox subscription ended; closing every connection");
+    dead.store(true, std::sync::atomic::Ordering::Release);
+    for entry in lock(&users).values() {
+        close_all(entry);
+    }
+}
+
+/// `routed`: this edge's deliveries → the users they name.
+async fn dispatch_routed(
+    users: Arc<Users>,
+    dead: Arc<std::sync::atomic::AtomicBool>,
+    mut sub: async_nats::Subscriber,
+) {
+    use prost::Message as _;
+    while let Some(m) = sub.next().await {
+        let Ok(d) = msgr_schemas::pb::v1::EdgeDelivery::decode(m.payload) else {
+            tracing::warn!("undecodable edge delivery");
+            continue;
+        };
+        for item in d.items {
+            let payload = bytes::Bytes::from(item.delivery);
+            for user in &item.users {
+                let entry = lock(&users).get(user).cloned();
+                if let Some(entry) = entry {
+                    deliver(&entry, &payload);
+                }
+            }
+        }
+    }
+    tracing::warn!("edge delivery subscription ended; closing every connection");
     dead.store(true, std::sync::atomic::Ordering::Release);
     for entry in lock(&users).values() {
         close_all(entry);

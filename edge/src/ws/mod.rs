@@ -14,6 +14,7 @@ mod frame;
 mod inbox;
 mod mailbox;
 pub mod presence;
+mod routes;
 mod sending;
 mod session;
 

@@ -6,13 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
-use bytes::Bytes;
 use msgr_core::id;
 use msgr_nats::{rpc, subject};
 use msgr_schemas::client::ServerFrame;
 use msgr_schemas::pb::v1 as pb;
-use prost::Message;
+use prost::Message as _;
 
 use super::frame::FrameError;
 use super::session::{encode, error_frame, Session};
@@ -23,9 +21,11 @@ use crate::state::EdgeState;
 pub(super) struct PendingSend {
     /// When its frame was read.
     pub(super) read_at: Instant,
-    /// The encoded command and its subject, to publish again if it was lost.
-    pub(super) cmd: Bytes,
-    pub(super) subject: String,
+    /// The command, to publish again if it was lost.
+    pub(super) cmd: Arc<pb::SendCommand>,
+    /// Its encoded size (what the in-flight byte bound counts).
+    pub(super) size: usize,
+    pub(super) partition: u32,
     /// When to ask the store about it next.
     pub(super) next_check: Instant,
     /// Checks so far (the interval between them grows).
@@ -34,12 +34,13 @@ pub(super) struct PendingSend {
     pub(super) last_check: Instant,
     /// A check is running.
     pub(super) checking: bool,
-    /// JetStream acknowledged the original publish, so the command holds its
-    /// place in the stream. Until then it is never published again: a
-    /// publish lost with a dying connection must not go in behind the sends
-    /// that followed it (the sender's order); its PubAck times out instead
-    /// and the client is told `unavailable`, and its resend takes its place.
-    pub(super) in_stream: bool,
+    /// The stream sequence of the batch that carries it, once JetStream
+    /// acknowledged that batch: the command then holds its place in the
+    /// stream. Until then it is never published again: a publish lost with
+    /// a dying connection must not go in behind the sends that followed it
+    /// (the sender's order); its PubAck times out instead and the client is
+    /// told `unavailable`, and its resend takes its place.
+    pub(super) in_stream: Option<u64>,
 }
 
 /// Sends awaiting acks, and the bytes they hold.
@@ -52,7 +53,7 @@ pub(super) struct Pending {
 impl Pending {
     pub(super) fn remove(&mut self, cmid: &str) -> Option<PendingSend> {
         let p = self.sends.remove(cmid)?;
-        self.bytes -= p.cmd.len();
+        self.bytes -= p.size;
         Some(p)
     }
 }
@@ -64,8 +65,7 @@ pub(super) const CHECK_TICK: Duration = Duration::from_millis(500);
 /// Checks a connection starts at once (the rest wait for the next tick).
 pub(super) const CHECKS_PER_TICK: usize = 8;
 /// After this long without an answer a send is given up with `unavailable`
-/// (resend it with the same `client_msg_id`): past JetStream's duplicate
-/// window (120 s), so a publish again is a real one.
+/// (resend it with the same `client_msg_id`).
 pub(super) const GIVE_UP_AFTER: Duration = Duration::from_secs(150);
 
 pub(super) fn sending_error(code: &'static str, message: &str, cmid: &str) -> FrameError {
@@ -136,11 +136,9 @@ pub(super) async fn send(
         received_at_ms: msgr_core::time::now_ms(),
         reply_to_seq: f.reply_to_seq,
     };
-    let subject = subject::in_send(
-        id::partition_of(&conversation_id, state.partitions),
-        &conversation_id,
-    );
-    let payload = Bytes::from(cmd.encode_to_vec());
+    let partition = id::partition_of(&conversation_id, state.partitions);
+    let size = cmd.encoded_len();
+    let cmd = Arc::new(cmd);
     {
         let mut pending = session.pending();
         if let Some(p) = pending.sends.get_mut(&cmid) {
@@ -155,7 +153,7 @@ pub(super) async fn send(
             return Ok(());
         }
         if pending.sends.len() >= state.config.max_in_flight
-            || pending.bytes + payload.len() > state.config.max_in_flight_bytes
+            || pending.bytes + size > state.config.max_in_flight_bytes
         {
             return Err(sending_error(
                 "rate_limited",
@@ -171,34 +169,31 @@ pub(super) async fn send(
             ));
         }
         let now = Instant::now();
-        pending.bytes += payload.len();
+        pending.bytes += size;
         pending.sends.insert(
             cmid.clone(),
             PendingSend {
                 read_at: now,
-                cmd: payload.clone(),
-                subject: subject.clone(),
+                cmd: Arc::clone(&cmd),
+                size,
+                partition,
                 next_check: now + state.ack_check_after(),
                 checks: 0,
                 last_check: now,
                 checking: false,
-                in_stream: false,
+                in_stream: None,
             },
         );
     }
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("{me}:{cmid}").as_str());
-    let started = Instant::now();
-    let publish = state
-        .js
-        .publish_with_headers(subject, headers, payload)
-        .await;
     metrics::counter!("msgr_edge_messages_in_total").increment(1);
-    let ack_future = match publish {
-        Ok(f) => f,
-        Err(e) => {
+    let accepted = match state
+        .commands
+        .submit(partition, pb::command::Command::Send((*cmd).clone()))
+        .await
+    {
+        Ok(a) => a,
+        Err(_) => {
             session.take_pending(&cmid);
-            tracing::warn!(error = %e, "publish failed");
             return Err(sending_error(
                 "unavailable",
                 "could not accept the message; retry",
@@ -209,25 +204,13 @@ pub(super) async fn send(
     // Await the PubAck off the read path so a client can pipeline sends.
     let session = Arc::clone(session);
     tokio::spawn(async move {
-        match ack_future.await {
-            Ok(ack) => {
-                metrics::histogram!("msgr_edge_publish_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                let mut pending = session.pending();
-                if let Some(p) = pending.sends.get_mut(&cmid) {
-                    p.in_stream = true;
-                    if ack.duplicate {
-                        // JetStream dropped a resend inside its window: the
-                        // original may be stored already, so answer from the
-                        // store soon.
-                        p.next_check = p
-                            .next_check
-                            .min(Instant::now() + Duration::from_millis(200));
-                    }
+        match accepted.await {
+            Ok(Ok(seq)) => {
+                if let Some(p) = session.pending().sends.get_mut(&cmid) {
+                    p.in_stream = Some(seq);
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "publish not acknowledged");
+            Ok(Err(())) | Err(_) => {
                 if session.take_pending(&cmid).is_some() {
                     let e =
                         sending_error("unavailable", "could not accept the message; retry", &cmid);
@@ -240,10 +223,9 @@ pub(super) async fn send(
 }
 
 /// Answers a send still awaiting its ack from the store: `ack` if it is
-/// stored (its event was lost); otherwise, if JetStream took the original,
-/// publishes it again (the same `Nats-Msg-Id`, so JetStream drops it if the
-/// original is still queued) and checks again later, giving up with `unavailable` after
-/// [`GIVE_UP_AFTER`]. The ack event may also arrive meanwhile; whichever
+/// stored (its event was lost); otherwise, if JetStream took it and no
+/// longer holds its batch, publishes it again, and checks again later,
+/// giving up with `unavailable` after [`GIVE_UP_AFTER`]. The ack event may also arrive meanwhile; whichever
 /// comes first answers, once.
 pub(super) async fn check_pending(state: EdgeState, session: Arc<Session>, cmid: String) {
     metrics::counter!("msgr_edge_ack_checks_total").increment(1);
@@ -272,11 +254,10 @@ pub(super) async fn check_pending(state: EdgeState, session: Arc<Session>, cmid:
                 pending
                     .sends
                     .get(&cmid)
-                    .filter(|p| p.in_stream)
-                    .map(|p| (p.subject.clone(), p.cmd.clone()))
+                    .and_then(|p| Some((p.in_stream?, p.partition, Arc::clone(&p.cmd))))
             };
-            if let Some((subject, cmd)) = again {
-                publish_again(&state, &session, &cmid, subject, cmd).await;
+            if let Some((seq, partition, cmd)) = again {
+                publish_again(&state, &session, &cmid, seq, partition, cmd).await;
             }
         }
         Err(e) => tracing::debug!(error = %e, "lookup of a pending send failed"),
@@ -307,45 +288,20 @@ pub(super) async fn check_pending(state: EdgeState, session: Arc<Session>, cmid:
     }
 }
 
-/// Publishes a send that is not stored (yet) again. With the same
-/// `Nats-Msg-Id` first: if JetStream still holds the original (a worker is
-/// slow or taking over), that is a no-op. If JetStream reports a duplicate
-/// but no longer holds the original, the bus dropped it (a consumer missing
-/// when it arrived) or a worker refused it and the refusal was lost: then it
-/// goes again under a fresh id, and the store's `(sender, client_msg_id)`
-/// dedupe keeps it from being stored twice.
+/// Publishes a send that is not stored (yet) again, if the stream no longer
+/// holds the batch that carried it (`seq`): then the bus dropped it (a
+/// consumer missing when it arrived) or a worker refused it and the refusal
+/// was lost. The store's `(sender, client_msg_id)` dedupe keeps it from
+/// being stored twice. While the batch is still queued (a worker is slow or
+/// taking over), nothing is done.
 async fn publish_again(
     state: &EdgeState,
     session: &Session,
     cmid: &str,
-    subject: String,
-    cmd: Bytes,
+    seq: u64,
+    partition: u32,
+    cmd: Arc<pb::SendCommand>,
 ) {
-    let id = format!("{}:{cmid}", session.user_id);
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id.as_str());
-    let ack = match state
-        .js
-        .publish_with_headers(subject.clone(), headers, cmd.clone())
-        .await
-    {
-        Ok(f) => f.await,
-        Err(e) => {
-            tracing::debug!(error = %e, "republish failed");
-            return;
-        }
-    };
-    let original = match ack {
-        Ok(a) if !a.duplicate => {
-            metrics::counter!("msgr_edge_sends_republished_total").increment(1);
-            return;
-        }
-        Ok(a) => a.sequence,
-        Err(e) => {
-            tracing::debug!(error = %e, "republish not acknowledged");
-            return;
-        }
-    };
     let Ok(stream) = state
         .js
         .get_stream_no_info(msgr_nats::stream::IN_STREAM)
@@ -354,16 +310,21 @@ async fn publish_again(
         return;
     };
     use async_nats::jetstream::stream::RawMessageErrorKind;
-    match stream.get_raw_message(original).await {
+    match stream.get_raw_message(seq).await {
         Ok(_) => {} // still queued: a worker will get to it
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-            let mut headers = HeaderMap::new();
-            let fresh = format!("{id}:{}", msgr_core::id::new_message_id());
-            headers.insert("Nats-Msg-Id", fresh.as_str());
-            if let Ok(f) = state.js.publish_with_headers(subject, headers, cmd).await {
-                if f.await.is_ok() {
-                    metrics::counter!("msgr_edge_sends_republished_total").increment(1);
-                    tracing::info!(user = %session.user_id, cmid, "a send the bus had dropped was published again");
+            let Ok(accepted) = state
+                .commands
+                .submit(partition, pb::command::Command::Send((*cmd).clone()))
+                .await
+            else {
+                return;
+            };
+            if let Ok(Ok(seq)) = accepted.await {
+                metrics::counter!("msgr_edge_sends_republished_total").increment(1);
+                tracing::info!(user = %session.user_id, cmid, "a send the bus had dropped was published again");
+                if let Some(p) = session.pending().sends.get_mut(cmid) {
+                    p.in_stream = Some(seq);
                 }
             }
         }

@@ -603,17 +603,13 @@ async fn handle_text(
                 conversation_id: t.conversation_id,
                 user_id: session.user_id.clone(),
             };
-            // Ephemeral: a lost typing event is harmless.
-            if let Some((a, b)) = id::direct_members(&event.conversation_id) {
-                if a == session.user_id || b == session.user_id {
-                    let peer = subject::deliver_user(if a == session.user_id { b } else { a });
-                    let d = pb::Delivery {
-                        event: Some(pb::delivery::Event::Typing(event)),
-                    };
-                    let _ = state.nats.publish(peer, d.encode_to_vec().into()).await;
-                }
-            } else if id::is_group_id(&event.conversation_id) {
-                // The workers know the members (and check the sender is one).
+            // Ephemeral: a lost typing event is harmless. The workers know
+            // which edge holds the other members (and check the sender is one).
+            let member = match id::direct_members(&event.conversation_id) {
+                Some((a, b)) => a == session.user_id || b == session.user_id,
+                None => id::is_group_id(&event.conversation_id),
+            };
+            if member {
                 let to = subject::typing(&event.conversation_id);
                 let _ = state.nats.publish(to, event.encode_to_vec().into()).await;
             }
@@ -668,14 +664,16 @@ async fn receipt(
         session.sent_group_receipt(&conv);
     }
     let in_flight = InFlight(Arc::clone(session));
-    let subject = subject::in_receipt(id::partition_of(&conv, state.partitions), &conv);
     let fut = state
-        .js
-        .publish(subject, cmd.encode_to_vec().into())
+        .commands
+        .submit(
+            id::partition_of(&conv, state.partitions),
+            pb::command::Command::Receipt(cmd),
+        )
         .await
         .map_err(|_| FrameError::new("unavailable", "could not record the receipt; retry"))?;
     tokio::spawn(async move {
-        if fut.await.is_err() {
+        if !matches!(fut.await, Ok(Ok(_))) {
             in_flight.0.post(error_frame(FrameError::new(
                 "unavailable",
                 "could not record the receipt; retry",

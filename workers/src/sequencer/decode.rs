@@ -56,54 +56,120 @@ pub(super) struct Windows {
     pub(super) delete_ms: i64,
 }
 
+/// Where a command must belong: the conversation its v1 subject names, or
+/// the partition of its v2 batch.
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    Conversation(&'a str),
+    Partition { partition: u32, of: u32 },
+}
+
+impl Place<'_> {
+    fn holds(self, conversation_id: &str) -> bool {
+        match self {
+            Place::Conversation(c) => c == conversation_id,
+            Place::Partition { partition, of } => {
+                id::partition_of(conversation_id, of) == partition
+            }
+        }
+    }
+}
+
+/// One decoded command, or why it is refused.
+pub(super) type Decoding = Result<(Op, Decoded), Poison>;
+
+/// The commands a stream message carries: one (v1 subjects) or a batch
+/// (`msgr.v2.in.<p>.batch`). `Err` when the message as a whole is poison
+/// (terminated); a bad command inside a batch is refused on its own.
 pub(super) fn decode(
     msg: &jetstream::Message,
     now: i64,
     windows: Windows,
-) -> Result<(Op, Decoded), Poison> {
-    let conv_from_subject = msg.subject.rsplit('.').next().unwrap_or_default();
-    if subject::is_change(&msg.subject) {
-        return decode_change(msg, conv_from_subject, now, windows);
+    partitions: u32,
+) -> Result<Vec<Decoding>, Poison> {
+    if subject::v2::is_batch(&msg.subject) {
+        let partition = subject::v2::partition_of(&msg.subject).ok_or(Poison {
+            reason: "batch subject",
+            answer: None,
+        })?;
+        let batch = pb::CommandBatch::decode(msg.payload.clone()).map_err(|_| Poison {
+            reason: "bad command batch protobuf",
+            answer: None,
+        })?;
+        let place = Place::Partition {
+            partition,
+            of: partitions,
+        };
+        return Ok(batch
+            .commands
+            .into_iter()
+            .map(|c| match c.command {
+                Some(pb::command::Command::Send(s)) => decode_send(s, place, now),
+                Some(pb::command::Command::Receipt(r)) => decode_receipt(r, place, now),
+                Some(pb::command::Command::Change(c)) => decode_change(c, place, now, windows),
+                None => Err(Poison {
+                    reason: "empty command",
+                    answer: None,
+                }),
+            })
+            .collect());
     }
-    if subject::is_receipt(&msg.subject) {
+    let place = Place::Conversation(msg.subject.rsplit('.').next().unwrap_or_default());
+    let one = if subject::is_change(&msg.subject) {
+        let c = pb::ChangeCommand::decode(msg.payload.clone()).map_err(|_| Poison {
+            reason: "bad change protobuf",
+            answer: None,
+        })?;
+        decode_change(c, place, now, windows)
+    } else if subject::is_receipt(&msg.subject) {
         let r = pb::ReceiptCommand::decode(msg.payload.clone()).map_err(|_| Poison {
             reason: "bad receipt protobuf",
             answer: None,
         })?;
-        let kind = match r.status() {
-            pb::ReceiptStatus::Delivered => ReceiptKind::Delivered,
-            pb::ReceiptStatus::Read => ReceiptKind::Read,
-            pb::ReceiptStatus::Unspecified => {
-                return Err(Poison {
-                    reason: "receipt status",
-                    answer: None,
-                })
-            }
-        };
-        if r.conversation_id != conv_from_subject || !id::is_user_id(&r.user_id) {
+        decode_receipt(r, place, now)
+    } else {
+        let s = pb::SendCommand::decode(msg.payload.clone()).map_err(|_| Poison {
+            reason: "bad send protobuf",
+            answer: None,
+        })?;
+        decode_send(s, place, now)
+    };
+    one.map(|d| vec![Ok(d)])
+}
+
+fn decode_receipt(r: pb::ReceiptCommand, place: Place<'_>, now: i64) -> Decoding {
+    let kind = match r.status() {
+        pb::ReceiptStatus::Delivered => ReceiptKind::Delivered,
+        pb::ReceiptStatus::Read => ReceiptKind::Read,
+        pb::ReceiptStatus::Unspecified => {
             return Err(Poison {
-                reason: "receipt fields",
+                reason: "receipt status",
                 answer: None,
-            });
+            })
         }
-        let op = Op::Receipt(WatermarkUpdate {
-            conversation_id: r.conversation_id.clone(),
-            user_id: r.user_id.clone(),
-            kind,
-            up_to_seq: r.up_to_seq,
-            at_ms: if r.at_ms > 0 { r.at_ms } else { now },
+    };
+    if !place.holds(&r.conversation_id) || !id::is_user_id(&r.user_id) {
+        return Err(Poison {
+            reason: "receipt fields",
+            answer: None,
         });
-        return Ok((op, Decoded::Receipt(r)));
     }
-    let s = pb::SendCommand::decode(msg.payload.clone()).map_err(|_| Poison {
-        reason: "bad send protobuf",
-        answer: None,
-    })?;
+    let op = Op::Receipt(WatermarkUpdate {
+        conversation_id: r.conversation_id.clone(),
+        user_id: r.user_id.clone(),
+        kind,
+        up_to_seq: r.up_to_seq,
+        at_ms: if r.at_ms > 0 { r.at_ms } else { now },
+    });
+    Ok((op, Decoded::Receipt(r)))
+}
+
+fn decode_send(s: pb::SendCommand, place: Place<'_>, now: i64) -> Decoding {
     let bad = |reason| Poison {
         reason,
         answer: Some(Answer::of_send(&s)),
     };
-    if s.conversation_id != conv_from_subject || !id::is_user_id(&s.sender_id) {
+    if !place.holds(&s.conversation_id) || !id::is_user_id(&s.sender_id) {
         return Err(bad("send fields"));
     }
     if msgr_core::validate::client_msg_id(&s.client_msg_id).is_err()
@@ -134,21 +200,12 @@ pub(super) fn decode(
     Ok((op, Decoded::Send(s)))
 }
 
-fn decode_change(
-    msg: &jetstream::Message,
-    conv_from_subject: &str,
-    now: i64,
-    windows: Windows,
-) -> Result<(Op, Decoded), Poison> {
-    let c = pb::ChangeCommand::decode(msg.payload.clone()).map_err(|_| Poison {
-        reason: "bad change protobuf",
-        answer: None,
-    })?;
+fn decode_change(c: pb::ChangeCommand, place: Place<'_>, now: i64, windows: Windows) -> Decoding {
     let bad = |reason| Poison {
         reason,
         answer: Some(Answer::of_change(&c)),
     };
-    if c.conversation_id != conv_from_subject
+    if !place.holds(&c.conversation_id)
         || !id::is_user_id(&c.actor_id)
         || msgr_core::validate::client_msg_id(&c.client_msg_id).is_err()
         || c.seq == 0

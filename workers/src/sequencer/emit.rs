@@ -12,6 +12,78 @@ use prost::Message;
 use super::decode::{Answer, Decoded};
 use crate::context::WorkerContext;
 use crate::convert;
+use crate::deliver::Outbox;
+
+/// Which integrator subjects carry stored messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegratorEvents {
+    /// `msgr.v2.evt.messages.<partition>`: one `StoredMessages` per batch.
+    #[default]
+    V2,
+    /// `msgr.v1.evt.message.<conversation_id>`: one `StoredMessage` each.
+    V1,
+    /// Both.
+    Both,
+}
+
+/// A batch's stored messages for integrators: published one by one (v1)
+/// and/or together at the end of the batch (v2), as an encoded
+/// `StoredMessages` made of the very bytes of each `StoredMessage`.
+pub(super) struct Events {
+    partition: u32,
+    parts: Vec<Vec<u8>>,
+}
+
+/// A v2 event part stays under this (the bus's `max_payload` is 1 MiB).
+const EVENTS_PART_MAX: usize = 768 * 1024;
+
+impl Events {
+    pub(super) fn new(partition: u32) -> Self {
+        Self {
+            partition,
+            parts: Vec::new(),
+        }
+    }
+
+    async fn message(&mut self, ctx: &WorkerContext, conversation_id: &str, event: Vec<u8>) {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        let mode = ctx.config.integrator_events;
+        if mode != IntegratorEvents::V1 {
+            if self
+                .parts
+                .last()
+                .is_none_or(|p| !p.is_empty() && p.len() + event.len() > EVENTS_PART_MAX)
+            {
+                self.parts.push(Vec::new());
+            }
+            if let Some(part) = self.parts.last_mut() {
+                encode_key(1, WireType::LengthDelimited, part);
+                encode_varint(event.len() as u64, part);
+                part.extend_from_slice(&event);
+            }
+        }
+        if mode != IntegratorEvents::V2 {
+            if let Err(e) = ctx
+                .nats
+                .publish(subject::evt_message(conversation_id), event.into())
+                .await
+            {
+                tracing::warn!(error = %e, "event publish failed");
+            }
+        }
+    }
+
+    /// Publishes the batch's messages (v2).
+    pub(super) async fn flush(self, ctx: &WorkerContext) {
+        let subject = subject::v2::evt_messages(self.partition);
+        for part in self.parts.into_iter().filter(|p| !p.is_empty()) {
+            if let Err(e) = ctx.nats.publish(subject.clone(), part.into()).await {
+                tracing::warn!(error = %e, "event publish failed");
+            }
+        }
+    }
+}
 
 /// Group member lists read during one batch: each group's list is read from
 /// the store once per batch, not once per message.
@@ -48,26 +120,12 @@ async fn members(
         .collect()
 }
 
-/// Publishes one delivery to every user in `to` without waiting for each:
-/// core NATS publishes are buffered and flushed together.
-async fn fan_out(ctx: &WorkerContext, to: &[String], delivery: &pb::Delivery) {
-    fan_out_encoded(ctx, to, Bytes::from(delivery.encode_to_vec())).await;
+/// Queues one delivery for every user in `to` (published with the batch).
+fn fan_out(out: &mut Outbox, ctx: &WorkerContext, to: &[String], delivery: &pb::Delivery) {
+    out.push(ctx, to, &Bytes::from(delivery.encode_to_vec()));
 }
 
-/// [`fan_out`] of an already encoded `Delivery`.
-async fn fan_out_encoded(ctx: &WorkerContext, to: &[String], payload: Bytes) {
-    for user in to {
-        if let Err(e) = ctx
-            .nats
-            .publish(subject::deliver_user(user), payload.clone())
-            .await
-        {
-            tracing::warn!(error = %e, "inbox publish failed");
-        }
-    }
-}
-
-pub(super) async fn reject(ctx: &WorkerContext, a: &Answer, code: &str, message: &str) {
+pub(super) fn reject(ctx: &WorkerContext, out: &mut Outbox, a: &Answer, code: &str, message: &str) {
     metrics::counter!("msgr_worker_commands_total", "outcome" => "rejected").increment(1);
     let d = pb::Delivery {
         event: Some(pb::delivery::Event::Rejected(pb::CommandRejected {
@@ -78,11 +136,13 @@ pub(super) async fn reject(ctx: &WorkerContext, a: &Answer, code: &str, message:
             message: message.to_owned(),
         })),
     };
-    fan_out(ctx, std::slice::from_ref(&a.user_id), &d).await;
+    fan_out(out, ctx, std::slice::from_ref(&a.user_id), &d);
 }
 
 pub(super) async fn emit(
     ctx: &WorkerContext,
+    out: &mut Outbox,
+    events: &mut Events,
     cache: &mut MemberCache,
     outcome: &OpOutcome,
     d: &Decoded,
@@ -98,25 +158,19 @@ pub(super) async fn emit(
             let event = convert::message(m, None).encode_to_vec();
             let delivery = message_delivery(&event);
             // At least once: a redelivered command re-announces what it stored.
-            if let Err(e) = ctx
-                .nats
-                .publish(subject::evt_message(&m.conversation_id), event.into())
-                .await
-            {
-                tracing::warn!(error = %e, "event publish failed");
-            }
+            events.message(ctx, &m.conversation_id, event).await;
             let mut to = members(ctx, cache, &m.conversation_id, Some(m.seq)).await;
             // The sender's own inbox carries its ack: never skip it.
             if !to.contains(&m.sender_id) {
                 to.push(m.sender_id.clone());
             }
-            fan_out_encoded(ctx, &to, delivery).await;
+            out.push(ctx, &to, &delivery);
         }
         (OpOutcome::Rejected(r), Decoded::Send(s)) => {
-            reject(ctx, &Answer::of_send(s), r.code(), r.message()).await;
+            reject(ctx, out, &Answer::of_send(s), r.code(), r.message());
         }
         (OpOutcome::Rejected(r), Decoded::Change(c)) => {
-            reject(ctx, &Answer::of_change(c), r.code(), r.message()).await;
+            reject(ctx, out, &Answer::of_change(c), r.code(), r.message());
         }
         (
             OpOutcome::Changed {
@@ -155,13 +209,13 @@ pub(super) async fn emit(
             let current = members(ctx, cache, &message.conversation_id, None).await;
             let to: Vec<String> = to.into_iter().filter(|u| current.contains(u)).collect();
             fan_out(
+                out,
                 ctx,
                 &to,
                 &pb::Delivery {
                     event: Some(pb::delivery::Event::Changed(event)),
                 },
-            )
-            .await;
+            );
             if let Some(media_id) = orphaned_media {
                 crate::media::remove_object(ctx, media_id);
             }
@@ -195,13 +249,13 @@ pub(super) async fn emit(
                     at_ms: if *at_ms > 0 { *at_ms } else { now },
                 };
                 fan_out(
+                    out,
                     ctx,
                     &to,
                     &pb::Delivery {
                         event: Some(pb::delivery::Event::Receipt(e)),
                     },
-                )
-                .await;
+                );
             }
         }
         (OpOutcome::Rejected(rej), Decoded::Receipt(r))
@@ -226,7 +280,7 @@ pub(super) async fn emit(
                     message: message.to_owned(),
                 })),
             };
-            fan_out(ctx, std::slice::from_ref(&r.user_id), &d).await;
+            fan_out(out, ctx, std::slice::from_ref(&r.user_id), &d);
         }
         (OpOutcome::Unchanged | OpOutcome::Rejected(_), _) => {
             metrics::counter!("msgr_worker_commands_total", "outcome" => "no_change").increment(1);

@@ -51,8 +51,10 @@ use crate::context::WorkerContext;
 mod decode;
 mod emit;
 
+use crate::deliver::Outbox;
 use decode::{decode, Poison, Windows};
-use emit::{emit, reject, MemberCache};
+pub use emit::IntegratorEvents;
+use emit::{emit, reject, Events, MemberCache};
 
 /// Runs the sequencer role: one ownership loop per partition, and the
 /// announcement that shares the partitions among the live workers.
@@ -397,10 +399,16 @@ async fn pull(
                     None => return Ok(PullEnd::Reseat("the message stream ended".to_owned())),
                 };
                 failing_since = None;
+                let mut bytes = first.payload.len();
                 let mut batch = vec![first];
-                while batch.len() < ctx.config.batch_max {
+                // A message may be a batch of many commands: bound the
+                // transaction by bytes too.
+                while batch.len() < ctx.config.batch_max && bytes < BATCH_MAX_BYTES {
                     match seat.messages.next().now_or_never() {
-                        Some(Some(Ok(m))) => batch.push(m),
+                        Some(Some(Ok(m))) => {
+                            bytes += m.payload.len();
+                            batch.push(m);
+                        }
                         _ => break,
                     }
                 }
@@ -466,6 +474,9 @@ async fn release(
     lease.release(&ctx.leases).await;
 }
 
+/// A sequencer transaction takes at most about this many bytes of commands.
+const BATCH_MAX_BYTES: usize = 512 * 1024;
+
 /// How long pull errors may last with the link up before the subscription
 /// counts as dead and is opened again.
 const PULL_ERRORS_TOLERATED: Duration = Duration::from_secs(3);
@@ -516,10 +527,25 @@ async fn process_batch(
             .unwrap_or(i64::MAX),
     };
     for msg in batch {
-        match decode(&msg, now, windows) {
-            Ok((op, d)) => {
-                ops.push(op);
-                decoded.push(d);
+        match decode(&msg, now, windows, ctx.config.partitions) {
+            Ok(commands) => {
+                for c in commands {
+                    match c {
+                        Ok((op, d)) => {
+                            ops.push(op);
+                            decoded.push(d);
+                        }
+                        Err(Poison { reason, answer }) => {
+                            // One bad command of a batch: refused alone.
+                            metrics::counter!("msgr_worker_commands_total", "outcome" => "poison")
+                                .increment(1);
+                            tracing::warn!(subject = %msg.subject, reason, "refusing an undecodable command");
+                            if let Some(a) = answer {
+                                rejected_early.push(a);
+                            }
+                        }
+                    }
+                }
                 accepted.push(msg);
             }
             Err(Poison { reason, answer }) => {
@@ -534,16 +560,23 @@ async fn process_batch(
             }
         }
     }
+    let mut out = Outbox::default();
     for a in rejected_early {
         reject(
             ctx,
+            &mut out,
             &a,
             "invalid_frame",
             "the command could not be processed",
-        )
-        .await;
+        );
     }
     if ops.is_empty() {
+        out.flush(ctx).await;
+        for msg in &accepted {
+            if let Err(e) = msg.ack().await {
+                tracing::warn!(error = %e, "ack failed; the batch will be redelivered");
+            }
+        }
         return Ok(through);
     }
     metrics::histogram!("msgr_worker_batch_size").record(ops.len() as f64);
@@ -575,9 +608,13 @@ async fn process_batch(
     let persisted = Instant::now();
     metrics::histogram!("msgr_worker_persist_seconds").record((persisted - started).as_secs_f64());
     let mut cache = MemberCache::new();
+    let mut events = Events::new(fence.partition);
     for (outcome, d) in outcomes.iter().zip(&decoded) {
-        emit(ctx, &mut cache, outcome, d, now).await;
+        emit(ctx, &mut out, &mut events, &mut cache, outcome, d, now).await;
     }
+    // One publish per edge (and one for integrators) for the whole batch.
+    out.flush(ctx).await;
+    events.flush(ctx).await;
     for msg in &accepted {
         if let Err(e) = msg.ack().await {
             tracing::warn!(error = %e, "ack failed; the command will be redelivered and deduplicated");
