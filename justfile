@@ -60,9 +60,8 @@ up: tools build
     for _ in $(seq 100); do ready "http://127.0.0.1:8222/healthz?js-enabled-only=true" && break; sleep 0.1; done
     MSGR_NATS__USER=worker MSGR_NATS__PASSWORD_FILE=data/secrets/worker.pass \
       ./target/release/msgr-worker all & pids+=($!); echo $! > data/worker.pid
-    # One edge takes every event anyway: one wildcard inbox subscription instead of one per user.
     MSGR_NATS__USER=edge MSGR_NATS__PASSWORD_FILE=data/secrets/edge.pass \
-      MSGR_INBOX="${MSGR_INBOX:-wildcard}" ./target/release/msgr-edge & pids+=($!); echo $! > data/edge.pid
+      ./target/release/msgr-edge & pids+=($!); echo $! > data/edge.pid
     for _ in $(seq 300); do ready http://127.0.0.1:8080/healthz && break; sleep 0.1; done
     echo "msgr is up: http://127.0.0.1:8080  (metrics: :8080/metrics, worker :9464/metrics; Ctrl-C stops)"
     wait -n "${pids[@]}"
@@ -217,8 +216,9 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# A fresh nats-server of its own; flags pass through (`just bench-floor --rates 2000,8000`);
-# results in bench/results/floor.json.
+# A fresh nats-server of its own; flags pass through (`just bench-floor --rates 2000,8000`,
+# `--path v1` for the single-command path of earlier releases); results in
+# bench/results/floor.json.
 # The floor under W1/W2: one direct message's NATS operations, no edge, worker or store.
 bench-floor *ARGS: tools
     #!/usr/bin/env bash
@@ -364,8 +364,9 @@ bench *ARGS: tools
     if ! tr ',' '\n' <<<"$wl" | grep -qx w4; then exit 0; fi
     merge=(); [ -n "$others" ] && merge=(--merge)
     # W4 on fresh edges only: memory freed by earlier workloads would be reused and
-    # flatter the per-connection figure. First the default `per_user` inbox mode, then
-    # `wildcard` (one subscription to every inbox).
+    # flatter the per-connection figure. First the default `routed` inbox mode (or
+    # MSGR_BENCH_INBOX, for an older edge), then `per_user` (a subscription per user).
+    inbox=${MSGR_BENCH_INBOX:-routed}
     restart_edge() {
       kill "$edge"; wait "$edge" 2>/dev/null || true
       MSGR_LISTEN=127.0.0.1:18080 MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=$1 RUST_LOG=warn \
@@ -373,15 +374,15 @@ bench *ARGS: tools
       for _ in $(seq 300); do ready http://127.0.0.1:18080/healthz && break; sleep 0.1; done
       echo "W4 on a fresh edge with MSGR_INBOX=$1 (pid $edge)"
     }
-    restart_edge per_user
+    restart_edge "$inbox"
     bench --pids "edge=$edge" --workloads w4 "${merge[@]}"
-    restart_edge wildcard
-    bench --pids "edge=$edge" --workloads w4 --label wildcard
+    restart_edge per_user
+    bench --pids "edge=$edge" --workloads w4 --label per_user
     # Two edges on this machine, each held at 19,000 by its own generator process (one
     # process may not open more than 20,000 files), with the connections overlapping.
     kill "$edge"; wait "$edge" 2>/dev/null || true
     for port in 18080 18081; do
-      MSGR_LISTEN=127.0.0.1:$port MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=wildcard RUST_LOG=warn \
+      MSGR_LISTEN=127.0.0.1:$port MSGR_MAX_CONNECTIONS=19500 MSGR_INBOX=$inbox RUST_LOG=warn \
         "$bin/msgr-edge" >"$dir/edge-$port.log" 2>&1 & pids+=($!)
       for _ in $(seq 300); do ready http://127.0.0.1:$port/healthz && break; sleep 0.1; done
     done

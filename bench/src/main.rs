@@ -4,7 +4,7 @@
 //! `msgr-bench --url http://127.0.0.1:8080 --pids edge=PID,worker=PID,nats=PID`.
 //!
 //! Workloads (select with `--workloads w1,w2,w3,w4,w5`):
-//! - W1 latency: 100 pairs, 500 msg/s then 2,000 msg/s.
+//! - W1 latency: 100 pairs, 500, 2,000 and 8,000 msg/s.
 //! - W2 throughput: rising rates until p99 > 100 ms or any loss.
 //! - W3 group fan-out: one sender, 500 (then 1,024) connected members.
 //! - W4 idle connections: edge RSS per connection and connect rate.
@@ -431,7 +431,7 @@ async fn main() -> anyhow::Result<()> {
                 let users = register_many(addr, &format!("w1-{run_id}"), 200, 8).await?;
                 let pairs = Pairs::connect(addr, &users).await?;
                 let mut phases = Vec::new();
-                for (i, rate) in [500u64, 2_000].into_iter().enumerate() {
+                for (i, rate) in [500u64, 2_000, 8_000].into_iter().enumerate() {
                     eprintln!("W1: {rate} msg/s for {short} s");
                     let p = pairs
                         .phase(i as u32, rate, short, &procs, &metrics, &cli.nats_monitor)

@@ -10,6 +10,12 @@
 //!   the two inbox publishes (recipient and sender), then the ack;
 //! - "edge": both inbox copies received through a wildcard subscription.
 //!
+//! With `--path v2` it makes the operations of the batched path instead:
+//! the "edge" keeps one batch per partition awaiting its PubAck and sends
+//! what gathered meanwhile as the next (`msgr.v2.in.<p>.batch`); the
+//! "worker" publishes one integrator event and one delivery to the edge's
+//! subject per pulled batch, then acks; the "edge" reads its one subject.
+//!
 //! No store, no WebSocket, no JSON: the latency and the CPU it reports are
 //! the bus's own, a lower bound for any edge + worker on the same machine.
 //! Run it against a nats-server of its own (`just bench-floor`); it refuses a
@@ -48,9 +54,15 @@ struct Cli {
     /// Seconds per step.
     #[arg(long, default_value_t = 10)]
     secs: u64,
-    /// Conversation partitions (as the worker's `partitions`).
-    #[arg(long, default_value_t = 16)]
-    partitions: u32,
+    /// Conversation partitions (as the worker's `partitions`); default 16
+    /// for `v1`, 4 for `v2` (each path's release default).
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Which message path: `v2` (batches per partition, a delivery per
+    /// edge: the current one) or `v1` (a publish per command, a delivery per
+    /// recipient: releases before v2).
+    #[arg(long, default_value = "v2")]
+    path: String,
     /// Write the steps as JSON here.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -98,8 +110,15 @@ struct Heard {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     now_us();
+    let v2 = match cli.path.as_str() {
+        "v1" => false,
+        "v2" => true,
+        other => anyhow::bail!("--path must be v1 or v2, got {other}"),
+    };
+    let partitions = cli.partitions.unwrap_or(if v2 { 4 } else { 16 });
+    cli.partitions = Some(partitions);
     let edge = async_nats::ConnectOptions::new()
         .name("floor-edge")
         .subscription_capacity(65_536)
@@ -120,12 +139,12 @@ async fn main() -> anyhow::Result<()> {
             cli.nats
         );
     }
-    streams::ensure_all(&wjs, cli.partitions, Duration::from_secs(5), 256, 1)
+    streams::ensure_all(&wjs, partitions, Duration::from_secs(5), 256, 1)
         .await
         .context("creating the command stream (use a nats-server no worker uses)")?;
 
     // Worker side: one task per partition, as the sequencer runs them.
-    for p in 0..cli.partitions {
+    for p in 0..partitions {
         let consumer: jetstream::consumer::PullConsumer = wjs
             .get_consumer_from_stream(streams::sequencer_consumer(p, 0), streams::IN_STREAM)
             .await
@@ -146,6 +165,24 @@ async fn main() -> anyhow::Result<()> {
                         _ => break,
                     }
                 }
+                if v2 {
+                    // One event and one edge delivery for the whole pull.
+                    let mut all = Vec::new();
+                    let mut p = 0;
+                    for m in &batch {
+                        all.extend_from_slice(&m.payload);
+                        p = field(&m.payload, 2).unwrap_or(0) % u64::from(partitions);
+                    }
+                    let all = Bytes::from(all);
+                    let _ = nats
+                        .publish(subject::v2::evt_messages(p as u32), all.clone())
+                        .await;
+                    let _ = nats.publish(subject::v2::deliver_edge("floor"), all).await;
+                    for m in &batch {
+                        let _ = m.ack().await;
+                    }
+                    continue;
+                }
                 for m in &batch {
                     let c = field(&m.payload, 2).unwrap_or(0);
                     let body = m.payload.clone();
@@ -165,11 +202,35 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // Edge side: every inbox through one wildcard subscription.
+    // Edge side: every inbox through one wildcard subscription (v1), or
+    // the edge's one subject (v2: each record is a recipient's copy, and
+    // stands for the sender's too).
     let heard = Arc::new(Mutex::new(Heard::default()));
-    let mut inbox = edge.subscribe(subject::DELIVER_USER_ALL).await?;
+    let mut inbox = edge
+        .subscribe(if v2 {
+            subject::v2::deliver_edge("floor")
+        } else {
+            subject::DELIVER_USER_ALL.to_owned()
+        })
+        .await?;
     edge.flush().await?;
-    {
+    if v2 {
+        let heard = Arc::clone(&heard);
+        tokio::spawn(async move {
+            while let Some(m) = inbox.next().await {
+                let at = now_us();
+                let mut h = heard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for record in m.payload.chunks(PAYLOAD) {
+                    if let Some(sent) = field(record, 0) {
+                        h.latencies.push(at.saturating_sub(sent));
+                        h.sender_copies += 1;
+                    }
+                }
+            }
+        });
+    } else {
         let heard = Arc::clone(&heard);
         tokio::spawn(async move {
             while let Some(m) = inbox.next().await {
@@ -213,7 +274,10 @@ async fn main() -> anyhow::Result<()> {
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        while sent < total && started.elapsed() < Duration::from_secs(cli.secs + 5) {
+        if v2 {
+            sent = send_batched(&ejs, &unacked, rate, cli.secs, partitions, &mut n).await?;
+        }
+        while !v2 && sent < total && started.elapsed() < Duration::from_secs(cli.secs + 5) {
             tick.tick().await;
             let due = (started.elapsed().as_micros() as u64 * rate / 1_000_000).min(total);
             while sent < due {
@@ -222,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
                 headers.insert("Nats-Msg-Id", format!("floor:{n}").as_str());
                 let ack = ejs
                     .publish_with_headers(
-                        subject::in_send((c % u64::from(cli.partitions)) as u32, &conv(c)),
+                        subject::in_send((c % u64::from(partitions)) as u32, &conv(c)),
                         headers,
                         payload(now_us(), n, c),
                     )
@@ -294,7 +358,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(out) = &cli.out {
         let doc = json!({
             "machine": stats::machine(),
-            "partitions": cli.partitions,
+            "partitions": partitions,
+            "path": cli.path,
             "unacked_publishes": failed_acks,
             "steps": steps,
         });
@@ -305,4 +370,63 @@ async fn main() -> anyhow::Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The `v2` "edge": at `rate` for `secs`, commands queued per partition and
+/// published as one batch per partition whenever its previous batch has its
+/// PubAck (as `msgr-edge` does). Returns how many were sent.
+async fn send_batched(
+    js: &jetstream::Context,
+    unacked: &Arc<AtomicU64>,
+    rate: u64,
+    secs: u64,
+    partitions: u32,
+    n: &mut u64,
+) -> anyhow::Result<u64> {
+    let parts = partitions as usize;
+    let mut queued: Vec<Vec<u8>> = vec![Vec::new(); parts];
+    let mut in_flight = vec![false; parts];
+    // At most one batch per partition is in flight: so many completions.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<usize>(parts.max(1));
+    let started = Instant::now();
+    let total = rate * secs;
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut pending = 0usize;
+    while (sent < total || pending > 0) && started.elapsed() < Duration::from_secs(secs + 5) {
+        tokio::select! {
+            _ = tick.tick() => {
+                let due = (started.elapsed().as_micros() as u64 * rate / 1_000_000).min(total);
+                while sent < due {
+                    let c = *n % CONVERSATIONS;
+                    let p = (c % u64::from(partitions)) as usize;
+                    queued[p].extend_from_slice(&payload(now_us(), *n, c));
+                    *n += 1;
+                    sent += 1;
+                }
+            }
+            Some(p) = done_rx.recv() => {
+                in_flight[p] = false;
+                pending -= 1;
+            }
+        }
+        for p in 0..parts {
+            if in_flight[p] || queued[p].is_empty() {
+                continue;
+            }
+            let body = Bytes::from(std::mem::take(&mut queued[p]));
+            let ack = js.publish(subject::v2::in_batch(p as u32), body).await?;
+            in_flight[p] = true;
+            pending += 1;
+            let (done, unacked) = (done_tx.clone(), Arc::clone(unacked));
+            tokio::spawn(async move {
+                if ack.await.is_err() {
+                    unacked.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = done.send(p).await;
+            });
+        }
+    }
+    Ok(sent)
 }
