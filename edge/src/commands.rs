@@ -26,8 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 /// `unavailable` and may resend).
 pub type Accepted = oneshot::Receiver<Result<u64, ()>>;
 
-/// Commands queued for the publisher task, across connections. A full queue
-/// makes the connections that send wait (backpressure), never grows.
+/// Commands queued for the publisher task, across connections (in the
+/// channel, and again taken off it but not yet published). A full queue makes
+/// the connections that send wait (backpressure), never grows.
 const QUEUE: usize = 4096;
 /// A batch holds at most this many commands ...
 const BATCH_MAX_COMMANDS: usize = 512;
@@ -35,11 +36,15 @@ const BATCH_MAX_COMMANDS: usize = 512;
 /// is at most ~70 KiB).
 const BATCH_MAX_BYTES: usize = 512 * 1024;
 
+/// Told a command's fate (see [`Accepted`]), on the publisher task: keep it
+/// short and never block.
+pub type Done = Box<dyn FnOnce(Result<u64, ()>) + Send>;
+
 struct Queued {
     partition: u32,
     /// The encoded `Command`.
     command: Bytes,
-    done: oneshot::Sender<Result<u64, ()>>,
+    done: Done,
 }
 
 /// The handle connections submit commands through.
@@ -71,7 +76,29 @@ impl Commands {
         partition: u32,
         command: pb::command::Command,
     ) -> Result<Accepted, Closed> {
-        let (done, accepted) = oneshot::channel();
+        let (tx, accepted) = oneshot::channel();
+        self.submit_with(
+            partition,
+            command,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .await?;
+        Ok(accepted)
+    }
+
+    /// Like [`Self::submit`], with `done` called on the publisher task
+    /// instead of a receiver to await (no task per command on the hot path).
+    ///
+    /// # Errors
+    /// If the publisher task has ended (`done` is not called then).
+    pub async fn submit_with(
+        &self,
+        partition: u32,
+        command: pb::command::Command,
+        done: Done,
+    ) -> Result<(), Closed> {
         let command = Bytes::from(
             pb::Command {
                 command: Some(command),
@@ -85,12 +112,11 @@ impl Commands {
                 done,
             })
             .await
-            .map_err(|_| Closed)?;
-        Ok(accepted)
+            .map_err(|_| Closed)
     }
 }
 
-type Waiters = Vec<oneshot::Sender<Result<u64, ()>>>;
+type Waiters = Vec<Done>;
 
 async fn publisher(js: jetstream::Context, partitions: u32, mut rx: mpsc::Receiver<Queued>) {
     let n = partitions as usize;
@@ -98,14 +124,19 @@ async fn publisher(js: jetstream::Context, partitions: u32, mut rx: mpsc::Receiv
     let mut in_flight = vec![false; n];
     let mut acks = FuturesUnordered::new();
     let mut open = true;
+    // Commands taken off the channel and not yet published: bounded too, so
+    // a partition whose PubAcks stall (a bus election) fills the channel and
+    // then holds up the senders, instead of growing here.
+    let mut held = 0usize;
     while open || !acks.is_empty() {
         tokio::select! {
-            q = rx.recv(), if open => match q {
+            q = rx.recv(), if open && held < QUEUE => match q {
                 Some(q) => {
-                    take(&mut queued, q);
+                    held += take(&mut queued, q);
                     // Everything already queued joins this round.
-                    while let Ok(q) = rx.try_recv() {
-                        take(&mut queued, q);
+                    while held < QUEUE {
+                        let Ok(q) = rx.try_recv() else { break };
+                        held += take(&mut queued, q);
                     }
                 }
                 None => open = false,
@@ -125,7 +156,7 @@ async fn publisher(js: jetstream::Context, partitions: u32, mut rx: mpsc::Receiv
                     }
                 };
                 for w in waiters {
-                    let _ = w.send(outcome);
+                    w(outcome);
                 }
             }
         }
@@ -134,6 +165,7 @@ async fn publisher(js: jetstream::Context, partitions: u32, mut rx: mpsc::Receiv
                 continue;
             }
             let (payload, waiters) = batch(&mut queued[p]);
+            held -= waiters.len();
             let started = std::time::Instant::now();
             match js.publish(subject::v2::in_batch(p as u32), payload).await {
                 Ok(ack) => {
@@ -148,7 +180,7 @@ async fn publisher(js: jetstream::Context, partitions: u32, mut rx: mpsc::Receiv
                 Err(e) => {
                     tracing::warn!(error = %e, "command batch publish failed");
                     for w in waiters {
-                        let _ = w.send(Err(()));
+                        w(Err(()));
                     }
                 }
             }
@@ -156,11 +188,17 @@ async fn publisher(js: jetstream::Context, partitions: u32, mut rx: mpsc::Receiv
     }
 }
 
-fn take(queued: &mut [VecDeque<Queued>], q: Queued) {
+/// Files `q` under its partition; returns how many commands that added (0
+/// for a partition that does not exist, refused at once).
+fn take(queued: &mut [VecDeque<Queued>], q: Queued) -> usize {
     match queued.get_mut(q.partition as usize) {
-        Some(list) => list.push_back(q),
+        Some(list) => {
+            list.push_back(q);
+            1
+        }
         None => {
-            let _ = q.done.send(Err(()));
+            (q.done)(Err(()));
+            0
         }
     }
 }
@@ -192,7 +230,7 @@ mod tests {
     use super::*;
 
     fn send(cmid: &str, text_len: usize) -> Queued {
-        let (done, _) = oneshot::channel();
+        let done: Done = Box::new(|_| {});
         Queued {
             partition: 0,
             command: Bytes::from(

@@ -319,6 +319,13 @@ async fn routed_edges_get_only_their_users_events_with_one_subscription_each() {
         0,
         "no per-user interest"
     );
+    // Watch bob's v1 inbox from outside: routed users get nothing there.
+    let raw = async_nats::connect(app.nats.url()).await.expect("nats");
+    let mut v1_inbox = raw
+        .subscribe(format!("msgr.v1.deliver.user.{}", bob.user_id))
+        .await
+        .expect("sub");
+    raw.flush().await.expect("flush");
 
     // Act + Assert: a message for bob goes to both edges, and to his devices.
     a.send_text_to(&bob.user_id, "r-1", "to both edges").await;
@@ -335,6 +342,15 @@ async fn routed_edges_get_only_their_users_events_with_one_subscription_each() {
             .await
             .is_empty(),
         "carol gets nothing"
+    );
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            futures_util::StreamExt::next(&mut v1_inbox)
+        )
+        .await
+        .is_err(),
+        "nothing on the v1 inbox of a user routed edges hold"
     );
 
     // A message for carol goes to edge B only (edge A holds nobody of hers).

@@ -90,3 +90,53 @@ async fn an_integrator_that_stops_acking_cannot_fill_the_disk() {
     a.send_text_to(&bob.user_id, "after", "still here").await;
     assert_eq!(a.expect("ack", T).await["client_msg_id"], "after");
 }
+
+/// The v1 subjects stay available by setting: `integrator_events = "both"`
+/// publishes every stored message on `msgr.v1.evt.message.<conv>` beside the
+/// batch on `msgr.v2.evt.messages.<p>`, and `deliver_v1 = "always"` pushes to
+/// `msgr.v1.deliver.user.<user>` even for a user a routed edge holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v1_subjects_are_kept_when_asked_for() {
+    use prost::Message as _;
+    let app = TestApp::spawn_with_worker(|w| {
+        w.integrator_events = msgr_workers::sequencer::IntegratorEvents::Both;
+        w.deliver_v1 = msgr_workers::deliver::DeliverV1::Always;
+    })
+    .await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    let mut b = app.ws(&bob.token).await;
+    let nats = async_nats::connect(app.nats.url()).await.expect("nats");
+    let mut v1_events = nats.subscribe("msgr.v1.evt.message.>").await.expect("sub");
+    let mut v2_events = nats.subscribe("msgr.v2.evt.messages.>").await.expect("sub");
+    let mut inbox = nats
+        .subscribe(format!("msgr.v1.deliver.user.{}", bob.user_id))
+        .await
+        .expect("sub");
+    nats.flush().await.expect("flush");
+
+    a.send_text_to(&bob.user_id, "v1-1", "both ways").await;
+    a.expect("ack", T).await;
+    assert_eq!(b.expect("message", T).await["message"]["text"], "both ways");
+
+    let one = msgr_schemas::pb::v1::StoredMessage::decode(next_of(&mut v1_events).await.payload)
+        .expect("StoredMessage");
+    assert_eq!(one.client_msg_id, "v1-1");
+    let batch = msgr_schemas::pb::v1::StoredMessages::decode(next_of(&mut v2_events).await.payload)
+        .expect("StoredMessages");
+    assert_eq!(batch.messages, vec![one]);
+    let d = msgr_schemas::pb::v1::Delivery::decode(next_of(&mut inbox).await.payload)
+        .expect("Delivery");
+    assert!(
+        matches!(d.event, Some(msgr_schemas::pb::v1::delivery::Event::Message(m)) if m.client_msg_id == "v1-1"),
+        "bob's v1 inbox has the message although a routed edge holds him"
+    );
+}
+
+async fn next_of(s: &mut async_nats::Subscriber) -> async_nats::Message {
+    use futures_util::StreamExt as _;
+    tokio::time::timeout(T, s.next())
+        .await
+        .expect("in time")
+        .expect("a message")
+}

@@ -283,8 +283,11 @@ impl Outbox {
             for edge in edges.into_iter().flatten() {
                 let (d, bytes) = self.per_edge.entry(Arc::clone(edge)).or_default();
                 match d.items.last_mut() {
-                    // The same event for another user on this edge.
-                    Some(last) if last.delivery == *delivery => {
+                    // The same event (the same bytes) for another user on this edge.
+                    Some(last)
+                        if last.delivery.as_ptr() == delivery.as_ptr()
+                            && last.delivery.len() == delivery.len() =>
+                    {
                         last.users.push(user.clone());
                         *bytes += user.len() + 2;
                     }
@@ -292,7 +295,7 @@ impl Outbox {
                         *bytes += delivery.len() + user.len() + 8;
                         d.items.push(pb::RoutedDelivery {
                             users: vec![user.clone()],
-                            delivery: delivery.to_vec(),
+                            delivery: delivery.clone(),
                         });
                     }
                 }
@@ -439,13 +442,13 @@ mod tests {
         let users: Vec<String> = (0..40_000).map(|i| format!("u{i:026}")).collect();
         let item = pb::RoutedDelivery {
             users: users.clone(),
-            delivery: vec![7; 100],
+            delivery: Bytes::from(vec![7; 100]),
         };
         let mut d = pb::EdgeDelivery { items: vec![item] };
         for i in 0..20 {
             d.items.push(pb::RoutedDelivery {
                 users: vec![format!("v{i}")],
-                delivery: vec![1; 60_000],
+                delivery: Bytes::from(vec![1; 60_000]),
             });
         }
         let parts = split(d, usize::MAX);

@@ -309,7 +309,7 @@ async fn dispatch_routed(
             continue;
         };
         for item in d.items {
-            let payload = bytes::Bytes::from(item.delivery);
+            let payload = item.delivery;
             for user in &item.users {
                 let entry = lock(&users).get(user).cloned();
                 if let Some(entry) = entry {

@@ -186,39 +186,39 @@ pub(super) async fn send(
         );
     }
     metrics::counter!("msgr_edge_messages_in_total").increment(1);
-    let accepted = match state
-        .commands
-        .submit(partition, pb::command::Command::Send((*cmd).clone()))
-        .await
-    {
-        Ok(a) => a,
-        Err(_) => {
-            session.take_pending(&cmid);
-            return Err(sending_error(
-                "unavailable",
-                "could not accept the message; retry",
-                &cmid,
-            ));
-        }
-    };
-    // Await the PubAck off the read path so a client can pipeline sends.
-    let session = Arc::clone(session);
-    tokio::spawn(async move {
-        match accepted.await {
-            Ok(Ok(seq)) => {
+    // Told on the publisher task once JetStream has the batch (or not): the
+    // client can pipeline sends meanwhile.
+    let done = {
+        let session = Arc::clone(session);
+        let cmid = cmid.clone();
+        Box::new(move |r: Result<u64, ()>| match r {
+            Ok(seq) => {
                 if let Some(p) = session.pending().sends.get_mut(&cmid) {
                     p.in_stream = Some(seq);
                 }
             }
-            Ok(Err(())) | Err(_) => {
+            Err(()) => {
                 if session.take_pending(&cmid).is_some() {
                     let e =
                         sending_error("unavailable", "could not accept the message; retry", &cmid);
                     session.post(error_frame(e));
                 }
             }
-        }
-    });
+        })
+    };
+    if state
+        .commands
+        .submit_with(partition, pb::command::Command::Send((*cmd).clone()), done)
+        .await
+        .is_err()
+    {
+        session.take_pending(&cmid);
+        return Err(sending_error(
+            "unavailable",
+            "could not accept the message; retry",
+            &cmid,
+        ));
+    }
     Ok(())
 }
 
