@@ -117,8 +117,8 @@ export class Stack {
   /** Starts edge `i` (0 or 1) on its fixed port and waits until it serves. */
   async startEdge(i) {
     const url = this.edges[i];
-    // One edge in each inbox mode: `per_user` (the default) and `wildcard` (as `just up` runs).
-    const inbox = i === 0 ? 'per_user' : 'wildcard';
+    // Two inbox modes side by side: `routed` (the default, as `just up` runs) and `per_user`.
+    const inbox = i === 0 ? 'routed' : 'per_user';
     this.#spawn(`edge${i}`, this.edgeBin, [], { ...this.#common(), MSGR_LISTEN: new URL(url).host, MSGR_INBOX: inbox });
     await waitFor(`edge ${i}`, healthy(url));
   }
