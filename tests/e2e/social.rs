@@ -177,6 +177,10 @@ async fn presence_follows_connections_across_two_edges_and_respects_privacy_and_
     phone.expect("pong", T).await;
     laptop.send_json(&json!({"type":"ping"})).await;
     laptop.expect("pong", T).await;
+    // Each edge records its connections in the bucket in the background:
+    // wait until both have (a device that leaves before the other's edge
+    // wrote its record can make the user look offline for that moment).
+    both_edges_recorded(&app, &alice).await;
     drop(phone);
     // Still online through the laptop: no offline event comes.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -326,4 +330,31 @@ async fn an_edge_with_presence_turned_off_tells_nothing_and_counts_nobody() {
         kv.get(format!("u.{}", alice.user_id)).await.expect("get"),
         None
     );
+}
+
+/// Waits until `user`'s presence record names two edges with connections.
+async fn both_edges_recorded(app: &TestApp, user: &TestUser) {
+    let js = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.expect("nats"));
+    let kv = js
+        .get_key_value(msgr_nats::stream::PRESENCE_BUCKET)
+        .await
+        .expect("presence bucket");
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        if let Ok(Some(v)) = kv.get(format!("u.{}", user.user_id)).await {
+            let r: Value = serde_json::from_slice(&v).expect("a presence record");
+            let live = r["edges"]
+                .as_object()
+                .map_or(0, |e| e.values().filter(|n| n.as_u64() > Some(0)).count());
+            if live == 2 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two edges never both recorded {}",
+            user.user_id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
