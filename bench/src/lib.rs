@@ -4,4 +4,5 @@
 pub mod chaos;
 pub mod client;
 pub mod prom;
+pub mod report;
 pub mod stats;

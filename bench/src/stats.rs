@@ -58,14 +58,20 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// work in backends forked by the postmaster.
 pub fn cpu_seconds_with_children(pid: u32) -> Option<f64> {
     let own = cpu_seconds(pid)?;
-    let children: f64 = std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| parent_of(*child) == Some(pid))
-        .filter_map(cpu_seconds)
-        .sum();
+    let children: f64 = children_of(pid)?.into_iter().filter_map(cpu_seconds).sum();
     Some(own + children)
+}
+
+/// The live processes whose parent is `pid`.
+fn children_of(pid: u32) -> Option<Vec<u32>> {
+    Some(
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|child| parent_of(*child) == Some(pid))
+            .collect(),
+    )
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -83,13 +89,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// page cache writeback included).
 pub fn write_bytes_with_children(pid: u32) -> Option<u64> {
     let own = write_bytes(pid)?;
-    let children: u64 = std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| parent_of(*child) == Some(pid))
-        .filter_map(write_bytes)
-        .sum();
+    let children: u64 = children_of(pid)?.into_iter().filter_map(write_bytes).sum();
     Some(own + children)
 }
 

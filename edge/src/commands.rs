@@ -66,6 +66,18 @@ impl Commands {
         Self { tx }
     }
 
+    /// The bytes of `command` as a batch carries it (encode once, submit
+    /// again if need be with [`Self::submit_encoded`]).
+    #[must_use]
+    pub fn encode(command: pb::command::Command) -> Bytes {
+        Bytes::from(
+            pb::Command {
+                command: Some(command),
+            }
+            .encode_to_vec(),
+        )
+    }
+
     /// Queues `command` for `partition`; the receiver tells when it is in
     /// the stream. Waits while the queue is full.
     ///
@@ -76,8 +88,16 @@ impl Commands {
         partition: u32,
         command: pb::command::Command,
     ) -> Result<Accepted, Closed> {
+        self.submit_encoded(partition, Self::encode(command)).await
+    }
+
+    /// [`Self::submit`] of a command already [encoded](Self::encode).
+    ///
+    /// # Errors
+    /// If the publisher task has ended.
+    pub async fn submit_encoded(&self, partition: u32, command: Bytes) -> Result<Accepted, Closed> {
         let (tx, accepted) = oneshot::channel();
-        self.submit_with(
+        self.submit_encoded_with(
             partition,
             command,
             Box::new(move |r| {
@@ -88,23 +108,18 @@ impl Commands {
         Ok(accepted)
     }
 
-    /// Like [`Self::submit`], with `done` called on the publisher task
-    /// instead of a receiver to await (no task per command on the hot path).
+    /// Like [`Self::submit_encoded`], with `done` called on the publisher
+    /// task instead of a receiver to await (no task per command on the hot
+    /// path).
     ///
     /// # Errors
     /// If the publisher task has ended (`done` is not called then).
-    pub async fn submit_with(
+    pub async fn submit_encoded_with(
         &self,
         partition: u32,
-        command: pb::command::Command,
+        command: Bytes,
         done: Done,
     ) -> Result<(), Closed> {
-        let command = Bytes::from(
-            pb::Command {
-                command: Some(command),
-            }
-            .encode_to_vec(),
-        );
         self.tx
             .send(Queued {
                 partition,

@@ -341,22 +341,7 @@ fn split(d: pb::EdgeDelivery, bytes: usize) -> Vec<pb::EdgeDelivery> {
     let mut parts = Vec::new();
     let mut cur = pb::EdgeDelivery::default();
     let mut size = 0;
-    for mut item in d.items {
-        // A group event for thousands of users: split the user list too.
-        while item.users.len() > 1 && item.encoded_len() > PUBLISH_MAX_BYTES {
-            let rest = item.users.split_off(item.users.len() / 2);
-            let half = pb::RoutedDelivery {
-                users: rest,
-                delivery: item.delivery.clone(),
-            };
-            let n = half.encoded_len();
-            if size + n > PUBLISH_MAX_BYTES && !cur.items.is_empty() {
-                parts.push(std::mem::take(&mut cur));
-                size = 0;
-            }
-            size += n;
-            cur.items.push(half);
-        }
+    let mut add = |item: pb::RoutedDelivery| {
         let n = item.encoded_len();
         if size + n > PUBLISH_MAX_BYTES && !cur.items.is_empty() {
             parts.push(std::mem::take(&mut cur));
@@ -364,6 +349,17 @@ fn split(d: pb::EdgeDelivery, bytes: usize) -> Vec<pb::EdgeDelivery> {
         }
         size += n;
         cur.items.push(item);
+    };
+    for mut item in d.items {
+        // A group event for thousands of users: split the user list too.
+        while item.users.len() > 1 && item.encoded_len() > PUBLISH_MAX_BYTES {
+            let rest = item.users.split_off(item.users.len() / 2);
+            add(pb::RoutedDelivery {
+                users: rest,
+                delivery: item.delivery.clone(),
+            });
+        }
+        add(item);
     }
     if !cur.items.is_empty() {
         parts.push(cur);

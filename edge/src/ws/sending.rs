@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use msgr_core::id;
 use msgr_nats::{rpc, subject};
 use msgr_schemas::client::ServerFrame;
 use msgr_schemas::pb::v1 as pb;
-use prost::Message as _;
 
 use super::frame::FrameError;
 use super::session::{encode, error_frame, Session};
+use crate::commands::Commands;
 use crate::state::EdgeState;
 
 /// A send awaiting its `ack`, kept so that it can be answered even if the
@@ -21,10 +22,9 @@ use crate::state::EdgeState;
 pub(super) struct PendingSend {
     /// When its frame was read.
     pub(super) read_at: Instant,
-    /// The command, to publish again if it was lost.
-    pub(super) cmd: Arc<pb::SendCommand>,
-    /// Its encoded size (what the in-flight byte bound counts).
-    pub(super) size: usize,
+    /// The command as a batch carries it, to publish again if it was lost
+    /// (its length is what the in-flight byte bound counts).
+    pub(super) cmd: Bytes,
     pub(super) partition: u32,
     /// When to ask the store about it next.
     pub(super) next_check: Instant,
@@ -53,7 +53,7 @@ pub(super) struct Pending {
 impl Pending {
     pub(super) fn remove(&mut self, cmid: &str) -> Option<PendingSend> {
         let p = self.sends.remove(cmid)?;
-        self.bytes -= p.size;
+        self.bytes -= p.cmd.len();
         Some(p)
     }
 }
@@ -137,8 +137,8 @@ pub(super) async fn send(
         reply_to_seq: f.reply_to_seq,
     };
     let partition = id::partition_of(&conversation_id, state.partitions);
-    let size = cmd.encoded_len();
-    let cmd = Arc::new(cmd);
+    let cmd = Commands::encode(pb::command::Command::Send(cmd));
+    let size = cmd.len();
     {
         let mut pending = session.pending();
         if let Some(p) = pending.sends.get_mut(&cmid) {
@@ -174,8 +174,7 @@ pub(super) async fn send(
             cmid.clone(),
             PendingSend {
                 read_at: now,
-                cmd: Arc::clone(&cmd),
-                size,
+                cmd: cmd.clone(),
                 partition,
                 next_check: now + state.ack_check_after(),
                 checks: 0,
@@ -208,7 +207,7 @@ pub(super) async fn send(
     };
     if state
         .commands
-        .submit_with(partition, pb::command::Command::Send((*cmd).clone()), done)
+        .submit_encoded_with(partition, cmd, done)
         .await
         .is_err()
     {
@@ -254,7 +253,7 @@ pub(super) async fn check_pending(state: EdgeState, session: Arc<Session>, cmid:
                 pending
                     .sends
                     .get(&cmid)
-                    .and_then(|p| Some((p.in_stream?, p.partition, Arc::clone(&p.cmd))))
+                    .and_then(|p| Some((p.in_stream?, p.partition, p.cmd.clone())))
             };
             if let Some((seq, partition, cmd)) = again {
                 publish_again(&state, &session, &cmid, seq, partition, cmd).await;
@@ -300,7 +299,7 @@ async fn publish_again(
     cmid: &str,
     seq: u64,
     partition: u32,
-    cmd: Arc<pb::SendCommand>,
+    cmd: Bytes,
 ) {
     let Ok(stream) = state
         .js
@@ -313,11 +312,7 @@ async fn publish_again(
     match stream.get_raw_message(seq).await {
         Ok(_) => {} // still queued: a worker will get to it
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-            let Ok(accepted) = state
-                .commands
-                .submit(partition, pb::command::Command::Send((*cmd).clone()))
-                .await
-            else {
+            let Ok(accepted) = state.commands.submit_encoded(partition, cmd).await else {
                 return;
             };
             if let Ok(Ok(seq)) = accepted.await {
