@@ -90,6 +90,9 @@ pub async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
+        // A server that stops answering (hung, or cut off the network) is left
+        // for another after two unanswered pings: ~8-12 s, not the default's minutes.
+        .ping_interval(Duration::from_secs(4))
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let tx = tx.clone();

@@ -73,10 +73,17 @@ enum FaultKind {
     KillWorker,
     KillEdge,
     KillNats,
+    /// SIGSTOP one NATS node for `PAUSE_NATS`, then SIGCONT: to its peers and
+    /// clients it answers nothing, as if cut off the network, then it rejoins.
+    PauseNats,
     PauseWorker,
     RestartPostgres,
     KillAll,
 }
+
+/// Long enough for the other nodes to elect new leaders and for the paused
+/// node's clients to give up on it (two unanswered 4 s pings).
+const PAUSE_NATS: Duration = Duration::from_secs(15);
 
 /// splitmix64: a seeded sequence, so a failing schedule can be replayed.
 struct Rng(u64);
@@ -125,9 +132,14 @@ struct FaultReport {
     /// Per conversation: from the fault to the first ack after it.
     recovery_ms_max: u64,
     recovery_ms_median: u64,
-    /// Within 20 s after the fault, over all clients.
+    /// From the fault until the next one (at most 20 s), over all clients:
+    /// the next fault's effects are its own.
+    window_ms: u64,
     reconnects: usize,
     errors: BTreeMap<String, usize>,
+    /// From the fault to the last error or reconnect in its window: how long
+    /// clients saw anything but late acks (0 when they saw nothing).
+    disturbed_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -159,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             FaultKind::KillWorker,
             FaultKind::KillEdge,
             FaultKind::KillNats,
+            FaultKind::PauseNats,
             FaultKind::PauseWorker,
             FaultKind::RestartPostgres,
             FaultKind::KillAll,
@@ -348,19 +361,29 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let faults: Vec<FaultReport> = applied
         .iter()
-        .map(|(kind, target, at)| {
+        .enumerate()
+        .map(|(i, (kind, target, at))| {
             let mut rec: Vec<u64> = acks_by_conv
                 .values()
                 .filter_map(|ts| ts.iter().filter(|t| *t > at).min())
                 .map(|t| (*t - *at).as_millis() as u64)
                 .collect();
             rec.sort_unstable();
-            let window = |t: &Instant| *t >= *at && *t < *at + Duration::from_secs(20);
+            let mut end = *at + Duration::from_secs(20);
+            if let Some((_, _, next)) = applied.get(i + 1) {
+                end = end.min(*next);
+            }
+            let window = |t: &Instant| *t >= *at && *t < end;
             let mut errs = BTreeMap::new();
+            let mut last_seen = *at;
             for (t, code) in &errors {
                 if window(t) {
                     *errs.entry(code.clone()).or_insert(0) += 1;
+                    last_seen = last_seen.max(*t);
                 }
+            }
+            for t in reconnects.iter().filter(|t| window(t)) {
+                last_seen = last_seen.max(*t);
             }
             FaultReport {
                 kind: *kind,
@@ -368,8 +391,10 @@ async fn main() -> anyhow::Result<()> {
                 at_s: (*at - t0).as_secs_f64(),
                 recovery_ms_max: rec.last().copied().unwrap_or(u64::MAX),
                 recovery_ms_median: rec.get(rec.len() / 2).copied().unwrap_or(u64::MAX),
+                window_ms: (end - *at).as_millis() as u64,
                 reconnects: reconnects.iter().filter(|t| window(t)).count(),
                 errors: errs,
+                disturbed_ms: (last_seen - *at).as_millis() as u64,
             }
         })
         .collect();
@@ -440,17 +465,19 @@ fn print_report(r: &Report) {
         "| longest stall (no ack anywhere) | {} ms |",
         r.longest_stall_ms
     );
-    println!("\n| at | fault | first ack after it, per conversation (median / max) | reconnects | errors |\n|---|---|---|---|---|");
+    println!("\n| at | fault | first ack after it, per conversation (median / max) | reconnects | errors | errors or reconnects until | window |\n|---|---|---|---|---|---|---|");
     for f in &r.faults {
         println!(
-            "| {:.0} s | {:?} {} | {} / {} ms | {} | {:?} |",
+            "| {:.0} s | {:?} {} | {} / {} ms | {} | {:?} | {} ms | {} ms |",
             f.at_s,
             f.kind,
             f.target,
             f.recovery_ms_median,
             f.recovery_ms_max,
             f.reconnects,
-            f.errors
+            f.errors,
+            f.disturbed_ms,
+            f.window_ms
         );
     }
     println!("\n{}", if r.passed { "PASSED" } else { "FAILED" });
@@ -707,6 +734,14 @@ async fn apply(kind: FaultKind, cli: &Cli, rng: &mut Rng) -> anyhow::Result<Stri
             let pid = pid_of(dir, &name).await?;
             signal(pid, "KILL");
             format!("{name} (pid {pid})")
+        }
+        FaultKind::PauseNats => {
+            let name = format!("nats-{}", rng.below(3) + 1);
+            let pid = pid_of(dir, &name).await?;
+            signal(pid, "STOP");
+            tokio::time::sleep(PAUSE_NATS).await;
+            signal(pid, "CONT");
+            format!("{name} (pid {pid}) for {} ms", PAUSE_NATS.as_millis())
         }
         FaultKind::PauseWorker => {
             let name = format!("worker-{}", rng.below(2) + 1);
