@@ -20,14 +20,47 @@ The roles:
   fans out typing, publishes events, deliveries and presence (a user hiding
   theirs), follows the edges' routes. It may not publish commands.
 - integrator: reads events (msgr.v1.evt.>, msgr.v2.evt.>) and may own pull consumers on
-  MSGR_IN; it publishes nothing onto the bus's subjects, makes no requests
-  and deletes no consumers.
+  MSGR_IN under the names MSGR_INTEGRATOR_CONSUMERS lists (comma-separated,
+  default AUDIT), and those only: the sequencers' SEQ_* consumers are out of
+  its reach (pulling or acking there would take commands from a partition).
+  It publishes nothing onto the bus's subjects, makes no requests and deletes
+  no consumers.
 """
 
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
+
+
+def integrator_consumers() -> list:
+    names = [n.strip() for n in os.environ.get("MSGR_INTEGRATOR_CONSUMERS", "AUDIT").split(",")]
+    names = [n for n in names if n]
+    for n in names:
+        # A consumer name is one subject token; SEQ_ is the sequencers'.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", n) or n.upper().startswith("SEQ_"):
+            sys.exit(f"MSGR_INTEGRATOR_CONSUMERS: {n!r} is not a name an integrator may use")
+    return names
+
+
+def integrator_publish(names: list) -> list:
+    allow = [
+        "$JS.API.INFO",
+        "$JS.API.STREAM.NAMES",
+        "$JS.API.STREAM.INFO.MSGR_IN",
+        "$JS.FC.MSGR_IN.>",
+    ]
+    for n in names:
+        allow += [
+            f"$JS.API.CONSUMER.CREATE.MSGR_IN.{n}",
+            f"$JS.API.CONSUMER.CREATE.MSGR_IN.{n}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.MSGR_IN.{n}",
+            f"$JS.API.CONSUMER.INFO.MSGR_IN.{n}",
+            f"$JS.API.CONSUMER.MSG.NEXT.MSGR_IN.{n}",
+            f"$JS.ACK.MSGR_IN.{n}.>",
+        ]
+    return allow
 
 ROLES = {
     "edge": {
@@ -85,18 +118,7 @@ ROLES = {
         ],
     },
     "integrator": {
-        "publish": [
-            "$JS.API.INFO",
-            "$JS.API.STREAM.NAMES",
-            "$JS.API.STREAM.INFO.MSGR_IN",
-            "$JS.API.CONSUMER.CREATE.MSGR_IN",
-            "$JS.API.CONSUMER.CREATE.MSGR_IN.>",
-            "$JS.API.CONSUMER.DURABLE.CREATE.MSGR_IN.>",
-            "$JS.API.CONSUMER.INFO.MSGR_IN.>",
-            "$JS.API.CONSUMER.MSG.NEXT.MSGR_IN.>",
-            "$JS.ACK.MSGR_IN.>",
-            "$JS.FC.MSGR_IN.>",
-        ],
+        "publish": None,  # integrator_publish(), from the environment
         "subscribe": ["_INBOX.>", "msgr.v1.evt.>", "msgr.v2.evt.>"],
     },
 }
@@ -127,7 +149,9 @@ def password(secrets_dir: Path, role: str) -> str:
 
 def block(secrets_dir: Path) -> str:
     users = []
-    for role, p in ROLES.items():
+    roles = dict(ROLES)
+    roles["integrator"] = dict(ROLES["integrator"], publish=integrator_publish(integrator_consumers()))
+    for role, p in roles.items():
         users.append(
             '    { user: "%s", password: "%s", permissions: { publish: %s, subscribe: %s } }'
             % (role, password(secrets_dir, role), perm(p["publish"]), perm(p["subscribe"]))

@@ -186,6 +186,51 @@ async fn each_role_connects_as_itself_and_is_refused_what_it_must_not_do() {
         })
         .await
         .expect("the integrator makes its own consumer");
+    // …under the names it was given, and none of the sequencers': pulling
+    // from or acking on a SEQ_* consumer would take commands from a partition.
+    for name in ["SEQ_0_99", "OTHER"] {
+        assert!(
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                stream.create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    ..Default::default()
+                })
+            )
+            .await
+            .map_or(true, |r| r.is_err()),
+            "the integrator made a consumer named {name}"
+        );
+    }
+    let wjs = async_nats::jetstream::new(connect_as(&app.nats, &secrets, "worker").await);
+    let mut names = wjs
+        .get_stream(msgr_nats::stream::IN_STREAM)
+        .await
+        .expect("MSGR_IN")
+        .consumer_names();
+    let mut sequencers = Vec::new();
+    while let Some(name) = futures_util::StreamExt::next(&mut names).await {
+        let name = name.expect("a consumer name");
+        if name.starts_with("SEQ_") {
+            sequencers.push(name);
+        }
+    }
+    assert!(
+        !sequencers.is_empty(),
+        "the sequencers' consumers are listed"
+    );
+    for name in &sequencers {
+        let pull = integrator.request(
+            format!("$JS.API.CONSUMER.MSG.NEXT.MSGR_IN.{name}"),
+            r#"{"batch":1,"no_wait":true}"#.into(),
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), pull)
+                .await
+                .map_or(true, |r| r.is_err()),
+            "the integrator pulled from the sequencer's consumer {name}"
+        );
+    }
     a.send_text_to(&bob.user_id, "ok-2", "seen by the integrator")
         .await;
     a.expect("ack", T).await;
