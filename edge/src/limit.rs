@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -42,6 +42,9 @@ pub struct LimitsConfig {
     pub sends_per_second: u32,
     /// Typing frames per connection per second.
     pub typing_per_second: u32,
+    /// WebSockets one user may hold open on this edge at once (devices and
+    /// tabs): one account cannot take the edge's `max_connections`.
+    pub connections_per_user: u32,
 }
 
 impl Default for LimitsConfig {
@@ -58,6 +61,7 @@ impl Default for LimitsConfig {
             uploads_per_minute: 60,
             sends_per_second: 200,
             typing_per_second: 2,
+            connections_per_user: 20,
         }
     }
 }
@@ -143,6 +147,29 @@ pub struct Limits {
     uploads: Buckets<String>,
     sends: Buckets<String>,
     failures: Mutex<HashMap<(String, IpAddr), Failures>>,
+    /// Open WebSockets per user (at most `max_connections` keys).
+    open: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One counted WebSocket of a user; dropping it frees its place.
+pub struct OpenConnection {
+    open: Arc<Mutex<HashMap<String, u32>>>,
+    user: String,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// What a limit says: wait this long.
@@ -165,6 +192,7 @@ impl Limits {
             uploads: Buckets::new(c.uploads_per_minute, minute),
             sends: Buckets::new(c.sends_per_second, Duration::from_secs(1)),
             failures: Mutex::new(HashMap::new()),
+            open: Arc::new(Mutex::new(HashMap::new())),
             config,
         }
     }
@@ -285,6 +313,37 @@ impl Limits {
     pub fn send(&self, user: &str) -> Result<(), Limited> {
         self.gate("send", &self.sends, user)
     }
+
+    /// A place for one more WebSocket of `user`, or `None` when they hold
+    /// `connections_per_user` here already.
+    #[must_use]
+    pub fn open_connection(&self, user: &str) -> Option<OpenConnection> {
+        let cap = self.config.connections_per_user;
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(user.to_owned()).or_insert(0);
+        if self.config.enabled && cap > 0 && *n >= cap {
+            counted("connections_per_user");
+            return None;
+        }
+        *n += 1;
+        Some(OpenConnection {
+            open: Arc::clone(&self.open),
+            user: user.to_owned(),
+        })
+    }
+
+    /// A password check that is not a login (deleting the account): the
+    /// login's address rate and its per-account lock, keyed apart from logins.
+    pub fn password_check(&self, user_id: &str, addr: IpAddr) -> Result<(), Limited> {
+        self.login(&format!("#{user_id}"), addr)
+    }
+
+    pub fn password_check_outcome(&self, user_id: &str, addr: IpAddr, ok: bool) {
+        self.login_outcome(&format!("#{user_id}"), addr, ok);
+    }
 }
 
 /// Counts a refusal by the limit that made it (`msgr_edge_rate_limited_total`).
@@ -295,6 +354,25 @@ pub fn counted(limit: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_connections_per_user_and_a_closed_one_frees_its_place() {
+        let l = Limits::new(LimitsConfig {
+            connections_per_user: 2,
+            ..LimitsConfig::default()
+        });
+        let a = l.open_connection("u1").expect("first");
+        let _b = l.open_connection("u1").expect("second");
+        assert!(l.open_connection("u1").is_none(), "a third is refused");
+        let _other = l
+            .open_connection("u2")
+            .expect("another user is not affected");
+        drop(a);
+        assert!(
+            l.open_connection("u1").is_some(),
+            "a closed one frees its place"
+        );
+    }
 
     #[test]
     fn a_bucket_gives_its_burst_then_says_how_long_to_wait() {

@@ -222,3 +222,133 @@ async fn rate_limits_and_login_locks_answer_with_when_to_retry() {
     ws.send_text_to(&peer.user_id, &again, "hi").await;
     assert_eq!(ws.expect("ack", T).await["client_msg_id"], again.as_str());
 }
+
+/// The doors the first test does not knock on: logins per address, uploads
+/// per user, sockets per user, and the password check of an account
+/// deletion (locked like a login, or a stolen token is a password oracle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_uploads_sockets_and_account_deletion_are_limited_too() {
+    let app = TestApp::spawn_with_edge(|e| {
+        e.limits.enabled = true;
+        e.limits.trust_forwarded_for = true;
+        e.limits.logins_per_minute = 4;
+        e.limits.uploads_per_minute = 2;
+        e.limits.connections_per_user = 3;
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let login = json!({"username": alice.username, "password": "correct horse battery"});
+
+    // Logins per address: 4 a minute, then 429 for any account; another
+    // address is not affected.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (s, _, _) =
+            call_from(&app, "10.0.1.1", "POST", "/user/login", None, Some(&login)).await;
+        statuses.push(s);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 429, 429],
+        "logins from one address"
+    );
+    let (s, _, b) = call_from(&app, "10.0.1.2", "POST", "/user/login", None, Some(&login)).await;
+    assert_eq!(s, 200, "another address logs in: {b}");
+
+    // Uploads per user: 2 a minute.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = msgr_tests::http_stream(
+            app.addr,
+            "POST",
+            "/media",
+            &[
+                ("authorization", format!("Bearer {}", alice.token)),
+                ("content-type", "text/plain".to_owned()),
+                ("content-length", "5".to_owned()),
+            ],
+            futures_util::stream::once(async { bytes::Bytes::from_static(b"hello") }),
+        )
+        .await;
+        statuses.push((r.status, r.header("retry-after").is_some()));
+    }
+    assert_eq!(
+        statuses,
+        [(201, false), (201, false), (429, true)],
+        "uploads: status, Retry-After"
+    );
+
+    // Sockets per user: 3 here; a 4th is refused 429 until one closes.
+    let path = format!("/messages/send?token={}", alice.token);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(app.ws(&alice.token).await);
+    }
+    assert_eq!(
+        msgr_tests::WsClient::connect(app.addr, &path, None)
+            .await
+            .err(),
+        Some(429),
+        "a 4th socket of one user"
+    );
+    let bob = app.user("bob").await;
+    let mut b = app.ws(&bob.token).await;
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(ws) = msgr_tests::WsClient::connect(app.addr, &path, None).await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = again.expect("a closed socket frees its place");
+    again.send_text_to(&bob.user_id, "c1", "still here").await;
+    assert_eq!(again.expect("ack", T).await["client_msg_id"], "c1");
+    assert_eq!(
+        b.expect("message", T).await["message"]["text"],
+        "still here"
+    );
+
+    // Deleting the account checks the password as a login does, under the
+    // login's limits: 4 tries a minute from one address (then 429 even with
+    // the right password there), and the account is still there.
+    let wrong = json!({"password": "not my password"});
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (s, _, _) = call_from(
+            &app,
+            "10.0.1.9",
+            "DELETE",
+            "/user",
+            Some(&alice.token),
+            Some(&wrong),
+        )
+        .await;
+        statuses.push(s);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 429], "wrong passwords");
+    let right = json!({"password": "correct horse battery"});
+    let (s, retry, _) = call_from(
+        &app,
+        "10.0.1.9",
+        "DELETE",
+        "/user",
+        Some(&alice.token),
+        Some(&right),
+    )
+    .await;
+    assert_eq!(
+        (s, retry.is_some()),
+        (429, true),
+        "then refused at that address"
+    );
+    let (s, me) = app
+        .get(&format!("/users/{}", alice.user_id), &bob.token)
+        .await;
+    assert_eq!(
+        (s, me["username"].as_str()),
+        (200, Some(alice.username.as_str())),
+        "the account is still there: {me}"
+    );
+}

@@ -238,8 +238,12 @@ pub async fn refresh(
 /// received stay with them.
 /// - 204.
 /// - 401 `invalid_credentials`: wrong password (nothing changes).
+/// - 429 `rate_limited`: too many attempts from this address, or too many
+///   wrong passwords (locked as a login would be).
 pub async fn delete_account(
     State(state): State<EdgeState>,
+    ConnectInfo(crate::tls::Peer(peer)): ConnectInfo<crate::tls::Peer>,
+    headers: HeaderMap,
     AuthUser(caller): AuthUser,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
@@ -248,16 +252,26 @@ pub async fn delete_account(
         password: String,
     }
     let req: Confirm = json_body(body, state.config.max_body_bytes).await?;
-    let _: pb::Deleted = rpc::call(
+    // A password check like a login's: the same rate and lock, or a stolen
+    // token would be a password oracle (and argon2 a CPU drain).
+    let addr = state.limits.client_addr(peer, &headers);
+    state.limits.password_check(&caller, addr)?;
+    let deleted: Result<pb::Deleted, _> = rpc::call(
         &state.nats,
         subject::rpc::DELETE_ACCOUNT,
         &pb::DeleteAccountRequest {
-            caller_id: caller,
+            caller_id: caller.clone(),
             password: req.password,
         },
         state.rpc_timeout(),
     )
-    .await?;
+    .await;
+    if let Err(rpc::RpcError::Remote { code, .. }) = &deleted {
+        if code == "invalid_credentials" {
+            state.limits.password_check_outcome(&caller, addr, false);
+        }
+    }
+    deleted?;
     Ok(StatusCode::NO_CONTENT)
 }
 

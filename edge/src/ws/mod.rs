@@ -33,6 +33,8 @@ use crate::state::EdgeState;
 /// # `WS /messages/send`
 /// - 401 `unauthorized` / `token_expired` before the upgrade without a valid token
 ///   (header, or `?token=` for browsers).
+/// - 429 `too_many_connections` (with `Retry-After`) when the user already
+///   holds `connections_per_user` sockets on this edge.
 /// - 503 `too_many_connections` when this edge is full.
 pub async fn upgrade(
     State(state): State<EdgeState>,
@@ -49,6 +51,17 @@ pub async fn upgrade(
     let Ok(ws) = ws else {
         return ApiError::bad_request("not_websocket", "this endpoint needs a WebSocket upgrade")
             .into_response();
+    };
+    let Some(place) = state.limits.open_connection(&user_id) else {
+        return ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                "this account has too many connections open here; close one",
+            )
+        }
+        .into_response();
     };
     let Ok(permit) = std::sync::Arc::clone(&state.connections).try_acquire_owned() else {
         return ApiError::new(
@@ -74,6 +87,7 @@ pub async fn upgrade(
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
         drop(permit);
+        drop(place);
     };
     tracker.spawn(task);
     response.into_response()
