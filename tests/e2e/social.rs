@@ -71,6 +71,34 @@ async fn a_blocked_user_cannot_send_or_start_a_chat_until_unblocked_and_groups_a
     // Alice cannot send to whom she blocked either (she must unblock).
     wa.send_text_to(&bob.user_id, "a1", "psst").await;
     assert_eq!(refused(&mut wa, "a1").await, "blocked");
+    // Nor does Bob reach her by reacting to or editing his earlier message,
+    // or by typing; deleting his own message stays possible.
+    let dm = format!(
+        "d_{}",
+        if alice.user_id < bob.user_id {
+            format!("{}_{}", alice.user_id, bob.user_id)
+        } else {
+            format!("{}_{}", bob.user_id, alice.user_id)
+        }
+    );
+    wb.send_json(
+        &json!({"type":"react","client_msg_id":"r1","conversation_id":dm,"seq":1,"emoji":"👍"}),
+    )
+    .await;
+    assert_eq!(refused(&mut wb, "r1").await, "recipient_unavailable");
+    wb.send_json(&json!({"type":"edit","client_msg_id":"e1","conversation_id":dm,"seq":1,"text":"hi alice!!"}))
+        .await;
+    assert_eq!(refused(&mut wb, "e1").await, "recipient_unavailable");
+    for _ in 0..2 {
+        wb.send_json(&json!({"type":"typing","conversation_id":dm}))
+            .await;
+    }
+    let seen = wa.drain(Duration::from_millis(800)).await;
+    assert!(
+        seen.iter()
+            .all(|f| f["type"] != "typing" && f["type"] != "message_update"),
+        "alice saw bob: {seen:?}"
+    );
     // Blocking a stranger stops a first chat too.
     app.post(
         "/user/blocks",

@@ -186,6 +186,28 @@ const TYPING_MEMBERS_TTL: Duration = Duration::from_secs(10);
 /// Most groups whose members are kept for typing notices.
 const TYPING_GROUPS_CACHED: usize = 4096;
 
+/// How long a user's block list is trusted for typing notices.
+const TYPING_BLOCKS_TTL: Duration = Duration::from_secs(2);
+
+/// Whom `user` blocks, from `cache` when fresh; `None` when the store cannot say.
+async fn blocked_by(
+    ctx: &WorkerContext,
+    cache: &mut HashMap<String, (Instant, Arc<Vec<String>>)>,
+    user: &str,
+) -> Option<Arc<Vec<String>>> {
+    if let Some((at, list)) = cache.get(user) {
+        if at.elapsed() < TYPING_BLOCKS_TTL {
+            return Some(Arc::clone(list));
+        }
+    }
+    let list = Arc::new(ctx.store.blocked(user).await.ok()?);
+    if cache.len() >= TYPING_GROUPS_CACHED {
+        cache.clear();
+    }
+    cache.insert(user.to_owned(), (Instant::now(), Arc::clone(&list)));
+    Some(list)
+}
+
 /// Typing notices: a group's checked against its current members, a direct
 /// chat's against its id, and passed to the other members' edges. Ephemeral: a notice that cannot be checked
 /// is dropped.
@@ -197,6 +219,8 @@ async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> a
         .map_err(|e| anyhow::anyhow!("subscribing to typing: {e}"))?;
     // Current members per group, and when they were read.
     let mut cache: HashMap<String, (Instant, Arc<Vec<String>>)> = HashMap::new();
+    // Whom each user blocks, briefly (a block silences typing within this).
+    let mut blocks: HashMap<String, (Instant, Arc<Vec<String>>)> = HashMap::new();
     loop {
         let msg = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -217,6 +241,17 @@ async fn group_typing(ctx: Arc<WorkerContext>, shutdown: CancellationToken) -> a
             } else {
                 continue;
             };
+            // Not to someone who blocked the typist, nor to someone they blocked.
+            let mut blocked = false;
+            for (who, whom) in [(peer, t.user_id.as_str()), (t.user_id.as_str(), peer)] {
+                match blocked_by(&ctx, &mut blocks, who).await {
+                    Some(list) => blocked |= list.iter().any(|u| u == whom),
+                    None => blocked = true,
+                }
+            }
+            if blocked {
+                continue;
+            }
             let d = pb::Delivery {
                 event: Some(pb::delivery::Event::Typing(t.clone())),
             };

@@ -144,6 +144,11 @@ pub(crate) async fn change(c: &impl GenericClient, ch: &MessageChange) -> StoreR
     if let Some(r) = msgr_core::store::check_change(ch, &sender, text.is_some(), sent_at) {
         return Ok(OpOutcome::Rejected(r));
     }
+    if let Some(peer) = msgr_core::store::blocked_change_peer(ch) {
+        if let Some(r) = block_between(c, &ch.actor_id, peer).await? {
+            return Ok(OpOutcome::Rejected(r));
+        }
+    }
     let rev: i64 = query_opt(
         c,
         "UPDATE conversations SET last_rev = last_rev + 1 WHERE conversation_id = $1

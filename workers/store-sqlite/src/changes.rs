@@ -127,6 +127,11 @@ pub(crate) fn change(tx: &Connection, c: &MessageChange) -> rusqlite::Result<OpO
     if let Some(r) = msgr_core::store::check_change(c, &sender, text.is_some(), sent_at) {
         return Ok(OpOutcome::Rejected(r));
     }
+    if let Some(peer) = msgr_core::store::blocked_change_peer(c) {
+        if let Some(r) = block_between(tx, &c.actor_id, peer)? {
+            return Ok(OpOutcome::Rejected(r));
+        }
+    }
     let rev: u64 = tx
         .prepare_cached(
             "UPDATE conversations SET last_rev = last_rev + 1 WHERE conversation_id = ?1

@@ -259,6 +259,18 @@ pub struct MessageChange {
     pub window_ms: i64,
 }
 
+/// The other member of a direct chat when a block between the two must
+/// stop this change: an edit or a reaction reaches the other person as a
+/// send would; deleting your own message stays possible.
+#[must_use]
+pub fn blocked_change_peer(c: &MessageChange) -> Option<&str> {
+    if matches!(c.kind, ChangeKind::Delete) {
+        return None;
+    }
+    let (a, b) = crate::id::direct_members(&c.conversation_id)?;
+    Some(if a == c.actor_id { b } else { a })
+}
+
 /// The rules of a change that every adapter checks the same way, once it
 /// knows the message exists, is not deleted, and the actor is a current
 /// member who saw it: only the sender edits (text) or deletes, within the

@@ -320,6 +320,59 @@ pub(super) async fn blocks_stop_direct_sends_both_ways_until_lifted(store: &dyn 
         rejected(&one(store, direct(&a, &b, "b2", "hi")).await),
         Rejection::YouBlocked
     );
+    // Nor reach the blocker by reacting to or editing an earlier message of
+    // the chat (either side); deleting one's own message stays possible.
+    store
+        .unblock(&a.user_id, &b.user_id)
+        .await
+        .expect("unblock");
+    let conv = id::direct_conversation_id(&a.user_id, &b.user_id);
+    let first = stored_seq(&one(store, direct(&b, &a, "b0", "before")).await);
+    let second = stored_seq(&one(store, direct(&b, &a, "b00", "before, too")).await);
+    store
+        .block(&a.user_id, &b.user_id, 6)
+        .await
+        .expect("block again");
+    for (who, cmid, kind, want) in [
+        (
+            &b,
+            "bx1",
+            ChangeKind::React(Some("👍".to_owned())),
+            Rejection::RecipientUnavailable,
+        ),
+        (
+            &b,
+            "bx2",
+            ChangeKind::Edit("sneaky".to_owned()),
+            Rejection::RecipientUnavailable,
+        ),
+        (
+            &a,
+            "bx3",
+            ChangeKind::React(Some("👍".to_owned())),
+            Rejection::YouBlocked,
+        ),
+    ] {
+        assert_eq!(
+            rejected(&one(store, change(who, &conv, first, cmid, kind)).await),
+            want,
+            "{cmid}"
+        );
+    }
+    let page = latest(store, &conv, &a).await;
+    let m = &page
+        .messages
+        .iter()
+        .find(|m| m.message.seq == first)
+        .expect("first")
+        .message;
+    assert!(
+        m.reactions.is_empty() && m.text.as_deref() == Some("before"),
+        "{m:?}"
+    );
+    let (deleted, _) =
+        changed(one(store, change(&b, &conv, second, "bx4", ChangeKind::Delete)).await);
+    assert!(deleted.deleted_at_ms.is_some(), "{deleted:?}");
     // Others are unaffected, and so are groups.
     assert!(matches!(
         one(store, direct(&c, &a, "b3", "hi")).await,
