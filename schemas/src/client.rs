@@ -1,4 +1,4 @@
-//! The JSON client contract (`shared/API.md`, v1): REST bodies and WebSocket frames.
+//! The JSON client contract (`docs/API.md`, v1): REST bodies and WebSocket frames.
 //!
 //! Frames from clients are parsed in two steps by the edge (JSON value, then the
 //! typed frame) so that malformed JSON, an unknown `type` and wrong field types
