@@ -540,3 +540,83 @@ async fn worker_and_edge_stop_promptly_while_nats_server_is_down() {
         start.elapsed().as_millis()
     );
 }
+
+/// The processes under `root` (itself included), from /proc.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid …: comm may hold spaces, so from its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// A store that hangs (PostgreSQL frozen with SIGSTOP: no error, no answer)
+/// fails nothing the worker could report; its progress check still makes
+/// `/healthz` unhealthy and says why, and everything resumes by itself when
+/// the store answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_store_makes_the_worker_unhealthy_and_messaging_resumes_by_itself() {
+    let pg = blocking(msgr_postgres_test_server::TestPostgres::start);
+    let worker_metrics = msgr_tests::free_port();
+    let url = pg.url();
+    let app = TestApp::spawn_with_worker(|w| {
+        w.metrics_listen = format!("127.0.0.1:{worker_metrics}");
+        w.store = msgr_workers::config::StoreConfig::Postgres { url, pool_size: 4 };
+        w.stall_secs = 2;
+    })
+    .await;
+    let worker_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{worker_metrics}").parse().expect("addr");
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = app.ws(&alice.token).await;
+    a.send_text_to(&bob.user_id, "h-1", "before").await;
+    assert_eq!(a.expect("ack", T).await["seq"], 1);
+    wait_health(worker_addr, T, "worker before", |s, _| s == 200).await;
+
+    let frozen = process_tree(pg.postmaster_pid().expect("postmaster"));
+    for pid in &frozen {
+        signal(*pid, "STOP");
+    }
+    a.send_text_to(&bob.user_id, "h-2", "while the store hangs")
+        .await;
+    let body = wait_health(
+        worker_addr,
+        Duration::from_secs(20),
+        "worker, store hung",
+        |s, b| s == 503 && b["problems"].to_string().contains("none applied"),
+    )
+    .await;
+    println!("worker /healthz with the store hung: {body}");
+    for pid in &frozen {
+        signal(*pid, "CONT");
+    }
+    let ack = a.expect("ack", Duration::from_secs(30)).await;
+    assert_eq!(
+        (ack["client_msg_id"].as_str(), &ack["seq"]),
+        (Some("h-2"), &Value::from(2))
+    );
+    wait_health(worker_addr, T, "worker after the store answers", |s, _| {
+        s == 200
+    })
+    .await;
+    a.send_text_to(&bob.user_id, "h-3", "after").await;
+    assert_eq!(a.expect("ack", T).await["seq"], 3);
+}

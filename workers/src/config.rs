@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     pub lease_ttl_ms: u64,
     /// Most commands one sequencer transaction takes (also the consumer's max ack pending).
     pub batch_max: usize,
+    /// A held partition with commands waiting and none applied for this many
+    /// seconds makes `/healthz` unhealthy (a store that hangs without failing).
+    pub stall_secs: u64,
     /// Session token lifetime.
     pub token_ttl_secs: u64,
     /// A command stays in `MSGR_IN` at most this long, processed or not
@@ -115,6 +118,7 @@ impl Default for WorkerConfig {
             replicas: 1,
             lease_ttl_ms: 2_000,
             batch_max: 256,
+            stall_secs: 20,
             token_ttl_secs: 24 * 3600,
             command_max_age_secs: 7 * 24 * 3600,
             consumer_idle_secs: 24 * 3600,

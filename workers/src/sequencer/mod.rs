@@ -315,6 +315,8 @@ async fn pull(
     let _lag = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(report_lag(
         seat.consumer.clone(),
         p,
+        ctx.health.clone(),
+        Duration::from_secs(ctx.config.stall_secs.max(1)),
     )));
     let generation = link.borrow_and_update().generation();
     // The consumer is new: its deliveries are numbered from 1, and any
@@ -487,13 +489,43 @@ const PULL_ERRORS_TOLERATED: Duration = Duration::from_secs(3);
 const BUCKET_TROUBLE_TOLERATED: Duration = Duration::from_secs(20);
 
 /// Publishes the partition's consumer lag every 5 s until aborted.
-async fn report_lag(mut consumer: jetstream::consumer::PullConsumer, p: u32) {
-    let mut every = tokio::time::interval(Duration::from_secs(5));
+async fn report_lag(
+    mut consumer: jetstream::consumer::PullConsumer,
+    p: u32,
+    health: msgr_nats::health::Health,
+    stall: Duration,
+) {
+    /// Clears the stall report when the holder lets go of the partition.
+    struct Stalled(msgr_nats::health::Health, String);
+    impl Drop for Stalled {
+        fn drop(&mut self) {
+            self.0.clear(&self.1);
+        }
+    }
+    let stalled = Stalled(health, format!("partition {p} progress"));
+    let mut every = tokio::time::interval(stall.min(Duration::from_secs(5)));
+    // The ack floor, and since when it has not moved while commands waited:
+    // a store that hangs fails nothing, so no error path would report it.
+    let mut floor = (0u64, Instant::now());
     loop {
         every.tick().await;
-        if let Ok(info) = consumer.info().await {
-            metrics::gauge!("msgr_worker_consumer_lag", "partition" => p.to_string())
-                .set(info.num_pending as f64);
+        let Ok(info) = consumer.info().await else {
+            continue;
+        };
+        metrics::gauge!("msgr_worker_consumer_lag", "partition" => p.to_string())
+            .set(info.num_pending as f64);
+        let waiting = info.num_pending + info.num_ack_pending as u64;
+        if info.ack_floor.stream_sequence != floor.0 || waiting == 0 {
+            floor = (info.ack_floor.stream_sequence, Instant::now());
+            stalled.0.clear(&stalled.1);
+        } else if floor.1.elapsed() >= stall {
+            stalled.0.set(
+                &stalled.1,
+                format!(
+                    "commands waiting: {waiting}, none applied for {} s",
+                    floor.1.elapsed().as_secs()
+                ),
+            );
         }
     }
 }
