@@ -346,7 +346,10 @@ impl WorkerApp {
                 Role::Query => tasks.spawn(crate::query::run(ctx, token)),
                 Role::Group => tasks.spawn(crate::group::run(ctx, token)),
                 Role::Media => tasks.spawn(crate::media::run(ctx, token)),
-                Role::Thumbnail => tasks.spawn(crate::media::run_thumbnails(ctx, token)),
+                Role::Thumbnail => {
+                    tasks.spawn(crate::media::run_removals(Arc::clone(&ctx), token.clone()));
+                    tasks.spawn(crate::media::run_thumbnails(ctx, token))
+                }
                 Role::All => continue,
             };
         }

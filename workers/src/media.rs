@@ -238,20 +238,64 @@ async fn thumbnail(ctx: &WorkerContext, ev: &pb::MediaUploaded) -> Result<(), Th
 
 /// Removes a media object and its thumbnail (a message deleted for everyone
 /// was the last to reference it), in the background: the sequencer does not
-/// wait on the object store. A failure leaves unreachable bytes behind (its
-/// metadata is already gone), which is logged.
+/// wait on the object store. The removal was recorded in the same
+/// transaction as the delete, so one that fails here (or a worker that dies
+/// first) is done later by [`run_removals`].
 pub(crate) fn remove_object(ctx: &WorkerContext, media_id: &str) {
-    let store = ctx.media.store.clone();
+    let (media, store) = (Arc::clone(&ctx.media.store), Arc::clone(&ctx.store));
     let media_id = media_id.to_owned();
-    tokio::spawn(async move {
-        for key in [object_key(&media_id), thumbnail_key(&media_id)] {
-            match store.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => tracing::warn!(error = %e, %media_id, "could not remove media bytes"),
+    tokio::spawn(async move { remove_bytes(&*media, &*store, &media_id).await });
+}
+
+/// Deletes the bytes of `media_id`, then its recorded removal.
+async fn remove_bytes(
+    media: &dyn object_store::ObjectStore,
+    store: &dyn msgr_core::store::Store,
+    media_id: &str,
+) -> bool {
+    for key in [object_key(media_id), thumbnail_key(media_id)] {
+        match media.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, %media_id, "could not remove media bytes; retrying later");
+                return false;
             }
         }
-        metrics::counter!("msgr_worker_media_removed_total").increment(1);
-    });
+    }
+    if let Err(e) = store.media_removed(media_id).await {
+        tracing::warn!(error = %e, %media_id, "media bytes removed, its record not yet");
+        return false;
+    }
+    metrics::counter!("msgr_worker_media_removed_total").increment(1);
+    true
+}
+
+/// How often recorded removals are looked for (and at start).
+const REMOVALS_EVERY: Duration = Duration::from_secs(60);
+
+/// Removes the bytes of media deleted for everyone whose removal did not
+/// happen right after the commit (object store down, worker died), at start
+/// and every [`REMOVALS_EVERY`], until `shutdown`.
+pub async fn run_removals(
+    ctx: Arc<WorkerContext>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut every = tokio::time::interval(REMOVALS_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = every.tick() => {}
+        }
+        let Ok(ids) = ctx.store.media_removals(100).await else {
+            continue;
+        };
+        for id in ids {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            remove_bytes(&*ctx.media.store, &*ctx.store, &id).await;
+        }
+    }
 }
 
 /// Decodes an image (bounded) and encodes a JPEG thumbnail of it.

@@ -207,6 +207,13 @@ pub(crate) async fn change(c: &impl GenericClient, ch: &MessageChange) -> StoreR
                 .is_some();
                 if !referenced {
                     exec(c, "DELETE FROM media WHERE media_id = $1", &[&id]).await?;
+                    exec(
+                        c,
+                        "INSERT INTO media_removals (media_id, at) VALUES ($1, $2)
+                         ON CONFLICT (media_id) DO NOTHING",
+                        &[&id, &ch.at_ms],
+                    )
+                    .await?;
                     orphaned_media = Some(id);
                 }
             }

@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_closed_conversations.sql"),
     include_str!("../migrations/0004_message_changes.sql"),
     include_str!("../migrations/0005_member_windows.sql"),
+    include_str!("../migrations/0006_media_removals.sql"),
 ];
 
 /// Any lock id would do; this one is "msgr" in ASCII.
@@ -379,6 +380,14 @@ impl Store for PgStore {
 
     async fn set_thumbnail(&self, media_id: &str) -> StoreResult<()> {
         media::set_thumbnail(&self.conn().await?, media_id).await
+    }
+
+    async fn media_removals(&self, limit: usize) -> StoreResult<Vec<String>> {
+        media::removals(&self.conn().await?, limit).await
+    }
+
+    async fn media_removed(&self, media_id: &str) -> StoreResult<()> {
+        media::removed(&self.conn().await?, media_id).await
     }
 
     async fn create_group(

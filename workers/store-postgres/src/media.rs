@@ -94,3 +94,24 @@ pub(crate) async fn set_thumbnail(c: &impl GenericClient, media_id: &str) -> Sto
     .await
     .map(|_| ())
 }
+
+pub(crate) async fn removals(c: &impl GenericClient, limit: usize) -> StoreResult<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = crate::query(
+        c,
+        "SELECT media_id FROM media_removals ORDER BY at, media_id LIMIT $1",
+        &[&limit],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub(crate) async fn removed(c: &impl GenericClient, media_id: &str) -> StoreResult<()> {
+    exec(
+        c,
+        "DELETE FROM media_removals WHERE media_id = $1",
+        &[&media_id],
+    )
+    .await
+    .map(|_| ())
+}

@@ -174,6 +174,11 @@ pub(crate) fn change(tx: &Connection, c: &MessageChange) -> rusqlite::Result<OpO
                 if !referenced {
                     tx.prepare_cached("DELETE FROM media WHERE media_id = ?1")?
                         .execute([&id])?;
+                    tx.prepare_cached(
+                        "INSERT INTO media_removals (media_id, at) VALUES (?1, ?2)
+                         ON CONFLICT (media_id) DO NOTHING",
+                    )?
+                    .execute(params![id, c.at_ms])?;
                     orphaned_media = Some(id);
                 }
             }

@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_closed_conversations.sql"),
     include_str!("../migrations/0007_message_changes.sql"),
     include_str!("../migrations/0008_member_windows.sql"),
+    include_str!("../migrations/0009_media_removals.sql"),
 ];
 const READERS: usize = 4;
 
@@ -320,6 +321,9 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted text is overwritten in the pages a change writes anyway (a
+    // delete for everyone should not leave the words in free pages).
+    conn.pragma_update(None, "secure_delete", "FAST")?;
     conn.pragma_update(None, "cache_size", -16_000)?; // 16 MiB page cache
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -608,6 +612,16 @@ impl Store for SqliteStore {
     async fn set_thumbnail(&self, media_id: &str) -> StoreResult<()> {
         let media_id = media_id.to_owned();
         self.write(move |conn| media::set_thumbnail(conn, &media_id))
+            .await
+    }
+
+    async fn media_removals(&self, limit: usize) -> StoreResult<Vec<String>> {
+        self.read(move |conn| media::removals(conn, limit)).await
+    }
+
+    async fn media_removed(&self, media_id: &str) -> StoreResult<()> {
+        let media_id = media_id.to_owned();
+        self.write(move |conn| media::removed(conn, &media_id))
             .await
     }
 

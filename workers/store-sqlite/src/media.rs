@@ -87,3 +87,20 @@ pub(crate) fn set_thumbnail(conn: &Connection, media_id: &str) -> StoreResult<()
         .map(|_| ())
         .map_err(unavailable)
 }
+
+pub(crate) fn removals(conn: &Connection, limit: usize) -> StoreResult<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached("SELECT media_id FROM media_removals ORDER BY at, media_id LIMIT ?1")
+        .and_then(|mut s| {
+            s.query_map([limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(unavailable)
+}
+
+pub(crate) fn removed(conn: &Connection, media_id: &str) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM media_removals WHERE media_id = ?1")
+        .and_then(|mut s| s.execute([media_id]))
+        .map(|_| ())
+        .map_err(unavailable)
+}

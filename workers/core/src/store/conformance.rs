@@ -39,6 +39,7 @@ pub async fn run_all(store: &dyn Store) {
     changes::replies_quote_the_original_as_it_was(store).await;
     changes::only_the_sender_edits_text_within_the_window(store).await;
     changes::a_deleted_message_loses_text_media_quotes_and_reactions(store).await;
+    changes::shared_media_is_removed_with_its_last_message_and_the_removal_is_recorded(store).await;
     changes::one_reaction_per_member_changeable_and_removable(store).await;
     changes::blocks_stop_direct_sends_both_ways_until_lifted(store).await;
     changes::presence_is_for_shared_chats_unless_hidden_or_blocked(store).await;

@@ -690,6 +690,12 @@ pub trait Store: Send + Sync + 'static {
     async fn media_for(&self, media_id: &str, user_id: &str) -> StoreResult<Option<MediaRecord>>;
     /// Marks that a media object's thumbnail exists.
     async fn set_thumbnail(&self, media_id: &str) -> StoreResult<()>;
+    /// Media objects whose bytes are still to be removed from the object
+    /// store (the last message carrying them was deleted for everyone),
+    /// oldest first, at most `limit`.
+    async fn media_removals(&self, limit: usize) -> StoreResult<Vec<String>>;
+    /// The bytes of `media_id` are gone: forget the removal.
+    async fn media_removed(&self, media_id: &str) -> StoreResult<()>;
 
     /// Creates a group; the creator is its admin, `members` join as members.
     async fn create_group(

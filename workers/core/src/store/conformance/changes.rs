@@ -442,3 +442,78 @@ pub(super) async fn presence_is_for_shared_chats_unless_hidden_or_blocked(store:
         std::slice::from_ref(&b.user_id)
     );
 }
+
+pub(super) async fn shared_media_is_removed_with_its_last_message_and_the_removal_is_recorded(
+    store: &dyn Store,
+) {
+    let (a, b, c) = (
+        user(store, "shm").await,
+        user(store, "shm").await,
+        user(store, "shm").await,
+    );
+    let media_id = id::new_media_id();
+    store
+        .create_media(MediaRecord {
+            media_id: media_id.clone(),
+            uploader_id: a.user_id.clone(),
+            content_type: "image/png".to_owned(),
+            size: 1,
+            sha256: "00".to_owned(),
+            has_thumbnail: false,
+            created_at_ms: crate::time::now_ms(),
+        })
+        .await
+        .expect("media");
+    let with_media = |to: &UserRecord, cmid: &str| match direct(&a, to, cmid, "") {
+        Op::Append(mut m) => {
+            m.media_id = Some(media_id.clone());
+            m.text = None;
+            Op::Append(m)
+        }
+        _ => unreachable!(),
+    };
+    one(store, with_media(&b, "m1")).await;
+    one(store, with_media(&c, "m2")).await;
+    let pending = |ids: Vec<String>| ids.contains(&media_id);
+    // One of two messages deleted: the media stays, readable by the other chat.
+    let to_b = id::direct_conversation_id(&a.user_id, &b.user_id);
+    let out = one(store, change(&a, &to_b, 1, "m3", ChangeKind::Delete)).await;
+    assert!(
+        matches!(
+            out,
+            OpOutcome::Changed {
+                orphaned_media: None,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(store
+        .media_for(&media_id, &c.user_id)
+        .await
+        .expect("media")
+        .is_some());
+    assert!(!pending(
+        store.media_removals(10_000).await.expect("removals")
+    ));
+    // The last one deleted: the record goes and its removal is recorded in
+    // the same transaction, until the bytes are gone.
+    let to_c = id::direct_conversation_id(&a.user_id, &c.user_id);
+    let out = one(store, change(&a, &to_c, 1, "m4", ChangeKind::Delete)).await;
+    assert!(
+        matches!(&out, OpOutcome::Changed { orphaned_media: Some(m), .. } if *m == media_id),
+        "{out:?}"
+    );
+    assert!(store
+        .media_for(&media_id, &a.user_id)
+        .await
+        .expect("media")
+        .is_none());
+    assert!(pending(
+        store.media_removals(10_000).await.expect("removals")
+    ));
+    store.media_removed(&media_id).await.expect("removed");
+    assert!(!pending(
+        store.media_removals(10_000).await.expect("removals")
+    ));
+}
