@@ -635,3 +635,41 @@ async fn an_account_is_exported_then_deleted_and_others_keep_their_chats() {
         .await;
     assert_eq!(s, 201, "{body}");
 }
+
+/// A user has at most `max_sessions_per_user` live sessions: a login past it
+/// ends the oldest (refused from then on, like any revoked one), so the
+/// session list and the export stay bounded however often someone logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_past_the_session_limit_ends_the_oldest_session() {
+    let app = TestApp::spawn_with_worker(|w| w.max_sessions_per_user = 3).await;
+    let user = app.user("erin").await;
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let s = login_as(&app, &user.username, &format!("Device/{i}")).await;
+        tokens.push(s["token"].as_str().expect("token").to_owned());
+    }
+    let (s, list) = call(app.addr, "GET", "/user/sessions", &tokens[3]).await;
+    assert_eq!(s, 200, "{list}");
+    let agents: Vec<_> = list["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["user_agent"].as_str())
+        .collect();
+    assert_eq!(
+        agents,
+        ["Device/3", "Device/2", "Device/1"],
+        "newest three: {list}"
+    );
+    // The registration's login and Device/0 are over the limit: refused.
+    let path = format!("/users/{}", user.user_id);
+    for old in [&user.token, &tokens[0]] {
+        within(std::time::Duration::from_secs(5), || async {
+            call(app.addr, "GET", &path, old).await.0 == 401
+        })
+        .await;
+    }
+    for live in &tokens[1..] {
+        assert_eq!(call(app.addr, "GET", &path, live).await.0, 200);
+    }
+}

@@ -397,12 +397,35 @@ async fn login(
         })
         .await
         .map_err(Refusal::internal)?;
+    end_oldest_sessions(ctx, &user.user_id).await;
     Ok(pb::Session {
         user_id: user.user_id,
         token,
         expires_at_ms,
         session_id,
     })
+}
+
+/// Ends `user_id`'s oldest sessions past `max_sessions_per_user` (revoked
+/// as a user would: edges refuse their tokens and close their sockets). A
+/// failure leaves them live until the next login tries again.
+async fn end_oldest_sessions(ctx: &WorkerContext, user_id: &str) {
+    let max = ctx.config.max_sessions_per_user.max(1);
+    let now = msgr_core::time::now_ms();
+    let Ok(live) = ctx.store.sessions(user_id, now).await else {
+        return;
+    };
+    // Newest first: everything past `max` is the oldest.
+    for s in live.into_iter().skip(max) {
+        let req = pb::RevokeRequest {
+            caller_id: user_id.to_owned(),
+            session_id: Some(s.session_id),
+        };
+        if let Err(e) = revoke(ctx, req).await {
+            tracing::warn!(error = ?e, "could not end an old session past the limit");
+            return;
+        }
+    }
 }
 
 /// Tokens live this long; never longer than revocations are kept.

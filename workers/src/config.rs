@@ -67,6 +67,9 @@ pub struct WorkerConfig {
     pub stall_secs: u64,
     /// Session token lifetime.
     pub token_ttl_secs: u64,
+    /// Live sessions (signed-in devices) per user; a login past it ends the
+    /// oldest, which also bounds the session list and the export.
+    pub max_sessions_per_user: usize,
     /// A command stays in `MSGR_IN` at most this long, processed or not
     /// (what bounds the disk a consumer that never acks can hold).
     pub command_max_age_secs: u64,
@@ -120,6 +123,7 @@ impl Default for WorkerConfig {
             batch_max: 256,
             stall_secs: 20,
             token_ttl_secs: 24 * 3600,
+            max_sessions_per_user: 100,
             command_max_age_secs: 7 * 24 * 3600,
             consumer_idle_secs: 24 * 3600,
             max_group_members: 1024,
