@@ -171,6 +171,7 @@ impl EdgeApp {
         // Install the recorder before anything records a metric.
         let _ = msgr_core::telemetry::prometheus();
         metrics::gauge!("msgr_edge_max_connections").set(config.max_connections as f64);
+        crate::limit::describe();
         // Counters alerted on exist from the start, at 0, so rates are defined.
         for c in [
             "msgr_edge_slow_clients_closed_total",

@@ -346,8 +346,34 @@ impl Limits {
     }
 }
 
+/// Every limit a refusal can name.
+const LIMIT_NAMES: [&str; 10] = [
+    "registration",
+    "login",
+    "login_lock",
+    "lookup",
+    "read",
+    "upload",
+    "send",
+    "typing",
+    "presence",
+    "connections_per_user",
+];
+
+/// Exports every limit's refusal counter at 0, so a dashboard or an alert
+/// sees a series (and a rate) before the first refusal.
+pub fn describe() {
+    for limit in LIMIT_NAMES {
+        metrics::counter!("msgr_edge_rate_limited_total", "limit" => limit).increment(0);
+    }
+}
+
 /// Counts a refusal by the limit that made it (`msgr_edge_rate_limited_total`).
 pub fn counted(limit: &'static str) {
+    debug_assert!(
+        LIMIT_NAMES.contains(&limit),
+        "{limit} is not in LIMIT_NAMES"
+    );
     metrics::counter!("msgr_edge_rate_limited_total", "limit" => limit).increment(1);
 }
 

@@ -46,10 +46,23 @@ def wait_http(url, what, secs=60):
     sys.exit(f"check_dashboard: {what} did not answer at {url} within {secs} s")
 
 
-def queries(dashboard):
+def panels(dashboard):
+    """Every panel, those inside collapsed rows too."""
     for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def queries(dashboard):
+    for panel in panels(dashboard):
         for target in panel.get("targets", []):
-            yield panel["title"], target["expr"]
+            yield panel["title"], target.get("expr", "")
+
+
+def empty_panels(dashboard):
+    """Panels that would show nothing whatever the data: no query at all."""
+    return [p.get("title", "?") for p in panels(dashboard)
+            if p.get("type") != "row" and not any(t.get("expr") for t in p.get("targets", []))]
 
 
 def main():
@@ -108,7 +121,7 @@ def main():
         time.sleep(4)  # a few more scrapes
 
         # Both targets up, and every rule loaded.
-        failures = []
+        failures = [f"{t}: a panel without a query" for t in empty_panels(dashboard)]
         n = 0
         for title, expr in queries(dashboard):
             n += 1
