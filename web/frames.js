@@ -9,9 +9,10 @@ import {
 } from './history.js';
 import {
   TYPING_SHOW_MS, announce, chatByConv, chatForMessage, chatTitle, chats, closeConversation, convIndex,
-  getChat, isMine, me, msgNodes, mutes, openChat, openKey, outbox, refreshChatList, render, sendPending,
+  getChat, isMine, me, msgNodes, mutes, openChat, openKey, outbox, render, sendPending,
   setConvId, startUpload, toast, ui, userName, wantUser,
 } from './app.js';
+import { refreshChatList } from './chat-list.js';
 
 export function onFrame(f) {
   switch (f.type) {

@@ -90,6 +90,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/groups-view.js"),
     ),
     (
+        "chat-list.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/chat-list.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_bytes!("../../web/icon.svg"),

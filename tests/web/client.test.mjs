@@ -293,6 +293,18 @@ it('replies, reactions, edits and deletes reach everyone in a group live, with t
   await act(carol, 'plan for friday', 'react-option', '👍');
   await act(bob, 'plan for friday', 'react-option', '👍');
   await reaction(alice, 'plan for friday', '👍', 2);
+  // Who reacted: named on the chip (and "You" for one's own).
+  const chip = (page) => message(page, 'plan for friday').locator(sel('reaction', '[data-emoji="👍"]'));
+  const named = async (page, ...names) => {
+    for (let i = 0; i < 50; i++) {
+      const title = (await chip(page).getAttribute('title')) || '';
+      if (names.every((n) => title.includes(n))) return;
+      await page.waitForTimeout(100);
+    }
+    assert.fail(`the 👍 chip does not name ${names}: ${await chip(page).getAttribute('title')}`);
+  };
+  await named(alice, users.bob.display, users.carol.display);
+  await named(bob, 'You', users.carol.display);
   await act(bob, 'plan for friday', 'react-option', '❤️');
   await reaction(alice, 'plan for friday', '❤️', 1);
   await reaction(carol, 'plan for friday', '👍', 1);
@@ -337,7 +349,8 @@ it('presence, blocking and unblocking in a direct chat', async () => {
 
   await alice.click(sel('block-button'));
   await alice.locator(sel('block-button')).filter({ hasText: 'Unblock' }).waitFor();
-  // Blocked: Bob's message is refused, and Alice's presence is gone for him.
+  // Blocked: Alice's presence is gone for him, and Bob's message is refused.
+  await bob.waitForFunction((s) => !document.querySelector(s).textContent.includes('online'), sel('conv-sub'));
   await send(bob, 'are you there?');
   await message(bob, 'are you there?').locator('.msg-error').filter({ hasText: 'cannot receive' }).waitFor();
   await bob.waitForTimeout(500);
@@ -387,9 +400,35 @@ it('muted chats, day separators, the unread divider and desktop notifications', 
   assert.ok(at >= 0, 'an unread divider is shown');
   assert.equal(order[at + 1], 'first unread', 'right before the first unread message');
 
-  // Mute: marked in the list, and no notification for it.
+  // Mute: marked in the list, and no notification for it while Bob's tab is
+  // in the background (the group, not muted, still notifies him).
   await bob.click(sel('mute-button'));
   await item.locator(sel('muted')).waitFor();
+  await bob.context().grantPermissions(['notifications']);
+  await bob.evaluate(() => {
+    window.__notes = [];
+    const Real = window.Notification;
+    window.__RealNotification = Real;
+    window.Notification = class extends Real {
+      constructor(title, opts) {
+        super(title, opts);
+        window.__notes.push({ title, body: opts?.body });
+      }
+    };
+    Object.defineProperty(window.Notification, 'permission', { get: () => 'granted' });
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+  });
+  await send(alice, 'muted, so quiet');
+  await openChat(alice, 'Club');
+  await send(alice, 'the group still rings');
+  await bob.waitForFunction(() => window.__notes.some((n) => n.body === 'the group still rings'));
+  const bobNotes = await bob.evaluate(() => window.__notes.map((n) => n.body));
+  assert.ok(!bobNotes.includes('muted, so quiet'), `a muted chat notified: ${bobNotes}`);
+  await bob.evaluate(() => {
+    delete document.visibilityState; // back to the real (visible) page
+    window.Notification = window.__RealNotification;
+    document.dispatchEvent(new Event('visibilitychange'));
+  });
 
   // Notifications on a page in the background, asked for on a click.
   const carolPage = pages.get('carol');
@@ -406,7 +445,6 @@ it('muted chats, day separators, the unread divider and desktop notifications', 
     Object.defineProperty(window.Notification, 'permission', { get: () => 'granted' });
     Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
   });
-  await openChat(alice, 'Club');
   await send(alice, 'while you were away');
   await carolPage.waitForFunction(() => window.__notes.some((n) => n.body === 'while you were away'));
   await bob.click(sel('mute-button'));
