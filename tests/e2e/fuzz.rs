@@ -260,3 +260,89 @@ async fn hostile_bytes_on_the_bus_and_in_requests_neither_crash_nor_block() {
         .await;
     assert_eq!(s, 200);
 }
+
+/// Every request/reply service, the typing subject and the route
+/// announcements, fed random and mutated protobuf: each request gets an
+/// answer (a refusal, not silence), nothing crashes, and afterwards the
+/// worker still serves real traffic (a send is acked, typing arrives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_typing_and_route_announcements_are_answered_or_dropped() {
+    use prost::Message as _;
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let (mut a, mut b) = (app.ws(&alice.token).await, app.ws(&bob.token).await);
+    let nats = async_nats::connect(app.nats.url()).await.expect("nats");
+    let per_subject: usize = std::env::var("MSGR_FUZZ_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut rng = Xorshift(0x5eed_f00d);
+    // Plausible seeds: requests that name real users and a real conversation.
+    let seeds: Vec<Vec<u8>> = vec![
+        msgr_schemas::pb::v1::UsersRequest {
+            user_ids: vec![alice.user_id.clone(), bob.user_id.clone()],
+        }
+        .encode_to_vec(),
+        msgr_schemas::pb::v1::LoginRequest {
+            username: alice.username.clone(),
+            password: "wrong".to_owned(),
+            user_agent: "fuzz".to_owned(),
+        }
+        .encode_to_vec(),
+        msgr_schemas::pb::v1::SessionsRequest {
+            caller_id: alice.user_id.clone(),
+        }
+        .encode_to_vec(),
+    ];
+    let mut answered = 0;
+    for subject in msgr_nats::subject::rpc::ALL {
+        for i in 0..per_subject {
+            let payload = rng.mutate(&seeds[i % seeds.len()]);
+            let reply =
+                tokio::time::timeout(T, nats.request(*subject, payload.clone().into())).await;
+            assert!(
+                matches!(reply, Ok(Ok(_))),
+                "{subject}: no answer to {payload:?}: {reply:?}"
+            );
+            answered += 1;
+        }
+    }
+    let dm = msgr_core::id::direct_conversation_id(&alice.user_id, &bob.user_id);
+    for _ in 0..per_subject * 8 {
+        let typing = msgr_schemas::pb::v1::TypingEvent {
+            conversation_id: dm.clone(),
+            user_id: alice.user_id.clone(),
+        }
+        .encode_to_vec();
+        nats.publish(msgr_nats::subject::typing(&dm), rng.mutate(&typing).into())
+            .await
+            .expect("publish typing");
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            nats.request(
+                msgr_nats::subject::v2::route("edge-fuzz"),
+                rng.mutate(b"\x0a\x09edge-fuzz\x10\x01").into(),
+            ),
+        )
+        .await;
+    }
+    println!("{answered} hostile requests answered");
+    // What the storm pushed to bob (typing that decoded) is behind us.
+    b.drain(Duration::from_millis(500)).await;
+    // The worker still serves: a send is acked and pushed, typing arrives.
+    a.send_text_to(&bob.user_id, "after", "after the fuzz")
+        .await;
+    assert_eq!(a.expect("ack", T).await["client_msg_id"], "after");
+    assert_eq!(
+        b.expect("message", T).await["message"]["text"],
+        "after the fuzz"
+    );
+    a.send_json(&serde_json::json!({"type":"typing","conversation_id": dm}))
+        .await;
+    loop {
+        let f = b.expect("typing", T).await;
+        if f["user_id"] == alice.user_id.as_str() {
+            break;
+        }
+    }
+}
