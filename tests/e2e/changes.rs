@@ -103,6 +103,21 @@ async fn replies_edits_deletes_and_reactions_reach_every_member_and_an_offline_o
     assert_eq!(quote["seq"], 1);
     assert_eq!(quote["sender_id"], alice.user_id.as_str());
     assert_eq!(quote["text"], "lunch at noon?");
+    // And in the chat list's preview of the last message.
+    let (s, list) = app
+        .get(&format!("/chat/{}", carol.user_id), &carol.token)
+        .await;
+    assert_eq!(s, 200, "{list}");
+    let chat = list["chats"]
+        .as_array()
+        .expect("chats")
+        .iter()
+        .find(|c| c["conversation_id"] == g.as_str())
+        .expect("the group is listed");
+    assert_eq!(
+        chat["last_message"]["reply_to"]["text"], "lunch at noon?",
+        "{chat}"
+    );
 
     // Edit: every member's connections get the new text.
     wa.send_json(&json!({"type":"edit","client_msg_id":"e1","conversation_id":g,"seq":2,"text":"or half past?"}))
