@@ -282,13 +282,14 @@ pub(super) fn error_frame(e: FrameError) -> Vec<u8> {
 enum End {
     /// The peer is gone or closed first: nothing more to say.
     Quiet,
-    /// Send a close frame with this code.
-    Close(u16),
     /// Send a close frame, then read until the peer's close (so it sees the code).
     CloseAndDrain(u16),
     /// Send a close frame, then discard raw input (the reader is out of step
     /// with the stream: a frame too large was left unread).
     CloseAndDiscard(u16),
+    /// A write gave up part-way through a frame (a client that takes nothing):
+    /// any further byte would be read as that frame's rest, so none is sent.
+    Cut,
 }
 
 /// Runs one connection to completion.
@@ -354,6 +355,7 @@ pub(super) async fn run(
         state.presence.disconnected(&session);
     }
     match end {
+        End::Cut => {}
         End::Quiet => {
             // A close echo the reader owes the peer.
             for (op, payload) in session.mailbox.take_control() {
@@ -363,7 +365,7 @@ pub(super) async fn run(
                 }
             }
         }
-        End::Close(code) | End::CloseAndDrain(code) | End::CloseAndDiscard(code) => {
+        End::CloseAndDrain(code) | End::CloseAndDiscard(code) => {
             let reason: &[u8] = match code {
                 GOING_AWAY => b"server shutting down",
                 PROTOCOL_ERROR => b"protocol error",
@@ -399,7 +401,7 @@ async fn write(tx: &mut Tx, f: Frame<'_>, timeout: Duration) -> Result<(), End> 
         Ok(Err(_)) => Err(End::Quiet),
         Err(_) => {
             metrics::counter!("msgr_edge_slow_clients_closed_total").increment(1);
-            Err(End::Close(TRY_AGAIN_LATER))
+            Err(End::Cut)
         }
     }
 }
@@ -457,7 +459,7 @@ where
                         Next::Close(code) => return End::CloseAndDrain(code),
                     };
                     if let Err(end) = Box::pin(write(tx, f, timeout)).await {
-                        if matches!(end, End::Close(TRY_AGAIN_LATER)) {
+                        if matches!(end, End::Cut) {
                             tracing::info!(user = %session.user_id, "closing a client that cannot keep up");
                         }
                         return end;
