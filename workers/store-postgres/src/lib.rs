@@ -129,6 +129,16 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
         config.application_name("msgr-worker");
         config.connect_timeout(Duration::from_secs(5));
+        // A worker stopped in the middle of a transaction (SIGSTOP, a stall)
+        // would hold its row locks, and with them the partition's next
+        // holder, until it woke: the server ends such a transaction after
+        // 10 s idle instead (the sequencer's own never idle: they are
+        // statements back to back).
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c idle_in_transaction_session_timeout=10000"),
+            _ => "-c idle_in_transaction_session_timeout=10000".to_owned(),
+        };
+        config.options(options);
         // A dead server is noticed by the kernel's keepalives too, not only
         // by a query that times out.
         config.keepalives(true);
