@@ -263,6 +263,13 @@ chaos *ARGS: tools postgres haproxy
       sleep 0.5
     done
     [ -f "$dir/ready" ] || { echo "chaos: the cluster did not come up" >&2; cat "$dir/cluster.out" >&2; exit 1; }
+    # `just status cluster` against it: healthy within a minute (every partition owned), or stop.
+    for i in $(seq 60); do
+      if python3 infra/status.py cluster --base "$base" >"$dir/status.out" 2>&1; then break; fi
+      [ "$i" = 60 ] && { echo "chaos: just status never said healthy" >&2; cat "$dir/status.out" >&2; exit 1; }
+      sleep 1
+    done
+    cat "$dir/status.out"
     out=(--out bench/results/chaos.json); [[ " {{ARGS}} " == *" --out"* ]] && out=()
     ./target/$profile/msgr-chaos --url "http://127.0.0.1:$((8090 + base))" --cluster-dir "$dir"       --lease-ttl-ms 2000 "${out[@]}" {{ARGS}}
 
