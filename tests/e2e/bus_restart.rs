@@ -306,6 +306,125 @@ async fn a_send_whose_ack_event_was_lost_is_answered_on_the_same_socket() {
     assert_eq!(c.expect("ack", T).await["seq"], 3);
 }
 
+/// Collects a socket's answers (`ack` or `error`) to `cmids`, first answer
+/// each, within `within`.
+async fn first_answers(
+    ws: &mut WsClient,
+    cmids: &[&str],
+    within: Duration,
+) -> HashMap<String, Value> {
+    let deadline = Instant::now() + within;
+    let mut out = HashMap::new();
+    while out.len() < cmids.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ws.next(left).await {
+            Some(WsEvent::Json(v)) if v["type"] == "ack" || v["type"] == "error" => {
+                let cmid = v["client_msg_id"].as_str().unwrap_or_default().to_owned();
+                if cmids.contains(&cmid.as_str()) {
+                    out.entry(cmid).or_insert(v);
+                }
+            }
+            Some(WsEvent::Json(_)) => {}
+            other => panic!("answers so far {out:?}; then {other:?}"),
+        }
+    }
+    out
+}
+
+/// The bus takes a send (PubAck) and then drops it (no consumer wanted it),
+/// and the sender's next send is stored first. The edge must not publish the
+/// lost one again behind it (storing the sender's messages out of the order
+/// they were sent, which the sender was never told): it answers
+/// `unavailable`, and the resend goes after. Found by the chaos suite with a
+/// NATS node paused while the partitions changed hands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_the_bus_dropped_is_not_stored_behind_a_later_one() {
+    let app =
+        TestApp::spawn_with_worker_process_ttl(env!("CARGO_BIN_EXE_msgr-test-worker"), 2_000).await;
+    let (edge, addr) = app
+        .edge_process(
+            env!("CARGO_BIN_EXE_msgr-test-edge"),
+            &[("MSGR_ACK_CHECK_MS", "1500".to_owned())],
+        )
+        .await;
+    let _edge = ChildGuard(edge);
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut a = WsClient::connect(addr, &format!("/messages/send?token={}", alice.token), None)
+        .await
+        .expect("ws");
+    a.send_text_to(&bob.user_id, "d-0", "first").await;
+    assert_eq!(a.expect("ack", T).await["seq"], 1);
+
+    // With the worker frozen (it cannot seat itself again), the partition's
+    // consumers go: the stream keeps commands only for a consumer that wants
+    // them, so the next send is taken and dropped at once.
+    let nats = async_nats::connect(app.nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let conv = msgr_core::id::direct_conversation_id(&alice.user_id, &bob.user_id);
+    let p = msgr_core::id::partition_of(&conv, msgr_workers::config::DEFAULT_PARTITIONS);
+    let stream = js
+        .get_stream(msgr_nats::stream::IN_STREAM)
+        .await
+        .expect("stream");
+    let sequencers = |stream: async_nats::jetstream::stream::Stream| async move {
+        let mut names = stream.consumer_names();
+        let mut out = Vec::new();
+        while let Some(name) = futures_util::StreamExt::next(&mut names).await {
+            let name = name.expect("name");
+            if msgr_nats::stream::is_sequencer_consumer_of(&name, p) {
+                out.push(name);
+            }
+        }
+        out
+    };
+    let worker = app.worker_pid().expect("worker process");
+    signal(worker, "STOP");
+    let held = sequencers(stream.clone()).await;
+    assert!(!held.is_empty(), "partition {p} had no consumer");
+    for name in &held {
+        stream.delete_consumer(name).await.expect("delete consumer");
+    }
+    a.send_text_to(&bob.user_id, "d-1", "dropped by the bus")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(worker, "CONT");
+    // The worker seats the partition again (a consumer of its own, from
+    // what it stored), and the next send goes through.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sequencers(stream.clone()).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never seated partition {p} again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.send_text_to(&bob.user_id, "d-2", "second").await;
+
+    let answers = first_answers(&mut a, &["d-1", "d-2"], Duration::from_secs(15)).await;
+    assert_eq!(answers["d-2"]["type"], "ack", "{answers:?}");
+    assert_eq!(answers["d-2"]["seq"], 2, "{answers:?}");
+    assert_eq!(
+        answers["d-1"]["type"], "error",
+        "the dropped send must not be stored behind the later one without the sender knowing: {answers:?}"
+    );
+    assert_eq!(answers["d-1"]["code"], "unavailable", "{answers:?}");
+    // The resend takes its place after the one that went ahead.
+    a.send_text_to(&bob.user_id, "d-1", "dropped by the bus")
+        .await;
+    let ack = a.expect("ack", ACK_BOUND).await;
+    assert_eq!(
+        (ack["client_msg_id"].as_str(), ack["seq"].as_u64()),
+        (Some("d-1"), Some(3))
+    );
+    let order: Vec<String> = app
+        .direct_history(&bob, &alice)
+        .await
+        .iter()
+        .map(|m| m["client_msg_id"].as_str().expect("cmid").to_owned())
+        .collect();
+    assert_eq!(order, ["d-0", "d-2", "d-1"]);
+}
+
 /// GET a health endpoint: (status, body).
 async fn health(addr: std::net::SocketAddr) -> (u16, Value) {
     msgr_tests::http(addr, "GET", "/healthz", None, None).await

@@ -20,6 +20,8 @@ use crate::state::EdgeState;
 /// A send awaiting its `ack`, kept so that it can be answered even if the
 /// bus loses the event that carries its ack (or the command itself).
 pub(super) struct PendingSend {
+    /// Its place among this connection's sends (1, 2, ...).
+    pub(super) no: u64,
     /// When its frame was read.
     pub(super) read_at: Instant,
     /// The command as a batch carries it, to publish again if it was lost
@@ -48,6 +50,10 @@ pub(super) struct PendingSend {
 pub(super) struct Pending {
     pub(super) sends: HashMap<String, PendingSend>,
     pub(super) bytes: usize,
+    /// The last [`PendingSend::no`] given out.
+    pub(super) last_no: u64,
+    /// The highest [`PendingSend::no`] answered with an `ack` (stored).
+    pub(super) newest_acked: u64,
 }
 
 impl Pending {
@@ -55,6 +61,16 @@ impl Pending {
         let p = self.sends.remove(cmid)?;
         self.bytes -= p.cmd.len();
         Some(p)
+    }
+
+    /// Whether a later send of this connection was stored, or is on its
+    /// way, ahead of `cmid`: publishing `cmid` again would store it behind
+    /// them, out of the order it was sent in.
+    fn overtaken(&self, cmid: &str) -> bool {
+        let Some(p) = self.sends.get(cmid) else {
+            return false;
+        };
+        p.no < self.newest_acked || self.sends.values().any(|q| q.no > p.no)
     }
 }
 
@@ -170,9 +186,12 @@ pub(super) async fn send(
         }
         let now = Instant::now();
         pending.bytes += size;
+        pending.last_no += 1;
+        let no = pending.last_no;
         pending.sends.insert(
             cmid.clone(),
             PendingSend {
+                no,
                 read_at: now,
                 cmd: cmd.clone(),
                 partition,
@@ -241,7 +260,7 @@ pub(super) async fn check_pending(state: EdgeState, session: Arc<Session>, cmid:
     .await;
     match found {
         Ok(pb::LookupResult { message: Some(m) }) => {
-            if session.take_pending(&cmid).is_some() {
+            if session.take_acked(&cmid).is_some() {
                 metrics::counter!("msgr_edge_acks_from_store_total").increment(1);
                 session.post(encode(&ack_frame(&m)));
             }
@@ -292,7 +311,10 @@ pub(super) async fn check_pending(state: EdgeState, session: Arc<Session>, cmid:
 /// consumer missing when it arrived) or a worker refused it and the refusal
 /// was lost. The store's `(sender, client_msg_id)` dedupe keeps it from
 /// being stored twice. While the batch is still queued (a worker is slow or
-/// taking over), nothing is done.
+/// taking over), nothing is done. If a later send of the connection went
+/// ahead of it, it is not published again (it would be stored behind that
+/// one, out of the order it was sent in): the client is told `unavailable`,
+/// and its resend takes its place after them, as for a publish that failed.
 async fn publish_again(
     state: &EdgeState,
     session: &Session,
@@ -312,6 +334,18 @@ async fn publish_again(
     match stream.get_raw_message(seq).await {
         Ok(_) => {} // still queued: a worker will get to it
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+            if session.pending().overtaken(cmid) {
+                if session.take_pending(cmid).is_some() {
+                    metrics::counter!("msgr_edge_sends_overtaken_total").increment(1);
+                    tracing::info!(user = %session.user_id, cmid, "a send the bus had dropped was overtaken by a later one; the client resends it");
+                    session.post(error_frame(sending_error(
+                        "unavailable",
+                        "lost on the way after later messages were accepted; resend with the same client_msg_id",
+                        cmid,
+                    )));
+                }
+                return;
+            }
             let Ok(accepted) = state.commands.submit_encoded(partition, cmd).await else {
                 return;
             };

@@ -154,6 +154,15 @@ impl Session {
         self.pending().remove(cmid).map(|p| p.read_at)
     }
 
+    /// [`Self::take_pending`] for a send answered with its `ack`: it is
+    /// stored, so an earlier send lost on the way may no longer go after it.
+    pub(super) fn take_acked(&self, cmid: &str) -> Option<Instant> {
+        let mut pending = self.pending();
+        let p = pending.remove(cmid)?;
+        pending.newest_acked = pending.newest_acked.max(p.no);
+        Some(p.read_at)
+    }
+
     /// Whether a typing notice may go now: `per_second` on average, as many
     /// at once (0: no limit).
     fn typing_allowed(&self, per_second: u32) -> bool {
@@ -700,7 +709,7 @@ fn delivery_frame(session: &Session, payload: &Bytes) -> Option<Vec<u8>> {
     let frame = match d.event? {
         pb::delivery::Event::Message(m) => {
             if m.sender_id == session.user_id {
-                if let Some(t0) = session.take_pending(&m.client_msg_id) {
+                if let Some(t0) = session.take_acked(&m.client_msg_id) {
                     metrics::histogram!("msgr_edge_ack_seconds").record(t0.elapsed().as_secs_f64());
                     return Some(encode(&ack_frame(&m)));
                 }
