@@ -87,6 +87,19 @@ haproxy:
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq haproxy >/dev/null
     haproxy -v | head -n1
 
+# nftables (Debian), for the chaos suite's cut-nats fault: installed when missing and allowed.
+nftables:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v nft >/dev/null && exit 0
+    if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo); else
+      echo "the chaos suite cuts a NATS node off with nft: run \`sudo apt-get install nftables\` (Debian)" >&2; exit 1
+    fi
+    echo "installing nftables with apt-get"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nftables >/dev/null
+    nft --version
+
 # Whether the running system is healthy, read from it: NATS and JetStream, every partition's
 # holder and backlog, workers and edges with versions and connections, the store. `just status`
 # for `just up`, `just status cluster` for `just cluster`. Exits non-zero when not healthy.
@@ -239,9 +252,18 @@ bench-floor *ARGS: tools
 # (`just chaos --seed 7 --rounds 3`); the report goes to bench/results/chaos.json. Exits
 # non-zero on any loss, duplicate, gap or divergence, keeping the cluster's logs.
 # The fault suite: kill, pause and restart every component under load, then check.
-chaos *ARGS: tools postgres haproxy
+chaos *ARGS: tools postgres haproxy nftables
     #!/usr/bin/env bash
     set -euo pipefail
+    # The cut-nats fault drops one NATS node's packets by its cgroup (v2):
+    # the cluster starts each node in a cgroup of its own under this one.
+    cut=()
+    cg2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+    if [ "$(id -u)" = 0 ] && [ -n "$cg2" ] && [[ "$cg2" == /sys/fs/cgroup* ]]; then
+      rel=${cg2#/sys/fs/cgroup}; rel=${rel#/}
+      export MSGR_CLUSTER_CGROUP=$cg2/msgr-chaos-${MSGR_CHAOS_PORT_BASE:-11000}
+      cut=(--nats-cgroup "${rel:+$rel/}msgr-chaos-${MSGR_CHAOS_PORT_BASE:-11000}")
+    fi
     profile=${MSGR_CHAOS_PROFILE:-release}
     if [ "$profile" = release ]; then
       cargo build --release -p msgr-edge -p msgr-workers -p msgr-bench --bins
@@ -253,6 +275,7 @@ chaos *ARGS: tools postgres haproxy
     MSGR_CLUSTER_DIR=$dir MSGR_CLUSTER_PORT_BASE=$base MSGR_BIN_DIR=$PWD/target/$profile       MSGR_CLUSTER_READY_FILE=$dir/ready infra/cluster/cluster.sh >"$dir/cluster.out" 2>&1 & cluster=$!
     finish() {
       code=$?
+      nft delete table inet msgr_chaos_cut 2>/dev/null || true
       kill "$cluster" 2>/dev/null || true; wait "$cluster" 2>/dev/null || true
       if [ "$code" = 0 ]; then rm -rf "$dir"; else echo "chaos: failed; the cluster's logs are in $dir/logs" >&2; fi
     }
@@ -271,7 +294,7 @@ chaos *ARGS: tools postgres haproxy
     done
     cat "$dir/status.out"
     out=(--out bench/results/chaos.json); [[ " {{ARGS}} " == *" --out"* ]] && out=()
-    ./target/$profile/msgr-chaos --url "http://127.0.0.1:$((8090 + base))" --cluster-dir "$dir"       --lease-ttl-ms 2000 "${out[@]}" {{ARGS}}
+    ./target/$profile/msgr-chaos --url "http://127.0.0.1:$((8090 + base))" --cluster-dir "$dir"       --lease-ttl-ms 2000 "${cut[@]}" "${out[@]}" {{ARGS}}
 
 # A fresh release cluster of its own (ports +12000, data in a temp dir), then msgr-bench W1-W3
 # through its HAProxy, measuring every server process; flags pass through

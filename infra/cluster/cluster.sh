@@ -12,6 +12,9 @@
 #                           one (the chaos suite in `just test` does)
 #   MSGR_BIN_DIR            where msgr-worker and msgr-edge are (target/release)
 #   MSGR_CLUSTER_READY_FILE touched once the cluster answers, for scripts
+#   MSGR_CLUSTER_CGROUP     a cgroup v2 directory: NATS node n runs in its
+#                           nats-<n> child, so that a firewall rule can cut
+#                           that node's sockets off (`just chaos` does)
 #
 # Ports (plus MSGR_CLUSTER_PORT_BASE): clients 8090 (HAProxy; stats on 8404),
 # edges 8081-8082, worker metrics 9465-9466, NATS 4231-4233 (routes
@@ -114,6 +117,9 @@ stop() {
   # The idle loop's sleep too, or `wait` would wait for it.
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
+  if [ -n "${MSGR_CLUSTER_CGROUP:-}" ]; then
+    rmdir "$MSGR_CLUSTER_CGROUP"/nats-* "$MSGR_CLUSTER_CGROUP" 2>/dev/null || true
+  fi
   rm -f "$data/pids/"*.pid "${MSGR_CLUSTER_READY_FILE:-/nonexistent}"
   log "msgr cluster stopped"
 }
@@ -129,8 +135,15 @@ wait_for() { # what url seconds
 }
 
 # --- NATS ------------------------------------------------------------------
+# In a cgroup of its own when asked: a socket belongs to the cgroup its
+# process was in when it opened it, so the node starts there (every restart).
+in_cgroup=()
 for n in 1 2 3; do
-  supervise "nats-$n" nats-server -c "$data/conf/nats-$n.conf"
+  if [ -n "${MSGR_CLUSTER_CGROUP:-}" ]; then
+    mkdir -p "$MSGR_CLUSTER_CGROUP/nats-$n"
+    in_cgroup=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$MSGR_CLUSTER_CGROUP/nats-$n")
+  fi
+  supervise "nats-$n" "${in_cgroup[@]}" nats-server -c "$data/conf/nats-$n.conf"
 done
 for n in 1 2 3; do
   wait_for "nats-$n" "http://127.0.0.1:$(p 823$n)/healthz?js-enabled-only=true" 30

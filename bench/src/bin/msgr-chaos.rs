@@ -5,7 +5,9 @@
 //! chats and a group, clients that keep an outbox and resend every unacked
 //! message with the same `client_msg_id` after any disconnect, as the web
 //! client does — a seeded nemesis applies each fault kind at least once:
-//! `kill -9` of a worker, an edge, one NATS node; SIGSTOP of a worker for
+//! `kill -9` of a worker, an edge, one NATS node; one NATS node paused
+//! (SIGSTOP), and one cut off the network while it runs (every packet to and
+//! from its sockets dropped, then let through again); SIGSTOP of a worker for
 //! longer than its lease, then SIGCONT; a crash and restart of PostgreSQL;
 //! `kill -9` of every process at once. The cluster's supervisors restart
 //! what was killed. Afterwards the load stops, the outboxes drain, and the
@@ -35,6 +37,11 @@ struct Cli {
     /// The cluster's data directory (pid files under `pids/`).
     #[arg(long, default_value = "data/cluster")]
     cluster_dir: PathBuf,
+    /// The cgroup (v2) holding the NATS nodes' `nats-<n>` cgroups, as nft
+    /// names it: relative to /sys/fs/cgroup, one level below the cgroup v2
+    /// root (`just chaos` sets it; `cut-nats` needs it, root and nft).
+    #[arg(long)]
+    nats_cgroup: Option<String>,
     /// Seeds the nemesis (order of faults, their targets and gaps).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -74,8 +81,13 @@ enum FaultKind {
     KillEdge,
     KillNats,
     /// SIGSTOP one NATS node for `PAUSE_NATS`, then SIGCONT: to its peers and
-    /// clients it answers nothing, as if cut off the network, then it rejoins.
+    /// clients it answers nothing (a hung node), then it rejoins with stale
+    /// state.
     PauseNats,
+    /// Drops every packet to and from one NATS node's sockets for `CUT_NATS`
+    /// (nft, by the node's cgroup), then lets them through: the node runs on
+    /// alone, its own election timers included, then heals into the cluster.
+    CutNats,
     PauseWorker,
     RestartPostgres,
     KillAll,
@@ -84,6 +96,13 @@ enum FaultKind {
 /// Long enough for the other nodes to elect new leaders and for the paused
 /// node's clients to give up on it (two unanswered 4 s pings).
 const PAUSE_NATS: Duration = Duration::from_secs(15);
+
+/// Longer than a pause: the cut-off node has time to call elections of its
+/// own (it cannot win them) before it heals.
+const CUT_NATS: Duration = Duration::from_secs(20);
+
+/// The nft table `cut-nats` adds and deletes.
+const NFT_TABLE: &str = "msgr_chaos_cut";
 
 /// splitmix64: a seeded sequence, so a failing schedule can be replayed.
 struct Rng(u64);
@@ -172,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             FaultKind::KillEdge,
             FaultKind::KillNats,
             FaultKind::PauseNats,
+            FaultKind::CutNats,
             FaultKind::PauseWorker,
             FaultKind::RestartPostgres,
             FaultKind::KillAll,
@@ -196,6 +216,20 @@ async fn main() -> anyhow::Result<()> {
             round.push(FaultKind::KillAll);
         }
         schedule.extend(round);
+    }
+    if faults.contains(&FaultKind::CutNats) {
+        // Fail before the load, not at the fault: a cut that cannot be made
+        // must not pass as a run that had one.
+        let cgroup = cli.nats_cgroup.as_deref().context(
+            "cut-nats needs --nats-cgroup (`just chaos` sets it), or leave it out with --faults",
+        )?;
+        for n in 1..=3 {
+            let dir = Path::new("/sys/fs/cgroup").join(format!("{cgroup}/nats-{n}"));
+            anyhow::ensure!(dir.is_dir(), "cut-nats: no cgroup {}", dir.display());
+        }
+        nft(&["list", "tables"], None)?;
+        // A cut left by an interrupted run would isolate a node from the start.
+        let _ = heal_quietly();
     }
 
     // People: direct pairs and one group.
@@ -720,6 +754,50 @@ fn crash_postgres(dir: &Path) -> anyhow::Result<u32> {
     Ok(pid)
 }
 
+/// Drops every packet sent from or arriving for a socket of a process in
+/// `cgroup` (a path as nft names it, two levels below the cgroup v2 root).
+fn cut_off(cgroup: &str) -> anyhow::Result<()> {
+    let rules = format!(
+        "table inet {NFT_TABLE} {{\n\
+         chain out {{ type filter hook output priority 0; socket cgroupv2 level 2 \"{cgroup}\" drop; }}\n\
+         chain in {{ type filter hook input priority 0; socket cgroupv2 level 2 \"{cgroup}\" drop; }}\n\
+         }}\n"
+    );
+    nft(&["-f", "-"], Some(&rules))
+}
+
+/// Lets the cut-off node's packets through again.
+fn heal() -> anyhow::Result<()> {
+    nft(&["delete", "table", "inet", NFT_TABLE], None)
+}
+
+fn heal_quietly() -> std::io::Result<std::process::ExitStatus> {
+    std::process::Command::new("nft")
+        .args(["delete", "table", "inet", NFT_TABLE])
+        .stderr(std::process::Stdio::null())
+        .status()
+}
+
+fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft (Debian: apt-get install nftables; needs root)")?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .context("nft stdin")?
+            .write_all(input.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "nft {args:?} failed ({status})");
+    Ok(())
+}
+
 /// Applies one fault; returns what it hit.
 async fn apply(kind: FaultKind, cli: &Cli, rng: &mut Rng) -> anyhow::Result<String> {
     let dir = &cli.cluster_dir;
@@ -742,6 +820,17 @@ async fn apply(kind: FaultKind, cli: &Cli, rng: &mut Rng) -> anyhow::Result<Stri
             tokio::time::sleep(PAUSE_NATS).await;
             signal(pid, "CONT");
             format!("{name} (pid {pid}) for {} ms", PAUSE_NATS.as_millis())
+        }
+        FaultKind::CutNats => {
+            let n = rng.below(3) + 1;
+            let cgroup = cli
+                .nats_cgroup
+                .as_deref()
+                .context("cut-nats needs --nats-cgroup")?;
+            cut_off(&format!("{cgroup}/nats-{n}"))?;
+            tokio::time::sleep(CUT_NATS).await;
+            heal()?;
+            format!("nats-{n} for {} ms", CUT_NATS.as_millis())
         }
         FaultKind::PauseWorker => {
             let name = format!("worker-{}", rng.below(2) + 1);
