@@ -245,6 +245,25 @@ it('the client reconnects after its edge restarts and catches up on what it miss
 });
 
 /** Opens the actions menu of the message showing `text` and clicks `testid` in it. */
+/** Makes `page` look hidden (in the background) with notifications granted, and records
+ * the notifications it shows in `window.__notes` (the real constructor stays in
+ * `window.__RealNotification`). */
+async function hideWithNotifications(page) {
+  await page.evaluate(() => {
+    window.__notes = [];
+    const Real = window.Notification;
+    window.__RealNotification = Real;
+    window.Notification = class extends Real {
+      constructor(title, opts) {
+        super(title, opts);
+        window.__notes.push({ title, body: opts?.body });
+      }
+    };
+    Object.defineProperty(window.Notification, 'permission', { get: () => 'granted' });
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+  });
+}
+
 async function act(page, text, testid, emoji) {
   const msg = message(page, text);
   await msg.hover();
@@ -405,19 +424,7 @@ it('muted chats, day separators, the unread divider and desktop notifications', 
   await bob.click(sel('mute-button'));
   await item.locator(sel('muted')).waitFor();
   await bob.context().grantPermissions(['notifications']);
-  await bob.evaluate(() => {
-    window.__notes = [];
-    const Real = window.Notification;
-    window.__RealNotification = Real;
-    window.Notification = class extends Real {
-      constructor(title, opts) {
-        super(title, opts);
-        window.__notes.push({ title, body: opts?.body });
-      }
-    };
-    Object.defineProperty(window.Notification, 'permission', { get: () => 'granted' });
-    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
-  });
+  await hideWithNotifications(bob);
   await send(alice, 'muted, so quiet');
   await openChat(alice, 'Club');
   await send(alice, 'the group still rings');
@@ -433,18 +440,7 @@ it('muted chats, day separators, the unread divider and desktop notifications', 
   // Notifications on a page in the background, asked for on a click.
   const carolPage = pages.get('carol');
   await carolPage.context().grantPermissions(['notifications']);
-  await carolPage.evaluate(() => {
-    window.__notes = [];
-    const Real = window.Notification;
-    window.Notification = class extends Real {
-      constructor(title, opts) {
-        super(title, opts);
-        window.__notes.push({ title, body: opts?.body });
-      }
-    };
-    Object.defineProperty(window.Notification, 'permission', { get: () => 'granted' });
-    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
-  });
+  await hideWithNotifications(carolPage);
   await send(alice, 'while you were away');
   await carolPage.waitForFunction(() => window.__notes.some((n) => n.body === 'while you were away'));
   await bob.click(sel('mute-button'));
