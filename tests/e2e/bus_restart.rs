@@ -306,6 +306,22 @@ async fn a_send_whose_ack_event_was_lost_is_answered_on_the_same_socket() {
     assert_eq!(c.expect("ack", T).await["seq"], 3);
 }
 
+/// The names of partition `p`'s sequencer consumers on the command stream.
+async fn sequencer_consumers(
+    stream: &async_nats::jetstream::stream::Stream,
+    p: u32,
+) -> Vec<String> {
+    let mut names = stream.consumer_names();
+    let mut out = Vec::new();
+    while let Some(name) = futures_util::StreamExt::next(&mut names).await {
+        let name = name.expect("name");
+        if msgr_nats::stream::is_sequencer_consumer_of(&name, p) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// Collects a socket's answers (`ack` or `error`) to `cmids`, first answer
 /// each, within `within`.
 async fn first_answers(
@@ -366,20 +382,9 @@ async fn a_send_the_bus_dropped_is_not_stored_behind_a_later_one() {
         .get_stream(msgr_nats::stream::IN_STREAM)
         .await
         .expect("stream");
-    let sequencers = |stream: async_nats::jetstream::stream::Stream| async move {
-        let mut names = stream.consumer_names();
-        let mut out = Vec::new();
-        while let Some(name) = futures_util::StreamExt::next(&mut names).await {
-            let name = name.expect("name");
-            if msgr_nats::stream::is_sequencer_consumer_of(&name, p) {
-                out.push(name);
-            }
-        }
-        out
-    };
     let worker = app.worker_pid().expect("worker process");
     signal(worker, "STOP");
-    let held = sequencers(stream.clone()).await;
+    let held = sequencer_consumers(&stream, p).await;
     assert!(!held.is_empty(), "partition {p} had no consumer");
     for name in &held {
         stream.delete_consumer(name).await.expect("delete consumer");
@@ -391,7 +396,7 @@ async fn a_send_the_bus_dropped_is_not_stored_behind_a_later_one() {
     // The worker seats the partition again (a consumer of its own, from
     // what it stored), and the next send goes through.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while sequencers(stream.clone()).await.is_empty() {
+    while sequencer_consumers(&stream, p).await.is_empty() {
         assert!(
             Instant::now() < deadline,
             "the worker never seated partition {p} again"
@@ -484,19 +489,11 @@ async fn lost_streams_buckets_and_consumers_are_recreated_and_health_says_why() 
         .get_stream(msgr_nats::stream::IN_STREAM)
         .await
         .expect("stream");
-    let mut names = stream.consumer_names();
-    let mut deleted = 0;
-    while let Some(name) = futures_util::StreamExt::next(&mut names).await {
-        let name = name.expect("name");
-        if msgr_nats::stream::is_sequencer_consumer_of(&name, p) {
-            stream
-                .delete_consumer(&name)
-                .await
-                .expect("delete consumer");
-            deleted += 1;
-        }
+    let held = sequencer_consumers(&stream, p).await;
+    assert!(!held.is_empty(), "partition {p} had no consumer");
+    for name in &held {
+        stream.delete_consumer(name).await.expect("delete consumer");
     }
-    assert!(deleted > 0, "partition {p} had no consumer");
     js.delete_stream(msgr_nats::stream::MEDIA_STREAM)
         .await
         .expect("delete media stream");
