@@ -94,7 +94,7 @@ enum FaultKind {
 }
 
 /// Long enough for the other nodes to elect new leaders and for the paused
-/// node's clients to give up on it (two unanswered 4 s pings).
+/// node's clients to give up on it (two unanswered 2 s pings).
 const PAUSE_NATS: Duration = Duration::from_secs(15);
 
 /// Longer than a pause: the cut-off node has time to call elections of its
